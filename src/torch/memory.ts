@@ -1,0 +1,36 @@
+// Memory gauges: live tensor handles and the bytes libtorch holds on the CPU (current and peak),
+// counted by the addon's allocator.
+import { native } from "./native";
+
+export interface MemoryStats {
+  /** Bytes held by libtorch's CPU allocations now. */
+  currentBytes: number;
+  /** Most bytes held since the last resetPeakMemory(). */
+  peakBytes: number;
+  /** Allocations made since the process started. */
+  allocations: number;
+  /** Tensor handles neither disposed nor collected. */
+  liveTensors: number;
+}
+
+export function memoryStats(): MemoryStats {
+  return native.memoryStats();
+}
+
+/** Number of live tensor handles (not disposed, not garbage collected). */
+export function liveTensors(): number {
+  return native.memoryStats().liveTensors;
+}
+
+/** Restarts peak tracking from the bytes held now. */
+export function resetPeakMemory(): void {
+  native.resetPeakMemory();
+}
+
+export function setNumThreads(n: number): void {
+  native.setNumThreads(n);
+}
+
+export function getNumThreads(): number {
+  return native.getNumThreads();
+}

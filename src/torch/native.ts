@@ -1,0 +1,99 @@
+// Loads the compiled addon (build/Release/loco_native.node) and types its surface. Nothing above
+// src/torch touches this module directly.
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+/** An opaque handle to a libtorch tensor owned by the addon. */
+export type NativeHandle = { readonly __nativeTensor: unique symbol };
+
+export interface MemoryStatsRaw {
+  currentBytes: number;
+  peakBytes: number;
+  allocations: number;
+  liveTensors: number;
+}
+
+export interface NativeAddon {
+  resolveOp(name: string, overload: string): number;
+  callOp(id: number, ...args: unknown[]): unknown;
+  callOpVoid(id: number, ...args: unknown[]): void;
+  opSchema(id: number): string;
+  dispose(handle: NativeHandle): boolean;
+  isDisposed(handle: NativeHandle): boolean;
+  fromBuffer(data: ArrayBufferView, shape: readonly number[], scalarType: number): NativeHandle;
+  toBuffer(handle: NativeHandle): ArrayBuffer;
+  shape(handle: NativeHandle): number[];
+  strides(handle: NativeHandle): number[];
+  scalarType(handle: NativeHandle): number;
+  numel(handle: NativeHandle): number;
+  dim(handle: NativeHandle): number;
+  isContiguous(handle: NativeHandle, memoryFormat: number): boolean;
+  item(handle: NativeHandle): number | boolean;
+  isAliasOf(a: NativeHandle, b: NativeHandle): boolean;
+  requiresGrad(handle: NativeHandle): boolean;
+  setRequiresGrad(handle: NativeHandle, value: boolean): void;
+  isLeaf(handle: NativeHandle): boolean;
+  grad(handle: NativeHandle): NativeHandle | null;
+  setGrad(handle: NativeHandle, grad: NativeHandle | null): void;
+  backward(
+    tensors: NativeHandle[],
+    grads: (NativeHandle | null)[],
+    retainGraph: boolean,
+    createGraph: boolean,
+    inputs: NativeHandle[],
+  ): void;
+  autogradGrad(
+    outputs: NativeHandle[],
+    inputs: NativeHandle[],
+    gradOutputs: (NativeHandle | null)[],
+    retainGraph: boolean,
+    createGraph: boolean,
+    allowUnused: boolean,
+  ): (NativeHandle | null)[];
+  setGradEnabled(enabled: boolean): boolean;
+  isGradEnabled(): boolean;
+  manualSeed(seed: number): void;
+  newGenerator(seed: number): number;
+  generatorSeed(id: number, seed: number): void;
+  generatorGetState(id: number): ArrayBuffer;
+  generatorSetState(id: number, state: Uint8Array): void;
+  setNumThreads(n: number): void;
+  getNumThreads(): number;
+  hardwareConcurrency(): number;
+  memoryStats(): MemoryStatsRaw;
+  resetPeakMemory(): void;
+}
+
+function findPackageRoot(start: string): string {
+  let dir = start;
+  for (;;) {
+    if (fs.existsSync(path.join(dir, "binding.gyp"))) return dir;
+    const parent = path.dirname(dir);
+    if (parent === dir) throw new Error(`loco: cannot find the package root above ${start}`);
+    dir = parent;
+  }
+}
+
+function loadAddon(): NativeAddon {
+  const root = findPackageRoot(__dirname);
+  const candidates = [
+    path.join(root, "build", "Release", "loco_native.node"),
+    path.join(root, "build", "Debug", "loco_native.node"),
+  ];
+  const found = candidates.find((p) => fs.existsSync(p));
+  if (!found) {
+    throw new Error(
+      `loco: the native addon is not built (looked for ${candidates.join(", ")}). ` +
+        "Run `npm run build:native` (needs libtorch: `apt-get install libtorch-dev`, or set LIBTORCH).",
+    );
+  }
+  // eslint-disable-next-line @typescript-eslint/no-require-imports
+  const addon = require(found) as NativeAddon;
+  // libtorch starts with one thread in a fresh process (and in every worker thread): default to
+  // the machine's cores unless the user chose a count.
+  const requested = Number(process.env.LOCO_NUM_THREADS ?? process.env.OMP_NUM_THREADS ?? 0);
+  addon.setNumThreads(requested >= 1 ? Math.floor(requested) : Math.max(1, addon.hardwareConcurrency()));
+  return addon;
+}
+
+export const native: NativeAddon = loadAddon();
