@@ -1,0 +1,126 @@
+// A local learner: an encoder split into stages, one decoder per loss stage, and the gradient
+// router. SimCLR end to end, GIM and LoCo are configurations of it (methods.ts).
+import type { Tensor } from "../torch";
+import { Module } from "../nn/module";
+import { ModuleList } from "../nn/container";
+import type { BlockType } from "../models/resnet";
+import type { Generator } from "../torch/random";
+import { Decoder } from "./decoder";
+import { type LocalLearningConfig, type ResolvedLoss, resolveLosses } from "./methods";
+import { ntXent } from "./ntxent";
+import { type StageLoss, routeStep } from "./router";
+
+/** What the learner needs from an encoder: its stages as modules and their output channels. */
+export interface StagedEncoder {
+  stages(): Module[];
+  stageChannels(): number[];
+  /** The encoder's residual block type, used for decoder conv blocks. */
+  readonly block?: BlockType;
+}
+
+export interface LearnerStepResult {
+  /** Loss per entry of `learner.losses` (NaN for losses not trained this step). */
+  lossValues: number[];
+}
+
+export class LocalLearner extends Module {
+  readonly losses: ResolvedLoss[];
+  readonly decoders: ModuleList;
+  readonly config: LocalLearningConfig;
+  readonly #stages: Module[];
+  /** Sequential schedule: index into `losses` of the phase being trained; null when simultaneous. */
+  #phase: number | null = null;
+
+  constructor(encoder: StagedEncoder, config: LocalLearningConfig, options: { generator?: Generator } = {}) {
+    super();
+    this.#stages = encoder.stages();
+    const channels = encoder.stageChannels();
+    this.config = config;
+    this.losses = resolveLosses(config, this.#stages.length);
+    this.decoders = this.registerModule(
+      "decoders",
+      new ModuleList(
+        this.losses.map(
+          (l) =>
+            new Decoder({
+              inChannels: channels[l.stage],
+              convBlocks: config.convBlocks,
+              mlpLayers: config.mlpLayers,
+              headBN: config.headBN,
+              block: encoder.block,
+              generator: options.generator,
+            }),
+        ),
+      ),
+    );
+    if (config.schedule === "sequential") this.setPhase(0);
+  }
+
+  get stages(): Module[] {
+    return this.#stages;
+  }
+
+  decoder(lossIndex: number): Decoder {
+    return this.decoders.children()[lossIndex] as Decoder;
+  }
+
+  get phase(): number | null {
+    return this.#phase;
+  }
+
+  /**
+   * Sequential schedule: trains loss `index` only. Stages below its reach are frozen (eval mode,
+   * no gradient), stages above it are not computed.
+   */
+  setPhase(index: number): void {
+    if (!Number.isInteger(index) || index < 0 || index >= this.losses.length) {
+      throw new RangeError(`setPhase: expected a phase in 0..${this.losses.length - 1}, got ${index}`);
+    }
+    this.#phase = index;
+    this.train(this.training);
+  }
+
+  /** Which stages are trained now (all in simultaneous mode). */
+  trainableStages(): boolean[] {
+    if (this.#phase === null) return this.#stages.map(() => true);
+    const loss = this.losses[this.#phase];
+    return this.#stages.map((_, k) => k >= loss.stage - loss.reach && k <= loss.stage);
+  }
+
+  override train(mode = true): this {
+    super.train(mode);
+    const trainable = this.trainableStages();
+    this.#stages.forEach((s, k) => s.train(mode && trainable[k]));
+    return this;
+  }
+
+  /** Parameters of the stages and decoders trained now. */
+  trainableParameters(): Tensor[] {
+    const trainable = this.trainableStages();
+    const stageParams = this.#stages.flatMap((s, k) => (trainable[k] ? s.parameters() : []));
+    const decoderParams =
+      this.#phase === null ? this.decoders.parameters() : this.decoder(this.#phase).parameters();
+    return [...stageParams, ...decoderParams];
+  }
+
+  /** All parameters: stages and decoders. */
+  allParameters(): Tensor[] {
+    return [...this.#stages.flatMap((s) => s.parameters()), ...this.decoders.parameters()];
+  }
+
+  /**
+   * One step's forward and backward on a batch of 2N views (rows i and i+N are the two views of
+   * image i). Gradients accumulate into the parameters; the caller steps the optimizer.
+   */
+  step(views: Tensor): LearnerStepResult {
+    const active = this.#phase === null ? this.losses.map((_, i) => i) : [this.#phase];
+    const specs: StageLoss[] = active.map((i) => {
+      const l = this.losses[i];
+      return { stage: l.stage, reach: l.reach, decoder: this.decoder(i), loss: (z: Tensor) => ntXent(z, l.temperature) };
+    });
+    const result = routeStep(this.#stages, specs, views);
+    const lossValues = new Array<number>(this.losses.length).fill(NaN);
+    active.forEach((i, j) => (lossValues[i] = result.lossValues[j]));
+    return { lossValues };
+  }
+}

@@ -1,0 +1,159 @@
+// The gradient router against METHODS.md's reference (recompute stages k−r … k from
+// detach(h_{k−r−1}) for each loss, backpropagate fully, sum parameter gradients), on a ResNet-18
+// with batch norm, for SimCLR end to end, GIM, LoCo (reach 1 and 2) and ablations.
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { type Tensor, Generator, manualSeed, memoryStats, noGrad, randn, resetPeakMemory, scope } from "../src/torch";
+import { resnet18 } from "../src/models";
+import { LocalLearner, type LocalLearningConfig, methodPreset, ntXent } from "../src/learning";
+
+function makeLearner(config: LocalLearningConfig, width = 8): { learner: LocalLearner; dispose: () => void } {
+  manualSeed(7);
+  const encoder = resnet18({ stem: "cifar", width, numClasses: 0, generator: new Generator(7) });
+  const learner = new LocalLearner(encoder, config, { generator: new Generator(8) });
+  return {
+    learner,
+    dispose: () => {
+      learner.dispose();
+      encoder.dispose();
+    },
+  };
+}
+
+/** Reads and clears every parameter's gradient (null when it has none). */
+function takeGrads(params: Tensor[]): (Float32Array | null)[] {
+  return params.map((p) => {
+    const g = p.grad;
+    if (g === null) return null;
+    const data = g.data() as Float32Array;
+    g.dispose();
+    p.grad = null;
+    return data;
+  });
+}
+
+function maxRelativeDifference(a: (Float32Array | null)[], b: (Float32Array | null)[]): number {
+  assert.equal(a.length, b.length);
+  let worst = 0;
+  for (let i = 0; i < a.length; i++) {
+    const x = a[i];
+    const y = b[i];
+    assert.equal(x === null, y === null, `parameter ${i}: gradient present in one result only`);
+    if (x === null || y === null) continue;
+    let scale = 0;
+    for (const v of y) scale = Math.max(scale, Math.abs(v));
+    for (let j = 0; j < x.length; j++) worst = Math.max(worst, Math.abs(x[j] - y[j]) / Math.max(scale, 1e-12));
+  }
+  return worst;
+}
+
+/** METHODS.md's reference: one full recompute-and-backprop per loss. */
+function referenceGrads(learner: LocalLearner, views: Tensor): (Float32Array | null)[] {
+  const stages = learner.stages;
+  scope(() => {
+    const h: Tensor[] = [];
+    noGrad(() => {
+      let x = views;
+      for (const s of stages) h.push((x = s.forward(x)));
+    });
+    learner.losses.forEach((loss, i) => {
+      const first = loss.stage - loss.reach;
+      let x = first === 0 ? views : h[first - 1].detach();
+      for (let k = first; k <= loss.stage; k++) x = stages[k].forward(x);
+      ntXent(learner.decoder(i).forward(x), loss.temperature).backward();
+    });
+  });
+  return takeGrads(learner.allParameters());
+}
+
+const configs: [string, (k: number) => LocalLearningConfig][] = [
+  ["simclr (end to end)", (k) => methodPreset("simclr", k)],
+  ["gim", (k) => methodPreset("gim", k)],
+  ["loco (reach 1, c=1)", (k) => methodPreset("loco", k)],
+  ["loco reach 2", (k) => ({ ...methodPreset("loco", k), reach: 2 })],
+  ["sharing only (reach 1, c=0)", (k) => ({ ...methodPreset("loco", k), convBlocks: 0 })],
+  ["conv decoder only (reach 0, c=1)", (k) => ({ ...methodPreset("gim", k), convBlocks: 1 })],
+  ["losses at stages 2 and 4, 4-layer MLP", (k) => ({ ...methodPreset("loco", k), lossStages: [2, 4], mlpLayers: 4 })],
+];
+
+for (const [name, make] of configs) {
+  test(`router equals the recompute reference: ${name}`, () => {
+    const { learner, dispose } = makeLearner(make(4));
+    const views = randn([8, 3, 16, 16], { generator: new Generator(1) });
+    learner.train();
+    const result = learner.step(views);
+    assert.ok(result.lossValues.every(Number.isFinite), `losses ${result.lossValues.join(", ")}`);
+    const routed = takeGrads(learner.allParameters());
+    assert.ok(routed.some((g) => g !== null));
+    const reference = referenceGrads(learner, views);
+    const diff = maxRelativeDifference(routed, reference);
+    assert.ok(diff <= 1e-6, `max relative gradient difference ${diff}`);
+    views.dispose();
+    dispose();
+  });
+}
+
+test("router end to end equals a plain single backward", () => {
+  const { learner, dispose } = makeLearner(methodPreset("simclr", 4));
+  const views = randn([8, 3, 16, 16], { generator: new Generator(2) });
+  learner.step(views);
+  const routed = takeGrads(learner.allParameters());
+  scope(() => {
+    let x = views;
+    for (const s of learner.stages) x = s.forward(x);
+    ntXent(learner.decoder(0).forward(x), 0.5).backward();
+  });
+  const plain = takeGrads(learner.allParameters());
+  assert.equal(maxRelativeDifference(routed, plain), 0);
+  views.dispose();
+  dispose();
+});
+
+test("sequential schedule: a phase trains its stage only, lower stages frozen in eval, upper not computed", () => {
+  const { learner, dispose } = makeLearner({ ...methodPreset("gim", 4), schedule: "sequential" });
+  const views = randn([8, 3, 16, 16], { generator: new Generator(3) });
+  learner.train();
+  learner.setPhase(1);
+  assert.deepEqual(learner.trainableStages(), [false, true, false, false]);
+  assert.equal(learner.stages[0].training, false, "stage 1 is in eval mode");
+  assert.equal(learner.stages[1].training, true);
+  const runningMeans = learner.stages.map((s) => s.namedBuffers().find(([n]) => n.endsWith("running_mean"))![1].clone());
+  const { lossValues } = learner.step(views);
+  assert.ok(Number.isFinite(lossValues[1]) && lossValues.filter(Number.isFinite).length === 1);
+  const grads = learner.stages.map((s) => s.parameters().some((p) => p.grad !== null));
+  assert.deepEqual(grads, [false, true, false, false]);
+  const decoderGrads = learner.decoders.children().map((d) => d.parameters().some((p) => p.grad !== null));
+  assert.deepEqual(decoderGrads, [false, true, false, false]);
+  const changed = learner.stages.map((s, k) => {
+    const now = s.namedBuffers().find(([n]) => n.endsWith("running_mean"))![1];
+    return !now.equal(runningMeans[k]);
+  });
+  assert.deepEqual(changed, [false, true, false, false], "only the trained stage updates BN statistics");
+  // The phase's gradient equals the reference of that loss alone.
+  const routed = takeGrads(learner.allParameters());
+  scope(() => {
+    const h0 = noGrad(() => learner.stages[0].forward(views));
+    ntXent(learner.decoder(1).forward(learner.stages[1].forward(h0.detach())), 0.5).backward();
+  });
+  assert.equal(maxRelativeDifference(routed, takeGrads(learner.allParameters())), 0);
+  runningMeans.forEach((t) => t.dispose());
+  views.dispose();
+  dispose();
+});
+
+test("memory-efficient order: local learning's activation peak is below end to end's", () => {
+  const peaks: Record<string, number> = {};
+  for (const method of ["simclr", "gim", "loco"] as const) {
+    const { learner, dispose } = makeLearner(methodPreset(method, 4), 16);
+    const views = randn([16, 3, 32, 32], { generator: new Generator(4) });
+    learner.step(views); // first step allocates gradients
+    resetPeakMemory();
+    const start = memoryStats().currentBytes;
+    learner.step(views);
+    peaks[method] = memoryStats().peakBytes - start;
+    views.dispose();
+    dispose();
+  }
+  assert.ok(peaks.gim < peaks.simclr, `gim ${peaks.gim} vs simclr ${peaks.simclr}`);
+  assert.ok(peaks.loco < peaks.simclr, `loco ${peaks.loco} vs simclr ${peaks.simclr}`);
+});
