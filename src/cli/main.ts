@@ -1,0 +1,60 @@
+#!/usr/bin/env node
+// The `loco` command.
+import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
+import { memorySpecs, runMemory } from "./memory";
+
+interface Command {
+  summary: string;
+  specs: OptionSpec[];
+  run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
+}
+
+const commands: Record<string, Command> = {
+  memory: {
+    summary: "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
+    specs: memorySpecs,
+    run: runMemory,
+  },
+};
+
+function mainHelp(): string {
+  const lines = ["Usage: loco <command> [options]", "", "Commands:"];
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
+  lines.push("", "Run `loco <command> --help` for a command's options.");
+  return lines.join("\n");
+}
+
+async function main(argv: string[]): Promise<number> {
+  const [name, ...rest] = argv;
+  if (name === undefined || name === "--help" || name === "-h" || name === "help") {
+    console.log(mainHelp());
+    return name === undefined ? 2 : 0;
+  }
+  const command = commands[name];
+  if (command === undefined) {
+    console.error(`loco: unknown command '${name}'\n\n${mainHelp()}`);
+    return 2;
+  }
+  const parsed = parseArgs(rest, command.specs, name);
+  if (parsed.help) {
+    console.log(formatHelp(name, command.summary, command.specs));
+    return 0;
+  }
+  await command.run(parsed.values, parsed.positionals);
+  return 0;
+}
+
+main(process.argv.slice(2)).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (error: unknown) => {
+    if (error instanceof UsageError) {
+      console.error(`loco: ${error.message}`);
+      process.exitCode = 2;
+    } else {
+      console.error(`loco: ${(error as Error).stack ?? String(error)}`);
+      process.exitCode = 1;
+    }
+  },
+);
