@@ -103,7 +103,13 @@ Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
   if (!info[0].IsTypedArray()) throw Napi::TypeError::New(env, "fromBuffer: expected a typed array");
   auto array = info[0].As<Napi::TypedArray>();
   auto shape = toShape(info[1], "fromBuffer");
-  auto type = static_cast<c10::ScalarType>(info[2].As<Napi::Number>().Int32Value());
+  if (!info[2].IsNumber()) throw Napi::TypeError::New(env, "fromBuffer: expected a scalar type code");
+  int code = info[2].As<Napi::Number>().Int32Value();
+  // Only the element types loco supports; an unchecked code would abort inside libtorch.
+  if (!((code >= 0 && code <= 7) || code == 11)) {
+    throw Napi::RangeError::New(env, "fromBuffer: unsupported scalar type code " + std::to_string(code));
+  }
+  auto type = static_cast<c10::ScalarType>(code);
   LOCO_GUARD(env, "fromBuffer", {
     at::Tensor t = at::empty(shape, at::TensorOptions().dtype(type));
     size_t need = t.numel() * t.element_size();

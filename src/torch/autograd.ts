@@ -1,25 +1,13 @@
 // Autograd entry points: backward over several roots, vector-Jacobian products (the gradient
 // router of METHODS.md is built on grad()), and grad-mode scopes.
 import { native } from "./native";
-import { Tensor, handles } from "./tensor";
+import { type BackwardOptions, Tensor, handles, runBackward } from "./tensor";
 
-export interface BackwardOptions {
-  /** Keep the graph for another backward pass through it. */
-  retainGraph?: boolean;
-  createGraph?: boolean;
-  /** Accumulate into these leaves only. */
-  inputs?: Tensor[];
-}
+export type { BackwardOptions };
 
 /** Backpropagates from several roots at once, each with its gradient (null for scalar roots). */
 export function backward(tensors: Tensor[], gradTensors: (Tensor | null)[] = [], options: BackwardOptions = {}): void {
-  native.backward(
-    handles(tensors),
-    gradTensors.map((g) => (g === null ? null : g.handle)),
-    options.retainGraph ?? false,
-    options.createGraph ?? false,
-    options.inputs ? handles(options.inputs) : [],
-  );
+  runBackward(tensors, gradTensors, options);
 }
 
 export interface GradOptions {

@@ -8,3 +8,17 @@ export { Generator, manualSeed, defaultGenerator } from "./random";
 export { memoryStats, liveTensors, resetPeakMemory, setNumThreads, getNumThreads, type MemoryStats } from "./memory";
 export * as F from "./functional";
 export * as autograd from "./autograd";
+export {
+  saveSafetensors,
+  loadSafetensors,
+  serializeSafetensors,
+  deserializeSafetensors,
+  readSafetensorsHeader,
+  parseSafetensorsHeader,
+  SafetensorsError,
+  type SafetensorsDType,
+  type SafetensorsContents,
+  type SafetensorsEntry,
+  type SafetensorsHeader,
+  type TensorDict,
+} from "./safetensors";

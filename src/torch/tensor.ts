@@ -5,6 +5,7 @@ import {
   type MemoryFormat,
   type TypedArray,
   dtypeFromCode,
+  isDType,
   memoryFormatCode,
   scalarTypeCode,
   typedArrayFor,
@@ -203,17 +204,21 @@ export class Tensor implements Scoped {
     return g === null ? null : new Tensor(g);
   }
   set grad(value: Tensor | null) {
+    if (value !== null) {
+      // As PyTorch's setter does: a gradient must match its tensor (later accumulation relies on it).
+      const [shape, gshape] = [this.shape, value.shape];
+      if (shape.length !== gshape.length || shape.some((d, i) => d !== gshape[i])) {
+        throw new Error(`Tensor.grad: assigned grad has shape [${gshape.join(", ")}], expected [${shape.join(", ")}]`);
+      }
+      if (value.dtype !== this.dtype) {
+        throw new Error(`Tensor.grad: assigned grad has dtype ${value.dtype}, expected ${this.dtype}`);
+      }
+    }
     native.setGrad(this.handle, value === null ? null : value.handle);
   }
   /** Backpropagates from this tensor; `gradient` is required unless it has one element. */
-  backward(gradient?: Tensor, options: { retainGraph?: boolean; createGraph?: boolean; inputs?: Tensor[] } = {}): void {
-    native.backward(
-      [this.handle],
-      gradient ? [gradient.handle] : [],
-      options.retainGraph ?? false,
-      options.createGraph ?? false,
-      options.inputs ? handles(options.inputs) : [],
-    );
+  backward(gradient?: Tensor, options: BackwardOptions = {}): void {
+    runBackward([this], gradient ? [gradient] : [], options);
   }
   detach(): Tensor {
     return callTensor("detach", this.handle);
@@ -226,6 +231,10 @@ export class Tensor implements Scoped {
   // ---- conversion and copies ----
 
   to(dtype: DType): Tensor {
+    if (!isDType(dtype)) {
+      const known = Object.keys(scalarTypeCode).join(", ");
+      throw new TypeError(`Tensor.to: unknown dtype '${String(dtype)}' (expected one of ${known})`);
+    }
     return callTensor("to.dtype", this.handle, scalarTypeCode[dtype], false, false);
   }
   float(): Tensor {
@@ -663,6 +672,33 @@ export class Tensor implements Scoped {
   normal_(mean = 0, std = 1, generator?: { id: number }): this {
     callInPlace("normal_", this.handle, mean, std, generator?.id ?? null);
     return this;
+  }
+}
+
+export interface BackwardOptions {
+  /** Keep the graph for another backward pass through it. */
+  retainGraph?: boolean;
+  createGraph?: boolean;
+  /** Accumulate into these leaves only. */
+  inputs?: Tensor[];
+}
+
+/** Backpropagates from several roots, each with its gradient (null for one-element roots). */
+export function runBackward(tensors: readonly Tensor[], gradTensors: readonly (Tensor | null)[], options: BackwardOptions): void {
+  try {
+    native.backward(
+      handles(tensors),
+      gradTensors.map((g) => (g === null ? null : g.handle)),
+      options.retainGraph ?? false,
+      options.createGraph ?? false,
+      options.inputs ? handles(options.inputs) : [],
+    );
+  } catch (error) {
+    // libtorch names Python's argument; say what it is called here.
+    if (error instanceof Error && error.message.includes("retain_graph=True")) {
+      error.message += " (in loco: pass { retainGraph: true } to the first backward)";
+    }
+    throw error;
   }
 }
 
