@@ -2,6 +2,7 @@
 // The `loco` command.
 import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
+import { runTrain, trainSpecs } from "./train";
 
 interface Command {
   summary: string;
@@ -10,6 +11,11 @@ interface Command {
 }
 
 const commands: Record<string, Command> = {
+  train: {
+    summary: "Pretrain an encoder (SimCLR end to end, GIM, LoCo or any router configuration), then read it out against baselines.",
+    specs: trainSpecs,
+    run: runTrain,
+  },
   memory: {
     summary: "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
     specs: memorySpecs,
