@@ -4,3 +4,5 @@ export * as nn from "./nn";
 export * as optim from "./optim";
 export * as models from "./models";
 export * as learning from "./learning";
+export * as evaluation from "./eval";
+export * as data from "./data";

@@ -1,0 +1,47 @@
+// Evaluation protocols (METHODS.md, "Evaluation protocols"): frozen-feature extraction, linear
+// readout, weighted kNN, and the baselines (random-init, supervised, raw pixels) on the same
+// protocol: `import { evaluation } from "loco"` or `import * as evaluation from "loco/eval"`.
+export {
+  type EvalBatch,
+  type FeatureSet,
+  type ExtractOptions,
+  type StageLike,
+  type ViewBatch,
+  fromViewBatches,
+  extractFeatures,
+  extractFeaturesAsync,
+  extractStageFeatures,
+  extractStageFeaturesAsync,
+  disposeFeatureSet,
+  withEval,
+  withEvalAll,
+  globalAvgPool,
+  rawPixelsFeatures,
+  stageFeatures,
+  stageForward,
+} from "./features";
+export {
+  type LinearReadoutOptions,
+  type LinearReadoutResult,
+  type WeightDecayTrial,
+  DEFAULT_WEIGHT_DECAY_GRID,
+  linearReadout,
+  topkAccuracy,
+} from "./linear";
+export { type KnnOptions, type KnnResult, knnClassify } from "./knn";
+export {
+  type Encoder,
+  type BatchSource,
+  type AsyncBatchSource,
+  type EvaluateOptions,
+  type EvaluateResult,
+  type SupervisedOptions,
+  type SupervisedEpoch,
+  type SupervisedResult,
+  concatFeatureSets,
+  evaluateEncoder,
+  evaluateEncoderAsync,
+  featureForward,
+  trainSupervised,
+  trainSupervisedAsync,
+} from "./baselines";
