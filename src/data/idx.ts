@@ -30,7 +30,8 @@ export function readIdx(path: string, expectedDims?: number): IdxArray {
     throw new Error(`${path}: bad IDX magic number (first two bytes must be 0, got ${bytes[0]}, ${bytes[1]})`);
   }
   const type = bytes[2];
-  if (type !== 0x08) throw new Error(`${path}: IDX element type 0x${type.toString(16)} is not supported (expected 0x08, unsigned byte)`);
+  if (type !== 0x08)
+    throw new Error(`${path}: IDX element type 0x${type.toString(16)} is not supported (expected 0x08, unsigned byte)`);
   const dims = bytes[3];
   if (dims < 1 || dims > 4) throw new Error(`${path}: IDX header declares ${dims} dimensions (expected 1 to 4)`);
   if (expectedDims !== undefined && dims !== expectedDims) {

@@ -51,7 +51,9 @@ export function loadMnistSplit(dir: string, split: "train" | "test", numClasses 
   }
   for (let i = 0; i < labels.data.length; i++) {
     if (labels.data[i] >= numClasses) {
-      throw new Error(`${labelsPath}: label ${labels.data[i]} at index ${i} is out of range (expected 0 to ${numClasses - 1})`);
+      throw new Error(
+        `${labelsPath}: label ${labels.data[i]} at index ${i} is out of range (expected 0 to ${numClasses - 1})`,
+      );
     }
   }
   return { images: images.data, labels: labels.data, count, height, width, channels: 1, numClasses };
@@ -75,7 +77,8 @@ export function openMnist(options: MnistOptions = {}): ImageDataset {
   const dir = options.dir ?? (variant === "fashion-mnist" ? DEFAULT_FASHION_MNIST_DIR : undefined);
   if (dir === undefined) throw new Error("openMnist: MNIST has no default folder here: give options.dir");
   const split = options.split ?? "train";
-  if (split !== "train" && split !== "test") throw new RangeError(`openMnist: split must be "train" or "test", got ${String(split)}`);
+  if (split !== "train" && split !== "test")
+    throw new RangeError(`openMnist: split must be "train" or "test", got ${String(split)}`);
   const raw = loadMnistSplit(dir, split, 10);
   const images = MemoryImages.allocate(raw.count, 1, raw.height, raw.width);
   images.data.set(raw.images);

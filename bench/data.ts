@@ -1,0 +1,165 @@
+// `node dist/bench/data.js`: throughput of the data pipeline on one core.
+//
+//   augment  Augmentation.run on a batch of --batch-size uint8 images on the calling thread with one
+//            libtorch thread: SimCLR's CIFAR preset at 32x32 (3 channels), loco's grayscale preset
+//            at 28x28 (1 channel, Fashion-MNIST's shape), SimCLR's ImageNet preset (with blur) at
+//            96x96 (STL-10's shape). Augmented views per second, median of --repeats timed batches
+//            after one warm-up batch.
+//   loader   DataLoader with one worker thread (one libtorch thread) producing two views per image,
+//            consumed by a caller that does nothing else: images per second (each image = two
+//            views), and the caller's cost per batch once batches are ready (wrapping the worker's
+//            buffers in tensors), the floor of the `waitMs` a trainer sees.
+//
+// The pixels are random uint8 held in memory (decoding and file reads are not measured). Options:
+// --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json.
+import { getNumThreads, setNumThreads, fromTypedArray, type Tensor } from "../src/torch";
+import {
+  Augmentation,
+  type AugmentConfig,
+  DataLoader,
+  MemoryImages,
+  Rng,
+  grayscale,
+  makeDataset,
+  simclrCifar,
+  simclrImagenet,
+} from "../src/data";
+
+interface Options {
+  batchSize: number;
+  repeats: number;
+  batches: number;
+  json: boolean;
+}
+
+function parseArgs(argv: string[]): Options {
+  const o: Options = { batchSize: 256, repeats: 5, batches: 8, json: false };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    const int = (): number => {
+      const v = Number(argv[++i]);
+      if (!Number.isInteger(v) || v < 1) throw new Error(`${a} needs a positive integer, got ${argv[i]}`);
+      return v;
+    };
+    if (a === "--batch-size") o.batchSize = int();
+    else if (a === "--repeats") o.repeats = int();
+    else if (a === "--batches") o.batches = int();
+    else if (a === "--json") o.json = true;
+    else
+      throw new Error(
+        `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json]`,
+      );
+  }
+  return o;
+}
+
+interface Case {
+  name: string;
+  channels: number;
+  size: number;
+  config: AugmentConfig;
+}
+
+const CASES: Case[] = [
+  { name: "28x28x1 grayscale", channels: 1, size: 28, config: grayscale(28) },
+  { name: "32x32x3 simclrCifar", channels: 3, size: 32, config: simclrCifar(32) },
+  { name: "96x96x3 simclrImagenet(96)", channels: 3, size: 96, config: simclrImagenet(96) },
+];
+
+function randomPixels(n: number): Uint8Array {
+  const rng = new Rng(1);
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i += 4) {
+    const v = rng.nextUint32();
+    out[i] = v & 0xff;
+    out[i + 1] = (v >>> 8) & 0xff;
+    out[i + 2] = (v >>> 16) & 0xff;
+    out[i + 3] = v >>> 24;
+  }
+  return out;
+}
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1];
+
+function benchAugment(c: Case, o: Options): number {
+  const images: Tensor = fromTypedArray(randomPixels(o.batchSize * c.channels * c.size * c.size), [
+    o.batchSize,
+    c.channels,
+    c.size,
+    c.size,
+  ]);
+  const aug = new Augmentation(c.config);
+  aug.run(images, new Rng(0)).output.dispose();
+  const times: number[] = [];
+  for (let r = 0; r < o.repeats; r++) {
+    const t0 = performance.now();
+    aug.run(images, new Rng(r + 1)).output.dispose();
+    times.push(performance.now() - t0);
+  }
+  images.dispose();
+  return (o.batchSize / median(times)) * 1000;
+}
+
+async function benchLoader(c: Case, o: Options): Promise<{ imagesPerS: number; readyWaitMs: number }> {
+  const count = o.batchSize * 4;
+  const store = MemoryImages.allocate(count, c.channels, c.size, c.size);
+  store.data.set(randomPixels(store.data.length));
+  const dataset = makeDataset({ name: c.name, images: store, labels: null, classNames: [] });
+  const loader = new DataLoader(dataset, {
+    batchSize: o.batchSize,
+    augment: c.config,
+    views: 2,
+    workers: 1,
+    workerThreads: 1,
+    prefetch: 2,
+  });
+  (await loader.next()).dispose(); // starts the worker, warms it up
+  const t0 = performance.now();
+  const waits: number[] = [];
+  for (let b = 0; b < o.batches; b++) {
+    const batch = await loader.next();
+    waits.push(batch.waitMs);
+    batch.dispose();
+  }
+  const elapsed = performance.now() - t0;
+  // Once the worker is ahead, next() only wraps buffers: give it a head start and measure that.
+  await new Promise((r) => setTimeout(r, 4 * (elapsed / o.batches)));
+  const ready = await loader.next();
+  const readyWaitMs = ready.waitMs;
+  ready.dispose();
+  await loader.close();
+  return { imagesPerS: ((o.batches * o.batchSize) / elapsed) * 1000, readyWaitMs };
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  setNumThreads(1);
+  const rows: { name: string; augmentViewsPerS: number; loaderImagesPerS: number; readyWaitMs: number }[] = [];
+  for (const c of CASES) {
+    const augmentViewsPerS = benchAugment(c, o);
+    const { imagesPerS, readyWaitMs } = await benchLoader(c, o);
+    rows.push({ name: c.name, augmentViewsPerS, loaderImagesPerS: imagesPerS, readyWaitMs });
+  }
+  if (o.json) {
+    console.log(JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), rows }));
+    return;
+  }
+  console.log(`batch ${o.batchSize}, one libtorch thread (caller and worker)`);
+  const header = ["case", "augment views/s", "loader images/s (2 views)", "wait when ready (ms)"];
+  const table = [
+    header,
+    ...rows.map((r) => [
+      r.name,
+      r.augmentViewsPerS.toFixed(0),
+      r.loaderImagesPerS.toFixed(0),
+      r.readyWaitMs.toFixed(2),
+    ]),
+  ];
+  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  "));
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
