@@ -3,10 +3,12 @@
 import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
+import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
 
 interface Command {
   summary: string;
   specs: OptionSpec[];
+  usage?: string;
   run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
 }
 
@@ -15,6 +17,18 @@ const commands: Record<string, Command> = {
     summary: "Pretrain an encoder (SimCLR end to end, GIM, LoCo or any router configuration), then read it out against baselines.",
     specs: trainSpecs,
     run: runTrain,
+  },
+  eval: {
+    summary: "Read out a run's checkpoint: linear readout and kNN on frozen features, per stage and beside baselines on request.",
+    specs: evalSpecs,
+    usage: "loco eval <run dir | checkpoint file> [options]",
+    run: runEval,
+  },
+  embed: {
+    summary: "Write a run's frozen features of a dataset split (and the labels) as a safetensors file.",
+    specs: embedSpecs,
+    usage: "loco embed <run dir | checkpoint file> [options]",
+    run: runEmbed,
   },
   memory: {
     summary: "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
@@ -43,7 +57,7 @@ async function main(argv: string[]): Promise<number> {
   }
   const parsed = parseArgs(rest, command.specs, name);
   if (parsed.help) {
-    console.log(formatHelp(name, command.summary, command.specs));
+    console.log(formatHelp(name, command.summary, command.specs, command.usage));
     return 0;
   }
   await command.run(parsed.values, parsed.positionals);

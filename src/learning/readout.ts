@@ -1,0 +1,167 @@
+// The readout report of a pretrained encoder (METHODS.md, "Evaluation protocols"): linear readout
+// and kNN on frozen features, optionally per stage, beside the baselines on the same protocol.
+// Used by `loco train` at the end of a run and by `loco eval` on any checkpoint.
+import type { Tensor } from "../torch";
+import { fromTypedArray, scope } from "../torch";
+import type { Module } from "../nn/module";
+import type { ResNet } from "../models/resnet";
+import type { NormalizeConfig } from "../data/augment";
+import type { ImageDataset } from "../data/dataset";
+import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
+import { type EvaluateResult, evaluateEncoder, featureForward, trainSupervised } from "../eval/baselines";
+
+export type BaselineName = "random-init" | "supervised" | "raw-pixels";
+export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
+
+export interface Score {
+  top1: number;
+  linear: { top1: number };
+  knn: { top1: number };
+}
+
+export interface ReadoutReport {
+  linear: { top1: number; trainTop1: number };
+  knn: { top1: number; k: number };
+  perStage?: { stage: number; linear: { top1: number }; knn: { top1: number } }[];
+  baselines: Partial<Record<"randomInit" | "supervised" | "rawPixels", Score>>;
+  readout: { trainImages: number; testImages: number; epochs: number; features: string };
+}
+
+export interface ReadoutOptions {
+  normalize: NormalizeConfig | null;
+  readoutEpochs: number;
+  /** Train images read out (0: all), chosen by a fixed stride. */
+  readoutTrainSize: number;
+  baselines: readonly BaselineName[];
+  perStage: boolean;
+  supervisedEpochs: number;
+  batchSize: number;
+  seed: number;
+  /** A fresh encoder of the same architecture and init (random-init and supervised baselines). */
+  freshEncoder: () => ResNet;
+}
+
+/** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
+export function* evalBatches(dataset: ImageDataset, batchSize: number, normalize: NormalizeConfig | null): Generator<EvalBatch> {
+  const labels = dataset.labels;
+  if (labels === null) throw new Error(`${dataset.name}: evaluation needs labels`);
+  const { channels: c, height: h, width: w } = dataset;
+  for (let start = 0; start < dataset.count; start += batchSize) {
+    const n = Math.min(batchSize, dataset.count - start);
+    const indices = Int32Array.from({ length: n }, (_, i) => start + i);
+    const pixels = dataset.images.read(indices);
+    yield scope(() => {
+      let images = fromTypedArray(pixels.subarray(0, n * c * h * w), [n, c, h, w]).float().div(255);
+      if (normalize) {
+        const mean = fromTypedArray(Float32Array.from(normalize.mean), [1, c, 1, 1]);
+        const std = fromTypedArray(Float32Array.from(normalize.std), [1, c, 1, 1]);
+        images = images.sub(mean).div(std);
+      }
+      return { images, labels: fromTypedArray(Int32Array.from(indices, (i) => labels[i])).long() };
+    });
+  }
+}
+
+/** A deterministic subset (every k-th image), so monitors and readouts stay cheap on large splits. */
+export function strided(dataset: ImageDataset, size: number): ImageDataset {
+  if (size <= 0 || size >= dataset.count) return dataset;
+  const stride = dataset.count / size;
+  const picks = Int32Array.from({ length: size }, (_, i) => Math.floor(i * stride));
+  const images = dataset.images;
+  return {
+    ...dataset,
+    name: `${dataset.name}[every ${stride.toFixed(2)}]`,
+    count: size,
+    labels: dataset.labels === null ? null : Int32Array.from(picks, (i) => dataset.labels![i]),
+    images: {
+      count: size,
+      channels: images.channels,
+      height: images.height,
+      width: images.width,
+      read: (indices, out) => images.read(Int32Array.from(indices, (i) => picks[i]), out),
+      spec: () => {
+        throw new Error("strided subsets are for in-process evaluation only");
+      },
+      close: () => {},
+    },
+  };
+}
+
+/** kNN top-1 of an encoder's features (the per-epoch monitor). */
+export function knnMonitor(
+  encoder: ResNet,
+  bank: ImageDataset,
+  queries: ImageDataset,
+  normalize: NormalizeConfig | null,
+): number {
+  const result = evaluateEncoder(
+    featureForward(encoder),
+    () => evalBatches(bank, 256, normalize),
+    () => evalBatches(queries, 256, normalize),
+    { module: encoder, linear: false, knn: { k: 200, temperature: 0.1 }, numClasses: bank.numClasses },
+  );
+  return result.knn!.top1;
+}
+
+/** Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified. */
+export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageDataset, options: ReadoutOptions): ReadoutReport {
+  const readoutTrain = strided(train, options.readoutTrainSize);
+  const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
+    evaluateEncoder(
+      forward,
+      () => evalBatches(readoutTrain, 256, options.normalize),
+      () => evalBatches(test, 256, options.normalize),
+      {
+        module: modules,
+        numClasses: train.numClasses,
+        linear: { epochs: options.readoutEpochs, seed: options.seed },
+        knn: { k: 200, temperature: 0.1 },
+      },
+    );
+  const score = (r: EvaluateResult): Score => ({ top1: r.linear!.top1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
+  const trained = evaluate(featureForward(encoder), [encoder]);
+  const report: ReadoutReport = {
+    linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
+    knn: { top1: trained.knn!.top1, k: 200 },
+    baselines: {},
+    readout: {
+      trainImages: readoutTrain.count,
+      testImages: test.count,
+      epochs: options.readoutEpochs,
+      features: "global average pool of the last stage; no augmentation",
+    },
+  };
+  if (options.perStage) {
+    const stages = encoder.stages();
+    report.perStage = stages.map((_, k) => {
+      const r = evaluate(stageForward(stages, k), [encoder]);
+      return { stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } };
+    });
+  }
+  for (const baseline of options.baselines) {
+    if (baseline === "raw-pixels") {
+      report.baselines.rawPixels = score(evaluate(rawPixelsFeatures, []));
+      continue;
+    }
+    const fresh = options.freshEncoder();
+    try {
+      if (baseline === "supervised") {
+        // Supervised end to end on the readout split's labelled images (no augmentation).
+        const supervised = trainSupervised(
+          fresh,
+          fresh.featureDim,
+          train.numClasses,
+          () => evalBatches(readoutTrain, options.batchSize, options.normalize),
+          { epochs: options.supervisedEpochs, seed: options.seed, disposeBatches: true },
+        );
+        supervised.head.dispose();
+        report.baselines.supervised = score(evaluate(featureForward(fresh), [fresh]));
+      } else {
+        report.baselines.randomInit = score(evaluate(featureForward(fresh), [fresh]));
+      }
+    } finally {
+      fresh.dispose();
+    }
+  }
+  return report;
+}
