@@ -2,6 +2,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { getNumThreads } from "../torch";
+import { installInterruptHandler } from "../torch/signals";
 import { DATASET_NAMES, type DatasetName, type DatasetSpec } from "../data/datasets";
 import {
   type AugmentConfig,
@@ -15,7 +16,16 @@ import {
   simclrImagenet,
 } from "../data/augment";
 import { METHOD_NAMES, type MethodName, methodPreset } from "../learning/methods";
-import { BASELINE_NAMES, type BaselineName, type Results, type TrainOptions, train, writeJsonAtomic } from "../learning/trainer";
+import {
+  BASELINE_NAMES,
+  type BaselineName,
+  NON_FINITE_ACTIONS,
+  type NonFiniteAction,
+  type Results,
+  type TrainOptions,
+  train,
+  writeJsonAtomic,
+} from "../learning/trainer";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { type OptionSpec, UsageError } from "./options";
 import { formatTable } from "./table";
@@ -29,10 +39,10 @@ export const trainSpecs: OptionSpec[] = [
   { flag: "encoder", type: "enum", choices: ["resnet18", "resnet34", "resnet50"], default: "resnet18", description: "encoder" },
   { flag: "width", type: "int", min: 1, default: 16, description: "ResNet base width (64 is torchvision's)" },
   { flag: "stem", type: "enum", choices: ["cifar", "imagenet"], description: "ResNet stem", defaultText: "cifar below 96 px, else imagenet" },
-  { flag: "epochs", type: "int", min: 1, default: 4, description: "pretraining epochs" },
-  { flag: "batch-size", type: "int", min: 2, default: 256, description: "images per step (two views each)" },
+  { flag: "epochs", type: "int", min: 1, default: 8, description: "pretraining epochs" },
+  { flag: "batch-size", type: "int", min: 2, default: 128, description: "images per step (two views each)" },
   { flag: "optimizer", type: "enum", choices: ["lars", "sgd", "adam"], default: "lars", description: "optimizer (LARS as SimCLR, BN and bias excluded)" },
-  { flag: "lr", type: "number", min: 0, description: "peak learning rate", defaultText: "0.3 x batch/256 (lars, sgd), 1e-3 (adam)" },
+  { flag: "lr", type: "number", min: 0, description: "peak learning rate", defaultText: "lars 0.075 x sqrt(batch) (SimCLR's square-root scaling), sgd 0.3 x batch/256, adam 1e-3" },
   { flag: "weight-decay", type: "number", min: 0, default: 1e-6, description: "weight decay (not on BN and bias)" },
   { flag: "momentum", type: "number", min: 0, max: 1, default: 0.9, description: "momentum (lars, sgd)" },
   { flag: "warmup-epochs", type: "number", min: 0, default: 1, description: "linear warmup before the cosine decay" },
@@ -60,6 +70,7 @@ export const trainSpecs: OptionSpec[] = [
   { flag: "checkpoint-every", type: "int", min: 0, default: 0, description: "checkpoint every N steps (0: at epoch ends only)" },
   { flag: "keep-checkpoints", type: "int", min: 1, default: 3, description: "checkpoints kept" },
   { flag: "resume", type: "string", description: "continue the run in this directory from its newest good checkpoint" },
+  { flag: "on-nonfinite", type: "enum", choices: NON_FINITE_ACTIONS, default: "stop", description: "a NaN/Inf loss or gradient: stop with a diagnosis, or skip the step" },
 ];
 
 const DEFAULT_DIRS: Partial<Record<DatasetName, string>> = { "fashion-mnist": "/usr/share/datasets/fashion-mnist" };
@@ -92,7 +103,8 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
   const subsetSpec = trainSubset > 0 ? { subset: { count: trainSubset, seed: v.seed as number } } : {};
   // STL-10 pretrains on its unlabeled images plus train; readout uses the labelled train split.
   const pretrainData: DatasetSpec = { ...base, split: dataset === "stl10" ? "train+unlabeled" : "train", ...subsetSpec };
-  const trainData: DatasetSpec = { ...base, split: "train", ...(dataset === "stl10" ? {} : subsetSpec) };
+  // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
+  const trainData: DatasetSpec = { ...base, split: "train" };
   const testData: DatasetSpec = { ...base, split: "test" };
   const normalize = normalizationFor(dataset, channels);
   const presetName = v.augment === "auto" ? (channels === 1 ? "grayscale" : nativeSize >= 96 ? "simclr-imagenet" : "simclr-cifar") : (v.augment as string);
@@ -118,7 +130,9 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
   };
   const optimizer = v.optimizer as "lars" | "sgd" | "adam";
   const batchSize = v.batchSize as number;
-  const lr = (v.lr as number | undefined) ?? (optimizer === "adam" ? 1e-3 : (0.3 * batchSize) / 256);
+  const lr =
+    (v.lr as number | undefined) ??
+    (optimizer === "adam" ? 1e-3 : optimizer === "lars" ? 0.075 * Math.sqrt(batchSize) : (0.3 * batchSize) / 256);
   const baselineText = String(v.baselines).trim();
   const baselines = baselineText === "none" || baselineText === "" ? [] : baselineText.split(",").map((s) => s.trim());
   for (const b of baselines) {
@@ -163,6 +177,7 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
     checkpointEvery: v.checkpointEvery as number,
     keepCheckpoints: v.keepCheckpoints as number,
     resume: false,
+    onNonfinite: v.onNonfinite as NonFiniteAction,
   };
 }
 
@@ -206,6 +221,7 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
     }
     options = { ...saved.resolved, runDir: dir, resume: true };
     if (values.threads !== undefined) options.threads = values.threads as number;
+    if (values.onNonfinite !== undefined) options.onNonfinite = values.onNonfinite as NonFiniteAction;
   } else {
     options = resolveTrainOptions(values);
     if (fs.existsSync(path.join(options.runDir, "config.json"))) {
@@ -215,21 +231,17 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
   checkRunDirWritable(options.runDir);
   if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), savedConfig(options, values));
 
-  // First Ctrl-C / SIGTERM: finish the step, checkpoint, exit non-zero. Second: exit at once
-  // (checkpoints are written atomically, so the last one stays intact).
-  let stopRequested = false;
-  const onSignal = (signal: NodeJS.Signals): void => {
-    if (stopRequested) {
-      process.stderr.write(`\n${signal} again: exiting now; the last checkpoint in ${options.runDir}/checkpoints is intact\n`);
-      process.exit(130);
-    }
-    stopRequested = true;
-    process.stderr.write(`\n${signal}: finishing the current step and writing a checkpoint (press Ctrl-C again to exit at once)\n`);
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  // First Ctrl-C / SIGTERM: finish the step, checkpoint, exit non-zero. Second: exit at once, even
+  // mid-step (a native handler: JS listeners would wait for the step to end); checkpoints are
+  // renamed into place atomically, so the last complete one stays intact.
+  const interrupts = installInterruptHandler(
+    `finishing the current step and writing a checkpoint (press Ctrl-C again to exit at once; ` +
+      `the last checkpoint in ${options.runDir}/checkpoints stays intact)\n`,
+    `exiting now; the last complete checkpoint in ${options.runDir}/checkpoints is intact ` +
+      `(continue with: loco train --resume ${options.runDir})\n`,
+  );
   try {
-    const outcome = await train(options, { shouldStop: () => stopRequested });
+    const outcome = await train(options, { shouldStop: () => interrupts.requested() });
     if (outcome.interrupted) {
       process.stderr.write(`interrupted; continue with: loco train --resume ${options.runDir}\n`);
       process.exitCode = 130;
@@ -242,7 +254,6 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
         `data-wait ${(results.training.dataWaitShare * 100).toFixed(1)}%; results in ${path.join(options.runDir, "results.json")}`,
     );
   } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    interrupts.dispose();
   }
 }

@@ -56,12 +56,30 @@ export function validateLosses(stageCount: number, losses: readonly StageLoss[])
 export function routeStep(stages: readonly Forwardable[], losses: readonly StageLoss[], input: Tensor): RouteResult {
   validateLosses(stages.length, losses);
   const stageCount = stages.length;
+  // Messages reaching stage j with the same remaining reach ρ are summed and sent in one pass
+  // (METHODS.md rule 4): count, per (stage, ρ), how many will arrive, and per stage how many
+  // distinct passes it will see (the last one may free the stage's graph).
+  const groups = new Set<string>();
+  const expected = new Map<string, number>();
   const passesLeft = new Array<number>(stageCount).fill(0);
   const needsInputGrad = new Array<boolean>(stageCount).fill(false);
   for (const l of losses) {
-    for (let j = l.stage - l.reach; j <= l.stage; j++) {
+    const own = `${l.stage}:${l.reach}`;
+    expected.set(own, (expected.get(own) ?? 0) + 1);
+    for (let j = l.stage; j >= l.stage - l.reach; j--) {
+      const rho = l.reach - (l.stage - j);
+      if (groups.has(`${j}:${rho}`)) continue;
+      groups.add(`${j}:${rho}`);
       passesLeft[j]++;
-      if (j > l.stage - l.reach && j > 0) needsInputGrad[j] = true;
+      if (rho > 0 && j > 0) needsInputGrad[j] = true;
+    }
+  }
+  // A group's pass sends one (summed) message to the group below it.
+  for (const key of groups) {
+    const [j, rho] = key.split(":").map(Number);
+    if (rho > 0 && j > 0) {
+      const below = `${j - 1}:${rho - 1}`;
+      expected.set(below, (expected.get(below) ?? 0) + 1);
     }
   }
   const passesPerStage = [...passesLeft];
@@ -73,12 +91,45 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
   scope(() => {
     const inputs: Tensor[] = [];
     const outputs: Tensor[] = [];
+    const pending = new Map<string, Tensor>();
+
+    // Delivers a message to stage j; runs the pass once every message of its (j, ρ) group is in.
+    const deliver = (j: number, rho: number, g: Tensor): void => {
+      const key = `${j}:${rho}`;
+      const waiting = pending.get(key);
+      let sum = g;
+      if (waiting !== undefined) {
+        sum = waiting.add(g);
+        waiting.dispose();
+        g.dispose();
+      }
+      const remaining = expected.get(key)! - 1;
+      expected.set(key, remaining);
+      if (remaining > 0) {
+        pending.set(key, sum);
+        return;
+      }
+      pending.delete(key);
+      passesLeft[j]--;
+      const continues = rho > 0 && j > 0;
+      const wanted = continues ? [inputs[j], ...stageParams[j]] : stageParams[j];
+      if (wanted.length > 0) backward([outputs[j]], [sum], { retainGraph: passesLeft[j] > 0, inputs: wanted });
+      sum.dispose();
+      if (!continues) return;
+      const next = inputs[j].grad;
+      if (next === null) throw new Error(`routeStep: stage ${j} produced no input gradient`);
+      inputs[j].grad = null;
+      deliver(j - 1, rho - 1, next);
+    };
+
     let previous = input;
     for (let k = 0; k <= top; k++) {
       const x = k === 0 ? previous : previous.detach();
       if (needsInputGrad[k]) x.requiresGrad_(true);
       const stage = stages[k];
-      const h = passesLeft[k] > 0 ? stage.forward(x) : noGrad(() => stage.forward(x));
+      // The stage's own scope frees its intermediate handles at once: the activations then live
+      // only in the graph, which the stage's last backward pass releases.
+      const h = scope(() => (passesLeft[k] > 0 ? stage.forward(x) : noGrad(() => stage.forward(x))));
       inputs[k] = x;
       outputs[k] = h;
       previous = h;
@@ -94,28 +145,7 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
         value.backward();
         return hDetached.grad as Tensor;
       });
-      sendMessage(k, entry.spec.reach, message);
-    }
-
-    function sendMessage(stageIndex: number, reach: number, gradient: Tensor): void {
-      let j = stageIndex;
-      let rho = reach;
-      let g = gradient;
-      for (;;) {
-        passesLeft[j]--;
-        const continues = rho > 0 && j > 0;
-        const wanted = continues ? [inputs[j], ...stageParams[j]] : stageParams[j];
-        if (wanted.length > 0) {
-          backward([outputs[j]], [g], { retainGraph: passesLeft[j] > 0, inputs: wanted });
-        }
-        if (!continues) return;
-        const next = inputs[j].grad;
-        if (next === null) throw new Error(`routeStep: stage ${j} produced no input gradient`);
-        inputs[j].grad = null;
-        g = next;
-        j--;
-        rho--;
-      }
+      deliver(k, entry.spec.reach, message);
     }
   });
   return { lossValues, passesPerStage };
