@@ -8,6 +8,11 @@
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
 #include <cstring>
 #include <mutex>
 #include <thread>
@@ -370,6 +375,78 @@ Napi::Value HardwareConcurrency(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), std::thread::hardware_concurrency());
 }
 
+// ---- interrupts ----
+// Ctrl-C / SIGTERM for a long computation. Node runs JS signal listeners only between event-loop
+// turns, so while a training step runs (seconds of native work) a listener cannot see a second
+// Ctrl-C. This handler runs at once: the first signal prints a message and is counted (the trainer
+// polls the count between steps, finishes the step and checkpoints); the second prints a message
+// and ends the process with status 128 + signal, mid-step or mid-write (checkpoints are renamed
+// into place atomically, so the last complete one stays intact).
+std::atomic<int> interruptCount{0};
+struct sigaction previousInt, previousTerm;
+bool interruptInstalled = false;
+char firstInterruptMessage[2048];
+size_t firstInterruptLength = 0;
+char secondInterruptMessage[2048];
+size_t secondInterruptLength = 0;
+
+void writeAll(const char* data, size_t length) {
+  while (length > 0) {
+    ssize_t n = write(STDERR_FILENO, data, length);
+    if (n <= 0) return;
+    data += n;
+    length -= size_t(n);
+  }
+}
+
+void onInterrupt(int sig) {
+  const char* name = sig == SIGINT ? "\nSIGINT: " : "\nSIGTERM: ";
+  if (interruptCount.fetch_add(1) == 0) {
+    writeAll(name, std::strlen(name));
+    writeAll(firstInterruptMessage, firstInterruptLength);
+  } else {
+    writeAll(name, std::strlen(name));
+    writeAll(secondInterruptMessage, secondInterruptLength);
+    _exit(128 + sig);
+  }
+}
+
+size_t copyMessage(const Napi::Value& value, char* out, size_t capacity) {
+  std::string text = value.IsString() ? value.As<Napi::String>().Utf8Value() : std::string();
+  size_t n = std::min(text.size(), capacity);
+  std::memcpy(out, text.data(), n);
+  return n;
+}
+
+Napi::Value InstallInterruptHandler(const Napi::CallbackInfo& info) {
+  if (interruptInstalled) throw Napi::Error::New(info.Env(), "installInterruptHandler: already installed");
+  firstInterruptLength = copyMessage(info[0], firstInterruptMessage, sizeof firstInterruptMessage);
+  secondInterruptLength = copyMessage(info[1], secondInterruptMessage, sizeof secondInterruptMessage);
+  interruptCount.store(0);
+  struct sigaction action;
+  std::memset(&action, 0, sizeof action);
+  action.sa_handler = onInterrupt;
+  sigemptyset(&action.sa_mask);
+  action.sa_flags = SA_RESTART;
+  sigaction(SIGINT, &action, &previousInt);
+  sigaction(SIGTERM, &action, &previousTerm);
+  interruptInstalled = true;
+  return info.Env().Undefined();
+}
+
+Napi::Value RemoveInterruptHandler(const Napi::CallbackInfo& info) {
+  if (interruptInstalled) {
+    sigaction(SIGINT, &previousInt, nullptr);
+    sigaction(SIGTERM, &previousTerm, nullptr);
+    interruptInstalled = false;
+  }
+  return info.Env().Undefined();
+}
+
+Napi::Value InterruptCount(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), interruptCount.load());
+}
+
 Napi::Object InitExports(Napi::Env env, Napi::Object exports) {
   auto set = [&](const char* name, Napi::Function::Callback fn) {
     exports.Set(name, Napi::Function::New(env, fn, name));
@@ -403,6 +480,9 @@ Napi::Object InitExports(Napi::Env env, Napi::Object exports) {
   set("setNumThreads", SetNumThreads);
   set("getNumThreads", GetNumThreads);
   set("hardwareConcurrency", HardwareConcurrency);
+  set("installInterruptHandler", InstallInterruptHandler);
+  set("removeInterruptHandler", RemoveInterruptHandler);
+  set("interruptCount", InterruptCount);
   registerOps(env, exports);
   registerAllocator(env, exports);
   return exports;

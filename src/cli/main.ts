@@ -66,12 +66,17 @@ async function main(argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(
   (code) => {
-    process.exitCode = code;
+    // A command may have set its own status (an interrupted `loco train` exits 130).
+    if (code !== 0 || process.exitCode === undefined) process.exitCode = code;
   },
   (error: unknown) => {
     if (error instanceof UsageError) {
       console.error(`loco: ${error.message}`);
       process.exitCode = 2;
+    } else if ((error as { userFacing?: unknown }).userFacing === true) {
+      // Errors the user can act on (bad run directory, full disk, divergence): the message, no stack.
+      console.error(`loco: ${(error as Error).message}`);
+      process.exitCode = Number((error as { exitCode?: unknown }).exitCode ?? 1) || 1;
     } else {
       console.error(`loco: ${(error as Error).stack ?? String(error)}`);
       process.exitCode = 1;

@@ -1,11 +1,15 @@
 // Checkpoints: one safetensors file per checkpoint, written atomically (temporary file, fsync,
-// rename), holding the model's and the optimizer's tensors; the run state (step, epoch, loader
-// position, schedule, generator state, optimizer metadata) and a SHA-256 checksum of all tensor
-// bytes travel in its metadata. The last K are kept.
+// rename, directory fsync), holding the model's and the optimizer's tensors; the run state (step,
+// loader position, schedule step, generator state, optimizer metadata, the resolved config) and a
+// SHA-256 checksum of all tensor bytes travel in its metadata. The last K are kept.
+//
+// A process killed mid-write (kill -9, power loss, a second Ctrl-C) leaves at most a hidden
+// temporary file beside the checkpoints: never a partial step-*.safetensors. Such leftovers are
+// removed by removeStaleTemporaries() when a run (re)starts.
 import { createHash } from "node:crypto";
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { type Tensor, loadSafetensors, readSafetensorsHeader, saveSafetensors } from "../torch";
+import { type Tensor, loadSafetensors, saveSafetensors } from "../torch";
 
 export const CHECKPOINT_FORMAT = "loco-checkpoint-v1";
 
@@ -22,6 +26,10 @@ export interface CheckpointMeta {
   optimizer: unknown;
   /** libtorch's default generator state, base64. */
   generatorState: string;
+  /** The learning-rate schedule's state: steps taken, and the learning rate of each group for the next step. */
+  schedule?: { step: number; lrs: number[] };
+  /** The resolved training options the run was started with (JSON). */
+  config?: Record<string, unknown>;
   /** Anything else the trainer wants back (metrics so far, timings). */
   extra?: Record<string, unknown>;
 }
@@ -35,7 +43,11 @@ export interface Checkpoint {
   path: string;
 }
 
-function checksum(entries: [string, Tensor][]): string {
+/**
+ * SHA-256 over every tensor (name, shape, dtype, bytes; in name order) and, unless null, the run
+ * state's JSON text, so that a flipped byte anywhere in the file is caught.
+ */
+function checksum(entries: [string, Tensor][], meta: string | null): string {
   const hash = createHash("sha256");
   for (const [name, t] of [...entries].sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0))) {
     hash.update(name);
@@ -44,12 +56,19 @@ function checksum(entries: [string, Tensor][]): string {
     const data = t.data();
     hash.update(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
   }
+  if (meta !== null) {
+    hash.update("\0loco-run-state\0");
+    hash.update(meta);
+  }
   return hash.digest("hex");
 }
 
 export function checkpointDir(runDir: string): string {
   return path.join(runDir, "checkpoints");
 }
+
+/** The metadata marker of checksums that cover the run state too (older files cover the tensors only). */
+const CHECKSUM_COVERS = "tensors+state";
 
 const NAME = /^step-(\d{9})\.safetensors$/;
 
@@ -78,9 +97,12 @@ export function saveCheckpoint(
   for (const [k, v] of model) tensors.set(`model.${k}`, v);
   for (const [k, v] of optimizer) tensors.set(`optim.${k}`, v);
   const file = path.join(dir, `step-${String(meta.step).padStart(9, "0")}.safetensors`);
-  saveSafetensors(file, tensors, { loco: JSON.stringify(meta), sha256: checksum([...tensors]) });
+  const state = JSON.stringify(meta);
+  saveSafetensors(file, tensors, { loco: state, sha256: checksum([...tensors], state), covers: CHECKSUM_COVERS });
   const all = listCheckpoints(runDir);
-  for (const old of all.slice(0, Math.max(0, all.length - Math.max(1, keep)))) fs.rmSync(old, { force: true });
+  for (const old of all.slice(0, Math.max(0, all.length - Math.max(1, keep)))) {
+    if (old !== file) fs.rmSync(old, { force: true });
+  }
   return file;
 }
 
@@ -88,34 +110,100 @@ export class CheckpointError extends Error {
   override name = "CheckpointError";
 }
 
+const isCount = (v: unknown): v is number => typeof v === "number" && Number.isSafeInteger(v) && v >= 0;
+
+/** What is wrong with a parsed run state (null when nothing is), naming the field. */
+function metaProblem(meta: CheckpointMeta): string | null {
+  if (!isCount(meta.step)) return `'step' must be a non-negative integer, got ${JSON.stringify(meta.step)}`;
+  const pos = meta.position as unknown as Record<string, unknown> | null;
+  if (typeof pos !== "object" || pos === null || !isCount(pos.epoch) || !isCount(pos.batch)) {
+    return `'position' must be { epoch, batch } of non-negative integers, got ${JSON.stringify(meta.position)}`;
+  }
+  if (meta.phase !== null && !isCount(meta.phase)) return `'phase' must be null or a non-negative integer, got ${JSON.stringify(meta.phase)}`;
+  if (typeof meta.generatorState !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(meta.generatorState)) {
+    return "'generatorState' must be a base64 string";
+  }
+  if (meta.schedule !== undefined) {
+    const sch = meta.schedule as unknown as Record<string, unknown> | null;
+    if (typeof sch !== "object" || sch === null || !isCount(sch.step) || !Array.isArray(sch.lrs) || !sch.lrs.every((x) => Number.isFinite(x))) {
+      return `'schedule' must be { step, lrs } (a step count and finite learning rates), got ${JSON.stringify(meta.schedule)}`;
+    }
+  }
+  if (meta.config !== undefined && (typeof meta.config !== "object" || meta.config === null || Array.isArray(meta.config))) {
+    return "'config' must be an object";
+  }
+  return null;
+}
+
+// saveSafetensors' temporary files: .<name>.<pid>.<random>.tmp beside the target.
+const TEMP = /^\.step-\d{9}\.safetensors\.(\d+)\.[0-9a-f]+\.tmp$/;
+
+function processAlive(pid: number): boolean {
+  if (pid === process.pid) return true;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Deletes temporary checkpoint files left by writers that no longer run (a process killed while
+ * writing). Returns the files removed.
+ */
+export function removeStaleTemporaries(runDir: string): string[] {
+  const dir = checkpointDir(runDir);
+  if (!fs.existsSync(dir)) return [];
+  const removed: string[] = [];
+  for (const name of fs.readdirSync(dir)) {
+    const m = TEMP.exec(name);
+    if (m === null || processAlive(Number(m[1]))) continue;
+    fs.rmSync(path.join(dir, name), { force: true });
+    removed.push(path.join(dir, name));
+  }
+  return removed;
+}
+
 /** Loads and verifies one checkpoint file (format, metadata, checksum). */
 export function loadCheckpoint(file: string): Checkpoint {
-  let header;
-  try {
-    header = readSafetensorsHeader(file);
-  } catch (error) {
-    throw new CheckpointError(`${file}: not a readable checkpoint (${(error as Error).message})`);
-  }
-  const rawMeta = header.metadata?.loco;
-  const expected = header.metadata?.sha256;
-  if (rawMeta === undefined || expected === undefined) throw new CheckpointError(`${file}: not a loco checkpoint (no run state or checksum)`);
-  let meta: CheckpointMeta;
-  try {
-    meta = JSON.parse(rawMeta) as CheckpointMeta;
-  } catch {
-    throw new CheckpointError(`${file}: the run state is not valid JSON`);
-  }
-  if (meta.format !== CHECKPOINT_FORMAT) throw new CheckpointError(`${file}: unknown checkpoint format ${JSON.stringify(meta.format)}`);
   let contents;
   try {
     contents = loadSafetensors(file);
   } catch (error) {
-    throw new CheckpointError(`${file}: ${(error as Error).message}`);
+    // A truncated or overwritten file fails here (the header and the data section disagree).
+    throw new CheckpointError(`${file}: not a readable checkpoint (${(error as Error).message})`);
   }
-  const actual = checksum([...contents.tensors]);
-  if (actual !== expected) {
+  const release = (): void => {
     for (const t of contents.tensors.values()) t.release();
-    throw new CheckpointError(`${file}: checksum mismatch (the file is corrupted)`);
+  };
+  const rawMeta = contents.metadata.loco;
+  const expected = contents.metadata.sha256;
+  if (rawMeta === undefined || expected === undefined) {
+    release();
+    throw new CheckpointError(`${file}: not a loco checkpoint (no run state or checksum in its metadata)`);
+  }
+  const actual = checksum([...contents.tensors], contents.metadata.covers === CHECKSUM_COVERS ? rawMeta : null);
+  if (actual !== expected) {
+    release();
+    throw new CheckpointError(`${file}: checksum mismatch (the file is corrupted: SHA-256 ${actual.slice(0, 12)}…, recorded ${expected.slice(0, 12)}…)`);
+  }
+  let meta: CheckpointMeta;
+  try {
+    meta = JSON.parse(rawMeta) as CheckpointMeta;
+  } catch {
+    release();
+    throw new CheckpointError(`${file}: the run state is not valid JSON`);
+  }
+  const problem =
+    typeof meta !== "object" || meta === null
+      ? "not an object"
+      : meta.format !== CHECKPOINT_FORMAT
+        ? `unknown checkpoint format ${JSON.stringify(meta.format)}`
+        : metaProblem(meta);
+  if (problem !== null) {
+    release();
+    throw new CheckpointError(`${file}: invalid run state: ${problem}`);
   }
   const model = new Map<string, Tensor>();
   const optimizer = new Map<string, Tensor>();
@@ -127,17 +215,43 @@ export function loadCheckpoint(file: string): Checkpoint {
   return { meta, model, optimizer, path: file };
 }
 
+export interface LoadLatestOptions {
+  /**
+   * Rename each checkpoint that fails to load to <name>.corrupt, so that it is kept for inspection
+   * but no longer counts among the newest K (a resumed run would otherwise delete good
+   * checkpoints while keeping corrupted newer ones). For a run about to continue; default false.
+   */
+  quarantine?: boolean;
+}
+
 /**
  * The newest checkpoint of a run that loads and verifies; corrupted ones are reported through
  * `warn` and skipped. Null when the run has none.
  */
-export function loadLatestCheckpoint(runDir: string, warn: (message: string) => void = () => {}): Checkpoint | null {
+export function loadLatestCheckpoint(
+  runDir: string,
+  warn: (message: string) => void = () => {},
+  options: LoadLatestOptions = {},
+): Checkpoint | null {
   const files = listCheckpoints(runDir).reverse();
-  for (const file of files) {
+  for (const [i, file] of files.entries()) {
     try {
       return loadCheckpoint(file);
     } catch (error) {
-      warn(`${(error as Error).message}; falling back to the previous checkpoint`);
+      const previous = files[i + 1];
+      let moved = "";
+      if (options.quarantine) {
+        try {
+          fs.renameSync(file, `${file}.corrupt`);
+          moved = ` (moved aside to ${path.basename(file)}.corrupt)`;
+        } catch {
+          // leave it; it is still skipped
+        }
+      }
+      warn(
+        `${(error as Error).message}${moved}; ` +
+          (previous === undefined ? "no earlier checkpoint to fall back to" : `falling back to the previous checkpoint ${previous}`),
+      );
     }
   }
   return null;

@@ -60,6 +60,13 @@ export interface NativeAddon {
   setNumThreads(n: number): void;
   getNumThreads(): number;
   hardwareConcurrency(): number;
+  /**
+   * SIGINT/SIGTERM handled in native code (see addon.cpp): the first prints `first` and is
+   * counted, the second prints `second` and exits with 128 + signal at once.
+   */
+  installInterruptHandler(first: string, second: string): void;
+  removeInterruptHandler(): void;
+  interruptCount(): number;
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
 }
