@@ -3,13 +3,13 @@
 import * as path from "node:path";
 import { noGrad, saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
-import { BASELINE_NAMES, type BaselineName, evalBatches, readoutReport } from "../learning/readout";
+import { evalBatches, readoutReport } from "../learning/readout";
 import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "../learning/runs";
 import type { TrainOptions } from "../learning/trainer";
 import { writeJsonAtomic } from "../learning/trainer";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
 import { type OptionSpec, UsageError } from "./options";
-import { formatReport } from "./report";
+import { formatReport, parseBaselines } from "./report";
 
 export const evalSpecs: OptionSpec[] = [
   { flag: "readout-epochs", type: "int", min: 1, description: "linear readout: epochs over the cached features", defaultText: "the run's" },
@@ -29,16 +29,6 @@ export const embedSpecs: OptionSpec[] = [
 function target(positionals: string[], command: string): string {
   if (positionals.length !== 1) throw new UsageError(`loco ${command}: expected one run directory or checkpoint file, got ${positionals.length}`);
   return positionals[0];
-}
-
-function parseBaselines(text: string | undefined): BaselineName[] {
-  const t = (text ?? "none").trim();
-  if (t === "none" || t === "") return [];
-  const names = t.split(",").map((s) => s.trim());
-  for (const n of names) {
-    if (!BASELINE_NAMES.includes(n as BaselineName)) throw new UsageError(`--baselines: unknown baseline '${n}' (expected ${BASELINE_NAMES.join(", ")} or none)`);
-  }
-  return names as BaselineName[];
 }
 
 async function openSplit(options: TrainOptions, split: "train" | "test"): Promise<ReturnType<typeof openDataset>> {
@@ -65,7 +55,7 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
     batchSize: o.batchSize,
     seed: o.seed,
     freshEncoder: () => buildRunEncoder(o, train.channels),
-  });
+  })!;
   const out = (values.out as string | undefined) ?? path.join(run.runDir, `eval-step-${run.step}.json`);
   const result = { method: o.method, dataset: o.trainData.name, checkpoint: run.checkpoint, step: run.step, ...report };
   writeJsonAtomic(out, result);

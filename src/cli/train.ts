@@ -17,18 +17,15 @@ import {
 } from "../data/augment";
 import { METHOD_NAMES, type MethodName, methodPreset } from "../learning/methods";
 import {
-  BASELINE_NAMES,
-  type BaselineName,
   NON_FINITE_ACTIONS,
   type NonFiniteAction,
-  type Results,
   type TrainOptions,
   train,
   writeJsonAtomic,
 } from "../learning/trainer";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { type OptionSpec, UsageError } from "./options";
-import { formatTable } from "./table";
+import { formatReport, parseBaselines } from "./report";
 
 export const trainSpecs: OptionSpec[] = [
   { flag: "method", type: "enum", choices: METHOD_NAMES, default: "simclr", description: "preset: simclr (end to end), gim, loco" },
@@ -133,13 +130,7 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
   const lr =
     (v.lr as number | undefined) ??
     (optimizer === "adam" ? 1e-3 : optimizer === "lars" ? 0.075 * Math.sqrt(batchSize) : (0.3 * batchSize) / 256);
-  const baselineText = String(v.baselines).trim();
-  const baselines = baselineText === "none" || baselineText === "" ? [] : baselineText.split(",").map((s) => s.trim());
-  for (const b of baselines) {
-    if (!BASELINE_NAMES.includes(b as BaselineName)) {
-      throw new UsageError(`--baselines: unknown baseline '${b}' (expected ${BASELINE_NAMES.join(", ")} or none)`);
-    }
-  }
+  const baselines = parseBaselines(v.baselines as string);
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   return {
     method,
@@ -170,7 +161,7 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
     knnTestSize: v.knnTestSize as number,
     readoutEpochs: v.readoutEpochs as number,
     readoutTrainSize: v.readoutTrainSize as number,
-    baselines: baselines as BaselineName[],
+    baselines,
     supervisedEpochs: v.supervisedEpochs as number,
     perStage: v.perStage as boolean,
     runDir: (v.runDir as string | undefined) ?? path.join("runs", `${method}-${dataset}-${stamp}`),
@@ -179,16 +170,6 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
     resume: false,
     onNonfinite: v.onNonfinite as NonFiniteAction,
   };
-}
-
-const pct = (x: number | undefined): string => (x === undefined ? "-" : `${(x * 100).toFixed(2)}%`);
-
-export function formatResults(r: Results): string {
-  const rows: string[][] = [[`${r.method} (${r.encoder}, ${r.epochs} epochs)`, pct(r.linear.top1), pct(r.knn.top1)]];
-  for (const s of r.perStage ?? []) rows.push([`  stage ${s.stage}`, pct(s.linear.top1), pct(s.knn.top1)]);
-  const names: Record<string, string> = { randomInit: "random-init encoder", supervised: "supervised end to end", rawPixels: "raw pixels" };
-  for (const [k, b] of Object.entries(r.baselines)) rows.push([names[k] ?? k, pct(b.linear.top1), pct(b.knn.top1)]);
-  return formatTable([`${r.dataset}: encoder`, "linear top-1", "kNN top-1"], rows);
 }
 
 function checkRunDirWritable(dir: string): void {
@@ -248,7 +229,7 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
       return;
     }
     const results = outcome.results!;
-    console.log(formatResults(results));
+    console.log(formatReport(`${results.method} (${results.encoder}, ${results.epochs} epochs)`, results.dataset, results));
     console.log(
       `training ${results.training.seconds.toFixed(0)} s, ${results.training.imagesPerSecond.toFixed(0)} img/s, ` +
         `data-wait ${(results.training.dataWaitShare * 100).toFixed(1)}%; results in ${path.join(options.runDir, "results.json")}`,

@@ -39,6 +39,8 @@ export interface ReadoutOptions {
   seed: number;
   /** A fresh encoder of the same architecture and init (random-init and supervised baselines). */
   freshEncoder: () => ResNet;
+  /** Checked between evaluations: true ends the report early (readoutReport returns null). */
+  shouldStop?: () => boolean;
 }
 
 /** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
@@ -103,8 +105,12 @@ export function knnMonitor(
   return result.knn!.top1;
 }
 
-/** Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified. */
-export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageDataset, options: ReadoutOptions): ReadoutReport {
+/**
+ * Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified.
+ * Returns null when options.shouldStop asked to stop between two evaluations.
+ */
+export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageDataset, options: ReadoutOptions): ReadoutReport | null {
+  const stop = (): boolean => options.shouldStop?.() ?? false;
   const readoutTrain = strided(train, options.readoutTrainSize);
   const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
     evaluateEncoder(
@@ -120,6 +126,7 @@ export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageD
     );
   const score = (r: EvaluateResult): Score => ({ top1: r.linear!.top1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
   const trained = evaluate(featureForward(encoder), [encoder]);
+  if (stop()) return null;
   const report: ReadoutReport = {
     linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
     knn: { top1: trained.knn!.top1, k: 200 },
@@ -133,12 +140,15 @@ export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageD
   };
   if (options.perStage) {
     const stages = encoder.stages();
-    report.perStage = stages.map((_, k) => {
+    report.perStage = [];
+    for (let k = 0; k < stages.length; k++) {
       const r = evaluate(stageForward(stages, k), [encoder]);
-      return { stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } };
-    });
+      report.perStage.push({ stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
+      if (stop()) return null;
+    }
   }
   for (const baseline of options.baselines) {
+    if (stop()) return null;
     if (baseline === "raw-pixels") {
       report.baselines.rawPixels = score(evaluate(rawPixelsFeatures, []));
       continue;

@@ -7,7 +7,6 @@ import {
   type Tensor,
   cat,
   defaultGenerator,
-  fromTypedArray,
   getNumThreads,
   manualSeed,
   noGrad,
@@ -16,22 +15,22 @@ import {
   stack,
 } from "../torch";
 import { Generator } from "../torch/random";
-import type { Module } from "../nn/module";
 import { ResNet, type ResNetDepth, type ResNetStem } from "../models/resnet";
 import { LARS, excludeBiasAndNorm } from "../optim/lars";
 import { SGD } from "../optim/sgd";
 import { Adam } from "../optim/adam";
-type AnyOptimizer = LARS | SGD | Adam;
 import { LRScheduler, LinearWarmupCosine } from "../optim/schedule";
 import { type AugmentConfig, type NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
-import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
-import { type EvaluateResult, evaluateEncoder, featureForward, trainSupervised } from "../eval/baselines";
 import { Progress, formatDuration } from "../report/progress";
 import { LocalLearner } from "./learner";
+import { type BaselineName, type ReadoutReport, knnMonitor, readoutReport, strided } from "./readout";
+import { buildRunEncoder } from "./runs";
+
+type AnyOptimizer = LARS | SGD | Adam;
 import type { LocalLearningConfig, MethodName } from "./methods";
 import {
   type CheckpointMeta,
@@ -43,8 +42,8 @@ import {
   saveCheckpoint,
 } from "./checkpoint";
 
-export type BaselineName = "random-init" | "supervised" | "raw-pixels";
-export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
+export { BASELINE_NAMES } from "./readout";
+export type { BaselineName };
 
 export interface TrainOptions {
   method: MethodName;
@@ -144,21 +143,12 @@ export class DivergenceError extends TrainingError {
   }
 }
 
-export interface StageResult {
-  stage: number;
-  linear: { top1: number };
-  knn: { top1: number };
-}
-
-export interface Results {
+/** results.json: the readout report plus what was trained and how fast. */
+export interface Results extends ReadoutReport {
   method: MethodName;
   dataset: string;
   encoder: string;
   epochs: number;
-  linear: { top1: number; trainTop1: number };
-  knn: { top1: number; k: number };
-  perStage?: StageResult[];
-  baselines: Partial<Record<"randomInit" | "supervised" | "rawPixels", { top1: number; linear: { top1: number }; knn: { top1: number } }>>;
   training: {
     seconds: number;
     steps: number;
@@ -166,7 +156,6 @@ export interface Results {
     dataWaitShare: number;
     finalLoss: number[];
   };
-  readout: { trainImages: number; testImages: number; epochs: number; features: string };
 }
 
 function writeJsonAtomic(file: string, value: unknown): void {
@@ -179,70 +168,6 @@ function writeJsonAtomic(file: string, value: unknown): void {
     fs.closeSync(fd);
   }
   fs.renameSync(tmp, file);
-}
-
-/** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
-export function* evalBatches(
-  dataset: ImageDataset,
-  batchSize: number,
-  normalize: NormalizeConfig | null,
-  limit = 0,
-): globalThis.Generator<EvalBatch> {
-  if (dataset.labels === null) throw new Error(`${dataset.name}: evaluation needs labels`);
-  const count = limit > 0 ? Math.min(limit, dataset.count) : dataset.count;
-  const { channels: c, height: h, width: w } = dataset;
-  for (let start = 0; start < count; start += batchSize) {
-    const n = Math.min(batchSize, count - start);
-    const indices = Int32Array.from({ length: n }, (_, i) => start + i);
-    const pixels = dataset.images.read(indices);
-    const labels = Int32Array.from(indices, (i) => dataset.labels![i]);
-    yield scope(() => {
-      let images = fromTypedArray(pixels.subarray(0, n * c * h * w), [n, c, h, w]).float().div(255);
-      if (normalize) {
-        const mean = fromTypedArray(Float32Array.from(normalize.mean), [1, c, 1, 1]);
-        const std = fromTypedArray(Float32Array.from(normalize.std), [1, c, 1, 1]);
-        images = images.sub(mean).div(std);
-      }
-      return { images, labels: fromTypedArray(labels).long() };
-    });
-  }
-}
-
-/** A deterministic subset (every k-th image) for monitors, so they stay cheap on large splits. */
-function strided(dataset: ImageDataset, size: number): ImageDataset {
-  if (size <= 0 || size >= dataset.count) return dataset;
-  const stride = dataset.count / size;
-  const picks = Int32Array.from({ length: size }, (_, i) => Math.floor(i * stride));
-  const images = dataset.images;
-  return {
-    ...dataset,
-    name: `${dataset.name}[${size}]`,
-    count: size,
-    labels: dataset.labels === null ? null : Int32Array.from(picks, (i) => dataset.labels![i]),
-    images: {
-      count: size,
-      channels: images.channels,
-      height: images.height,
-      width: images.width,
-      read: (indices, out) => images.read(Int32Array.from(indices, (i) => picks[i]), out),
-      spec: () => {
-        throw new Error("strided subsets are for in-process evaluation only");
-      },
-      close: () => {},
-    },
-  };
-}
-
-function buildEncoder(options: TrainOptions, inChannels: number): ResNet {
-  return new ResNet({
-    depth: options.encoder.depth,
-    width: options.encoder.width,
-    stem: options.encoder.stem,
-    inChannels,
-    numClasses: 0,
-    channelsLast: options.channelsLast,
-    generator: new Generator(options.seed),
-  });
 }
 
 function buildOptimizer(options: TrainOptions, named: [string, Tensor][]): AnyOptimizer {
@@ -534,7 +459,7 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
   const trainSet = await open({ ...options.pretrainData, labelFree: true }, "pretraining");
   const trainLabelled = await open(options.trainData, "readout train");
   const testSet = await open(options.testData, "test");
-  const encoder = buildEncoder(options, trainSet.channels);
+  const encoder = buildRunEncoder(options, trainSet.channels);
   const learner = new LocalLearner(encoder, options.learning, { generator: new Generator(options.seed + 1) });
   const named = namedLearnerParameters(encoder, learner);
   const optimizer = buildOptimizer(options, named);
@@ -694,18 +619,10 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
     return file;
   };
 
-  const knnMonitor = (): number | null => {
-    if (options.knnEvery <= 0 || trainLabelled.labels === null) return null;
-    const bank = strided(trainLabelled, options.knnTrainSize);
-    const queries = strided(testSet, options.knnTestSize);
-    const result = evaluateEncoder(
-      featureForward(encoder),
-      () => evalBatches(bank, 256, options.normalize),
-      () => evalBatches(queries, 256, options.normalize),
-      { linear: false, knn: { k: 200, temperature: 0.1 }, numClasses: trainLabelled.numClasses },
-    );
-    return result.knn!.top1;
-  };
+  const knnBank = strided(trainLabelled, options.knnTrainSize);
+  const knnQueries = strided(testSet, options.knnTestSize);
+  const runKnnMonitor = (): number | null =>
+    options.knnEvery <= 0 || trainLabelled.labels === null ? null : knnMonitor(encoder, knnBank, knnQueries, options.normalize);
 
   log(
     `loco train: ${options.method} on ${trainSet.name} (${trainSet.count} images, ${trainSet.channels}x${trainSet.height}x${trainSet.width}), ` +
@@ -834,7 +751,7 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
       if (options.checkpointEvery > 0 && step % options.checkpointEvery === 0 && stepInEpoch !== stepsPerEpoch) writeCheckpoint();
       if (stepInEpoch === stepsPerEpoch) {
         const meanLoss = lossSums.map((s, i) => (lossCounts[i] > 0 ? s / lossCounts[i] : NaN));
-        const knn = (epoch + 1) % Math.max(1, options.knnEvery) === 0 ? knnMonitor() : null;
+        const knn = (epoch + 1) % Math.max(1, options.knnEvery) === 0 ? runKnnMonitor() : null;
         progress.end();
         log(
           `epoch ${epoch + 1}/${options.epochs}: loss ${meanLoss.map((l) => (Number.isFinite(l) ? l.toFixed(4) : "-")).join(" ")}` +
@@ -874,44 +791,32 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
 
   // ---- readout ----
   log("evaluating: linear readout on frozen features, kNN, baselines …");
-  const readoutTrain = strided(trainLabelled, options.readoutTrainSize);
-  const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
-    evaluateEncoder(
-      forward,
-      () => evalBatches(readoutTrain, 256, options.normalize),
-      () => evalBatches(testSet, 256, options.normalize),
-      {
-        module: modules,
-        numClasses: trainLabelled.numClasses,
-        linear: { epochs: options.readoutEpochs, seed: options.seed },
-        knn: { k: 200, temperature: 0.1 },
-      },
-    );
-  // A stop requested during the readout ends it at the next evaluation boundary (training is done).
-  const stoppedInReadout = (): TrainOutcome | null => {
-    if (!(hooks.shouldStop?.() ?? false)) return null;
+  const report = readoutReport(encoder, trainLabelled, testSet, {
+    normalize: options.normalize,
+    readoutEpochs: options.readoutEpochs,
+    readoutTrainSize: options.readoutTrainSize,
+    baselines: options.baselines,
+    perStage: options.perStage,
+    supervisedEpochs: options.supervisedEpochs,
+    batchSize: options.batchSize,
+    seed: options.seed,
+    freshEncoder: () => buildRunEncoder(options, trainSet.channels),
+    // A stop requested during the readout ends it at the next evaluation boundary (training is done).
+    shouldStop: () => hooks.shouldStop?.() ?? false,
+  });
+  if (report === null) {
     log(`stopped during the readout: training is complete (checkpoint ${lastCheckpoint}); loco train --resume ${runDir} runs the readout again`);
     learner.dispose();
     encoder.dispose();
     optimizer.dispose();
     return { results: null, interrupted: true };
-  };
-  const trained = evaluate(featureForward(encoder), [encoder]);
-  const stopped = stoppedInReadout();
-  if (stopped !== null) return stopped;
-  const summary = (r: EvaluateResult): { top1: number; linear: { top1: number }; knn: { top1: number } } => ({
-    top1: r.linear!.top1,
-    linear: { top1: r.linear!.top1 },
-    knn: { top1: r.knn!.top1 },
-  });
+  }
   const results: Results = {
     method: options.method,
     dataset: options.trainData.name,
     encoder: `resnet${options.encoder.depth}-w${options.encoder.width}-${options.encoder.stem}`,
     epochs: options.epochs,
-    linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
-    knn: { top1: trained.knn!.top1, k: 200 },
-    baselines: {},
+    ...report,
     training: {
       seconds: trainSeconds,
       steps: step,
@@ -919,43 +824,7 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
       dataWaitShare: waitSeconds / Math.max(trainSeconds, 1e-9),
       finalLoss: lastLosses,
     },
-    readout: {
-      trainImages: readoutTrain.count,
-      testImages: testSet.count,
-      epochs: options.readoutEpochs,
-      features: "global average pool of the last stage; no augmentation",
-    },
   };
-  if (options.perStage) {
-    results.perStage = learner.stages.map((_, k) => {
-      const r = evaluate(stageForward(learner.stages, k), [encoder]);
-      return { stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } };
-    });
-  }
-  for (const baseline of options.baselines) {
-    const stoppedBaselines = stoppedInReadout();
-    if (stoppedBaselines !== null) return stoppedBaselines;
-    if (baseline === "random-init") {
-      const fresh = buildEncoder(options, trainSet.channels);
-      results.baselines.randomInit = summary(evaluate(featureForward(fresh), [fresh]));
-      fresh.dispose();
-    } else if (baseline === "raw-pixels") {
-      results.baselines.rawPixels = summary(evaluate(rawPixelsFeatures, []));
-    } else if (baseline === "supervised") {
-      const fresh = buildEncoder(options, trainSet.channels);
-      // Supervised end to end on the readout split's labelled images (no augmentation).
-      const supervised = trainSupervised(
-        fresh,
-        fresh.featureDim,
-        trainLabelled.numClasses,
-        () => evalBatches(readoutTrain, options.batchSize, options.normalize),
-        { epochs: options.supervisedEpochs, seed: options.seed },
-      );
-      supervised.head.dispose();
-      results.baselines.supervised = summary(evaluate(featureForward(fresh), [fresh]));
-      fresh.dispose();
-    }
-  }
   writeJsonAtomic(path.join(options.runDir, "results.json"), results);
   metric({ type: "results", ...results });
   learner.dispose();
