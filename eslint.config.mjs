@@ -14,6 +14,8 @@ export default tseslint.config(
   },
   {
     files: ["**/*.mjs", "**/*.js"],
-    languageOptions: { globals: { process: "readonly", console: "readonly", require: "readonly", __dirname: "readonly" } },
+    languageOptions: {
+      globals: { process: "readonly", console: "readonly", require: "readonly", __dirname: "readonly" },
+    },
   },
 );

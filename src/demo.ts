@@ -1,12 +1,23 @@
 // The engine demo (`npm start` until the training methods land): trains a small convnet on
 // Fashion-MNIST with supervised cross-entropy and prints its test accuracy.
-import { F, Tensor, fromTypedArray, getNumThreads, keep, manualSeed, memoryStats, noGrad, randperm, scope } from "./torch";
+import {
+  F,
+  Tensor,
+  fromTypedArray,
+  getNumThreads,
+  keep,
+  manualSeed,
+  memoryStats,
+  noGrad,
+  randperm,
+  scope,
+} from "./torch";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential } from "./nn";
 import { SGD, LinearWarmupCosine } from "./optim";
 import { DEFAULT_FASHION_MNIST_DIR, loadMnistSplit } from "./data/mnist";
 
 function toTensor(images: Uint8Array, count: number): Tensor {
-  return scope(() => fromTypedArray(images, [count, 1, 28, 28]).float().div(255).sub(0.2860).div(0.3530));
+  return scope(() => fromTypedArray(images, [count, 1, 28, 28]).float().div(255).sub(0.286).div(0.353));
 }
 
 function main(): void {
@@ -22,7 +33,9 @@ function main(): void {
   const yTrain = keep(fromTypedArray(train.labels.subarray(0, n)).long());
   const xTest = keep(toTensor(test.images, test.count));
   const yTest = keep(fromTypedArray(test.labels).long());
-  console.log(`loco engine demo: Fashion-MNIST (${dir}), ${n} training images, ${epochs} epochs, ${getNumThreads()} threads`);
+  console.log(
+    `loco engine demo: Fashion-MNIST (${dir}), ${n} training images, ${epochs} epochs, ${getNumThreads()} threads`,
+  );
 
   const model = new Sequential(
     new Conv2d(1, 16, 3, { padding: 1, bias: false }),
@@ -82,12 +95,17 @@ function main(): void {
       const count = Math.min(1000, test.count - start);
       correct += scope(() => {
         const pred = model.forward(xTest.narrow(0, start, count)).argmax(1);
-        return pred.eq(yTest.narrow(0, start, count)).sum().item();
+        return pred
+          .eq(yTest.narrow(0, start, count))
+          .sum()
+          .item();
       });
     }
   });
   const seconds = (Date.now() - started) / 1000;
-  console.log(`test accuracy ${(correct / test.count).toFixed(4)} (${correct}/${test.count}) after ${seconds.toFixed(1)} s`);
+  console.log(
+    `test accuracy ${(correct / test.count).toFixed(4)} (${correct}/${test.count}) after ${seconds.toFixed(1)} s`,
+  );
   console.log(`peak bytes held by libtorch: ${(memoryStats().peakBytes / 2 ** 20).toFixed(1)} MiB`);
   for (const t of [xTrain, yTrain, xTest, yTest]) t.dispose();
   model.dispose();

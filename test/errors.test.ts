@@ -245,21 +245,18 @@ describe("lifetime errors", () => {
 describe("the nastiest calls in a child process", () => {
   // TensorOptions::dtype is noexcept, so an unchecked scalar-type code would become std::terminate
   // (SIGABRT) inside libtorch: the addon validates the code first.
-  test(
-    "fromBuffer with an invalid scalar-type code raises instead of aborting",
-    () => {
-      const nativePath = path.resolve(__dirname, "..", "src", "torch", "native");
-      const script = `const { native } = require(${JSON.stringify(nativePath)});
+  test("fromBuffer with an invalid scalar-type code raises instead of aborting", () => {
+    const nativePath = path.resolve(__dirname, "..", "src", "torch", "native");
+    const script = `const { native } = require(${JSON.stringify(nativePath)});
       try { native.fromBuffer(new Uint8Array(4), [4], 99); } catch (e) { console.log("caught: " + e.message); }`;
-      const r = spawnSync(process.execPath, ["-e", script], {
-        encoding: "utf8",
-        timeout: 60_000,
-        env: { ...process.env, LOCO_NUM_THREADS: "1" },
-      });
-      assert.equal(r.signal, null, `child died with ${r.signal}`);
-      assert.match(r.stdout, /caught: /);
-    },
-  );
+    const r = spawnSync(process.execPath, ["-e", script], {
+      encoding: "utf8",
+      timeout: 60_000,
+      env: { ...process.env, LOCO_NUM_THREADS: "1" },
+    });
+    assert.equal(r.signal, null, `child died with ${r.signal}`);
+    assert.match(r.stdout, /caught: /);
+  });
 
   test("the process survives them all and exits normally", () => {
     const torchPath = path.resolve(__dirname, "..", "src", "torch");

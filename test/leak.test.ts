@@ -53,7 +53,10 @@ test("300 training steps in scopes: live tensors and bytes return to start, RSS 
   // (allocator arenas and V8 settle in the first steps).
   const growth = Math.max(...rss.slice(1)) - rss[0];
   const allowed = rss[0] * 0.05 + 8 * 1024 * 1024;
-  assert.ok(growth <= allowed, `RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB: ${rss.map((r) => (r / 2 ** 20).toFixed(1)).join(", ")} MiB`);
+  assert.ok(
+    growth <= allowed,
+    `RSS grew by ${(growth / 2 ** 20).toFixed(1)} MiB: ${rss.map((r) => (r / 2 ** 20).toFixed(1)).join(", ")} MiB`,
+  );
   console.log(`rss MiB every 50 steps: ${rss.map((r) => (r / 2 ** 20).toFixed(1)).join(", ")}`);
   model.dispose();
   optimizer.dispose();

@@ -123,7 +123,12 @@ test("sequential schedule: a phase trains its stage only, lower stages frozen in
   assert.deepEqual(learner.trainableStages(), [false, true, false, false]);
   assert.equal(learner.stages[0].training, false, "stage 1 is in eval mode");
   assert.equal(learner.stages[1].training, true);
-  const runningMeans = learner.stages.map((s) => s.namedBuffers().find(([n]) => n.endsWith("running_mean"))![1].clone());
+  const runningMeans = learner.stages.map((s) =>
+    s
+      .namedBuffers()
+      .find(([n]) => n.endsWith("running_mean"))![1]
+      .clone(),
+  );
   const { lossValues } = learner.step(views);
   assert.ok(Number.isFinite(lossValues[1]) && lossValues.filter(Number.isFinite).length === 1);
   const grads = learner.stages.map((s) => s.parameters().some((p) => p.grad !== null));
@@ -186,9 +191,15 @@ test("memory-efficient order: a stage's graph is freed once no message can reach
   assert.ok(loco.peak < locoReach3.peak, `loco ${loco.peak} vs reach 3 ${locoReach3.peak}`);
   // When stage 4 starts, end to end still holds stages 1-3's activations; GIM holds little more
   // than h_3 (S_1's graph, the largest, is long gone).
-  assert.ok(gim.entry[3] < 0.25 * simclr.entry[3], `bytes at S4's start: gim ${gim.entry[3]} vs simclr ${simclr.entry[3]}`);
+  assert.ok(
+    gim.entry[3] < 0.25 * simclr.entry[3],
+    `bytes at S4's start: gim ${gim.entry[3]} vs simclr ${simclr.entry[3]}`,
+  );
   // LoCo keeps S_3 (for the bridge from L_4) but has freed S_1 and S_2.
-  assert.ok(loco.entry[3] < 0.6 * simclr.entry[3], `bytes at S4's start: loco ${loco.entry[3]} vs simclr ${simclr.entry[3]}`);
+  assert.ok(
+    loco.entry[3] < 0.6 * simclr.entry[3],
+    `bytes at S4's start: loco ${loco.entry[3]} vs simclr ${simclr.entry[3]}`,
+  );
 });
 
 test("messages with the same remaining reach share one backward pass", () => {

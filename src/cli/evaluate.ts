@@ -12,9 +12,26 @@ import { type OptionSpec, UsageError } from "./options";
 import { formatReport, parseBaselines } from "./report";
 
 export const evalSpecs: OptionSpec[] = [
-  { flag: "readout-epochs", type: "int", min: 1, description: "linear readout: epochs over the cached features", defaultText: "the run's" },
-  { flag: "readout-train-size", type: "int", min: 0, description: "linear readout: train images (0: all)", defaultText: "the run's" },
-  { flag: "baselines", type: "string", description: "comma-separated: random-init, supervised, raw-pixels (or none)", defaultText: "none" },
+  {
+    flag: "readout-epochs",
+    type: "int",
+    min: 1,
+    description: "linear readout: epochs over the cached features",
+    defaultText: "the run's",
+  },
+  {
+    flag: "readout-train-size",
+    type: "int",
+    min: 0,
+    description: "linear readout: train images (0: all)",
+    defaultText: "the run's",
+  },
+  {
+    flag: "baselines",
+    type: "string",
+    description: "comma-separated: random-init, supervised, raw-pixels (or none)",
+    defaultText: "none",
+  },
   { flag: "supervised-epochs", type: "int", min: 1, default: 10, description: "epochs of the supervised baseline" },
   { flag: "per-stage", type: "boolean", default: false, description: "also read out every stage's features" },
   { flag: "out", type: "string", description: "write the report here", defaultText: "RUN/eval-step-N.json" },
@@ -22,12 +39,25 @@ export const evalSpecs: OptionSpec[] = [
 
 export const embedSpecs: OptionSpec[] = [
   { flag: "split", type: "enum", choices: ["train", "test"], default: "test", description: "dataset split to embed" },
-  { flag: "stage", type: "int", min: 1, max: 4, description: "pooled features of this stage (1-4)", defaultText: "4, the encoder's output" },
-  { flag: "out", type: "string", description: "safetensors file to write", defaultText: "RUN/embeddings-<split>.safetensors" },
+  {
+    flag: "stage",
+    type: "int",
+    min: 1,
+    max: 4,
+    description: "pooled features of this stage (1-4)",
+    defaultText: "4, the encoder's output",
+  },
+  {
+    flag: "out",
+    type: "string",
+    description: "safetensors file to write",
+    defaultText: "RUN/embeddings-<split>.safetensors",
+  },
 ];
 
 function target(positionals: string[], command: string): string {
-  if (positionals.length !== 1) throw new UsageError(`loco ${command}: expected one run directory or checkpoint file, got ${positionals.length}`);
+  if (positionals.length !== 1)
+    throw new UsageError(`loco ${command}: expected one run directory or checkpoint file, got ${positionals.length}`);
   return positionals[0];
 }
 
@@ -78,15 +108,23 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
       ? extractFeatures((x) => run.encoder.forwardFeatures(x), batches(), {})
       : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
   });
-  const out = (values.out as string | undefined) ?? path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
-  saveSafetensors(out, { features: set.features, labels: set.labels }, {
-    checkpoint: run.checkpoint,
-    step: String(run.step),
-    dataset: dataset.name,
-    stage: String(stage),
-    features: "global average pool of the stage output, frozen encoder in eval mode, no augmentation",
-  });
-  console.log(`${set.features.shape[0]} x ${set.features.shape[1]} features of ${dataset.name} (stage ${stage}) written to ${out}`);
+  const out =
+    (values.out as string | undefined) ??
+    path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
+  saveSafetensors(
+    out,
+    { features: set.features, labels: set.labels },
+    {
+      checkpoint: run.checkpoint,
+      step: String(run.step),
+      dataset: dataset.name,
+      stage: String(stage),
+      features: "global average pool of the stage output, frozen encoder in eval mode, no augmentation",
+    },
+  );
+  console.log(
+    `${set.features.shape[0]} x ${set.features.shape[1]} features of ${dataset.name} (stage ${stage}) written to ${out}`,
+  );
   set.features.dispose();
   set.labels.dispose();
   run.encoder.dispose();

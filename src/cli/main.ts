@@ -14,12 +14,14 @@ interface Command {
 
 const commands: Record<string, Command> = {
   train: {
-    summary: "Pretrain an encoder (SimCLR end to end, GIM, LoCo or any router configuration), then read it out against baselines.",
+    summary:
+      "Pretrain an encoder (SimCLR end to end, GIM, LoCo or any router configuration), then read it out against baselines.",
     specs: trainSpecs,
     run: runTrain,
   },
   eval: {
-    summary: "Read out a run's checkpoint: linear readout and kNN on frozen features, per stage and beside baselines on request.",
+    summary:
+      "Read out a run's checkpoint: linear readout and kNN on frozen features, per stage and beside baselines on request.",
     specs: evalSpecs,
     usage: "loco eval <run dir | checkpoint file> [options]",
     run: runEval,
@@ -31,7 +33,8 @@ const commands: Record<string, Command> = {
     run: runEmbed,
   },
   memory: {
-    summary: "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
+    summary:
+      "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
     specs: memorySpecs,
     run: runMemory,
   },

@@ -11,10 +11,22 @@ import { formatTable } from "./table";
 export const PAPER_MEMORY_RATIO = 2.76;
 
 export const memorySpecs: OptionSpec[] = [
-  { flag: "encoder", type: "enum", choices: ["resnet18", "resnet34", "resnet50"], default: "resnet18", description: "encoder" },
+  {
+    flag: "encoder",
+    type: "enum",
+    choices: ["resnet18", "resnet34", "resnet50"],
+    default: "resnet18",
+    description: "encoder",
+  },
   { flag: "image-size", type: "int", min: 8, default: 32, description: "input height and width" },
   { flag: "batch-size", type: "int", min: 2, default: 256, description: "images per step (two views each)" },
-  { flag: "stem", type: "enum", choices: ["cifar", "imagenet"], description: "ResNet stem", defaultText: "cifar below 96 px, else imagenet" },
+  {
+    flag: "stem",
+    type: "enum",
+    choices: ["cifar", "imagenet"],
+    description: "ResNet stem",
+    defaultText: "cifar below 96 px, else imagenet",
+  },
   { flag: "width", type: "int", min: 1, default: 64, description: "ResNet base width" },
   { flag: "in-channels", type: "int", min: 1, default: 3, description: "input channels" },
   { flag: "methods", type: "string", default: "simclr,gim,loco", description: "comma-separated methods to measure" },
@@ -27,7 +39,8 @@ export function runMemory(values: Record<string, unknown>): void {
     .split(",")
     .map((m) => m.trim());
   for (const m of methods) {
-    if (!METHOD_NAMES.includes(m as MethodName)) throw new UsageError(`--methods: unknown method '${m}' (expected ${METHOD_NAMES.join(", ")})`);
+    if (!METHOD_NAMES.includes(m as MethodName))
+      throw new UsageError(`--methods: unknown method '${m}' (expected ${METHOD_NAMES.join(", ")})`);
   }
   const imageSize = values.imageSize as number;
   const depth = Number(String(values.encoder).replace("resnet", "")) as ResNetDepth;
@@ -49,7 +62,11 @@ export function runMemory(values: Record<string, unknown>): void {
     );
   }
   if (values.json) {
-    console.log(JSON.stringify(results.map((r) => ({ method: r.method, peakBytes: r.peakBytes, activationPeakBytes: r.activationPeakBytes }))));
+    console.log(
+      JSON.stringify(
+        results.map((r) => ({ method: r.method, peakBytes: r.peakBytes, activationPeakBytes: r.activationPeakBytes })),
+      ),
+    );
     return;
   }
   const e2e = results.find((r) => r.method === "simclr");
@@ -60,7 +77,14 @@ export function runMemory(values: Record<string, unknown>): void {
   );
   console.log(
     formatTable(
-      ["method", "peak MiB", "activation peak MiB", "end-to-end / method (peak)", "end-to-end / method (activations)", "step s"],
+      [
+        "method",
+        "peak MiB",
+        "activation peak MiB",
+        "end-to-end / method (peak)",
+        "end-to-end / method (activations)",
+        "step s",
+      ],
       results.map((r) => [
         r.method,
         mib(r.peakBytes),

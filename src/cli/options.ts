@@ -75,8 +75,15 @@ export function coerceValue(spec: OptionSpec, raw: unknown, where: string): unkn
     case "number-list": {
       const integer = spec.type === "int-list";
       const items =
-        typeof raw === "string" ? raw.split(",").map((s) => s.trim()) : Array.isArray(raw) ? raw : typeof raw === "number" ? [raw] : null;
-      if (items === null || items.length === 0) return fail(`a comma-separated list of ${integer ? "integers" : "numbers"}`);
+        typeof raw === "string"
+          ? raw.split(",").map((s) => s.trim())
+          : Array.isArray(raw)
+            ? raw
+            : typeof raw === "number"
+              ? [raw]
+              : null;
+      if (items === null || items.length === 0)
+        return fail(`a comma-separated list of ${integer ? "integers" : "numbers"}`);
       return items.map((item) => toNumber(item, integer));
     }
   }
@@ -102,7 +109,9 @@ export function readConfigFile(file: string): Record<string, unknown> {
   try {
     parsed = /\.ya?ml$/i.test(file) ? YAML.parse(text) : JSON.parse(text);
   } catch (error) {
-    throw new UsageError(`${file}: not valid ${/\.ya?ml$/i.test(file) ? "YAML" : "JSON"} (${(error as Error).message})`);
+    throw new UsageError(
+      `${file}: not valid ${/\.ya?ml$/i.test(file) ? "YAML" : "JSON"} (${(error as Error).message})`,
+    );
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) {
     throw new UsageError(`${file}: a config file must hold an object of fields`);
@@ -189,8 +198,14 @@ export function formatHelp(command: string, summary: string, specs: readonly Opt
   const lines = [`Usage: ${usage ?? `loco ${command} [options]`}`, "", summary, "", "Options:"];
   const rows = specs.map((s) => {
     const placeholder =
-      s.type === "boolean" ? "" : s.type === "enum" ? ` <${s.choices?.join("|")}>` : ` <${s.type === "int-list" ? "n,n,…" : s.type}>`;
-    const def = s.defaultText ?? (s.default === undefined ? "none" : Array.isArray(s.default) ? s.default.join(",") : String(s.default));
+      s.type === "boolean"
+        ? ""
+        : s.type === "enum"
+          ? ` <${s.choices?.join("|")}>`
+          : ` <${s.type === "int-list" ? "n,n,…" : s.type}>`;
+    const def =
+      s.defaultText ??
+      (s.default === undefined ? "none" : Array.isArray(s.default) ? s.default.join(",") : String(s.default));
     return [`  --${s.flag}${placeholder}`, `${s.description} (default: ${def})`];
   });
   rows.push(["  --config <file>", "read options from a JSON or YAML file of camelCase fields; flags override it"]);

@@ -13,7 +13,8 @@ const BASELINE_LABELS: Record<string, string> = {
 export function formatReport(title: string, dataset: string, r: ReadoutReport): string {
   const rows: string[][] = [[title, pct(r.linear.top1), pct(r.knn.top1)]];
   for (const s of r.perStage ?? []) rows.push([`  stage ${s.stage}`, pct(s.linear.top1), pct(s.knn.top1)]);
-  for (const [k, b] of Object.entries(r.baselines)) rows.push([BASELINE_LABELS[k] ?? k, pct(b.linear.top1), pct(b.knn.top1)]);
+  for (const [k, b] of Object.entries(r.baselines))
+    rows.push([BASELINE_LABELS[k] ?? k, pct(b.linear.top1), pct(b.knn.top1)]);
   return formatTable([`${dataset}: encoder`, "linear top-1", "kNN top-1"], rows);
 }
 

@@ -28,46 +28,164 @@ import { type OptionSpec, UsageError } from "./options";
 import { formatReport, parseBaselines } from "./report";
 
 export const trainSpecs: OptionSpec[] = [
-  { flag: "method", type: "enum", choices: METHOD_NAMES, default: "simclr", description: "preset: simclr (end to end), gim, loco" },
+  {
+    flag: "method",
+    type: "enum",
+    choices: METHOD_NAMES,
+    default: "simclr",
+    description: "preset: simclr (end to end), gim, loco",
+  },
   { flag: "dataset", type: "enum", choices: DATASET_NAMES, default: "fashion-mnist", description: "dataset" },
-  { flag: "data-dir", type: "string", description: "dataset folder", defaultText: "/usr/share/datasets/fashion-mnist for fashion-mnist" },
+  {
+    flag: "data-dir",
+    type: "string",
+    description: "dataset folder",
+    defaultText: "/usr/share/datasets/fashion-mnist for fashion-mnist",
+  },
   { flag: "image-size", type: "int", min: 8, description: "image folder: resize to this size", defaultText: "96" },
-  { flag: "train-subset", type: "int", min: 0, default: 10000, description: "pretrain on a deterministic subset of this many images (0: all)" },
-  { flag: "encoder", type: "enum", choices: ["resnet18", "resnet34", "resnet50"], default: "resnet18", description: "encoder" },
+  {
+    flag: "train-subset",
+    type: "int",
+    min: 0,
+    default: 10000,
+    description: "pretrain on a deterministic subset of this many images (0: all)",
+  },
+  {
+    flag: "encoder",
+    type: "enum",
+    choices: ["resnet18", "resnet34", "resnet50"],
+    default: "resnet18",
+    description: "encoder",
+  },
   { flag: "width", type: "int", min: 1, default: 16, description: "ResNet base width (64 is torchvision's)" },
-  { flag: "stem", type: "enum", choices: ["cifar", "imagenet"], description: "ResNet stem", defaultText: "cifar below 96 px, else imagenet" },
+  {
+    flag: "stem",
+    type: "enum",
+    choices: ["cifar", "imagenet"],
+    description: "ResNet stem",
+    defaultText: "cifar below 96 px, else imagenet",
+  },
   { flag: "epochs", type: "int", min: 1, default: 8, description: "pretraining epochs" },
   { flag: "batch-size", type: "int", min: 2, default: 128, description: "images per step (two views each)" },
-  { flag: "optimizer", type: "enum", choices: ["lars", "sgd", "adam"], default: "lars", description: "optimizer (LARS as SimCLR, BN and bias excluded)" },
-  { flag: "lr", type: "number", min: 0, description: "peak learning rate", defaultText: "lars 0.075 x sqrt(batch) (SimCLR's square-root scaling), sgd 0.3 x batch/256, adam 1e-3" },
+  {
+    flag: "optimizer",
+    type: "enum",
+    choices: ["lars", "sgd", "adam"],
+    default: "lars",
+    description: "optimizer (LARS as SimCLR, BN and bias excluded)",
+  },
+  {
+    flag: "lr",
+    type: "number",
+    min: 0,
+    description: "peak learning rate",
+    defaultText: "lars 0.075 x sqrt(batch) (SimCLR's square-root scaling), sgd 0.3 x batch/256, adam 1e-3",
+  },
   { flag: "weight-decay", type: "number", min: 0, default: 1e-6, description: "weight decay (not on BN and bias)" },
   { flag: "momentum", type: "number", min: 0, max: 1, default: 0.9, description: "momentum (lars, sgd)" },
   { flag: "warmup-epochs", type: "number", min: 0, default: 1, description: "linear warmup before the cosine decay" },
-  { flag: "temperature", type: "number-list", min: 0, default: [0.5], description: "NT-Xent temperature (one, or one per loss stage)" },
-  { flag: "loss-stages", type: "int-list", min: 1, description: "1-based stages with a loss", defaultText: "the method's: simclr 4; gim, loco 1,2,3,4" },
-  { flag: "reach", type: "int-list", min: 0, description: "stages below its own a loss's gradient reaches (one, or one per loss)", defaultText: "simclr 3, gim 0, loco 1" },
-  { flag: "conv-blocks", type: "int", min: 0, description: "residual blocks in each decoder (c)", defaultText: "simclr 0, gim 0, loco 1" },
+  {
+    flag: "temperature",
+    type: "number-list",
+    min: 0,
+    default: [0.5],
+    description: "NT-Xent temperature (one, or one per loss stage)",
+  },
+  {
+    flag: "loss-stages",
+    type: "int-list",
+    min: 1,
+    description: "1-based stages with a loss",
+    defaultText: "the method's: simclr 4; gim, loco 1,2,3,4",
+  },
+  {
+    flag: "reach",
+    type: "int-list",
+    min: 0,
+    description: "stages below its own a loss's gradient reaches (one, or one per loss)",
+    defaultText: "simclr 3, gim 0, loco 1",
+  },
+  {
+    flag: "conv-blocks",
+    type: "int",
+    min: 0,
+    description: "residual blocks in each decoder (c)",
+    defaultText: "simclr 0, gim 0, loco 1",
+  },
   { flag: "mlp-layers", type: "int", min: 1, default: 2, description: "linear layers in each decoder's MLP (m)" },
   { flag: "head-bn", type: "boolean", default: true, description: "batch norm in the MLP head (--no-head-bn to drop)" },
-  { flag: "schedule", type: "enum", choices: ["simultaneous", "sequential"], default: "simultaneous", description: "train all stages every step, or one phase per loss stage" },
-  { flag: "augment", type: "enum", choices: ["auto", "grayscale", "simclr-cifar", "simclr-imagenet"], default: "auto", description: "augmentation preset (auto: by dataset)" },
+  {
+    flag: "schedule",
+    type: "enum",
+    choices: ["simultaneous", "sequential"],
+    default: "simultaneous",
+    description: "train all stages every step, or one phase per loss stage",
+  },
+  {
+    flag: "augment",
+    type: "enum",
+    choices: ["auto", "grayscale", "simclr-cifar", "simclr-imagenet"],
+    default: "auto",
+    description: "augmentation preset (auto: by dataset)",
+  },
   { flag: "seed", type: "int", min: 0, default: 0, description: "seed of init, data order and augmentations" },
   { flag: "threads", type: "int", min: 1, description: "libtorch threads", defaultText: "the machine's cores" },
-  { flag: "workers", type: "int", min: 0, default: 1, description: "data worker threads (0: prepare batches on the main thread)" },
+  {
+    flag: "workers",
+    type: "int",
+    min: 0,
+    default: 1,
+    description: "data worker threads (0: prepare batches on the main thread)",
+  },
   { flag: "channels-last", type: "boolean", default: false, description: "run the encoder in channels-last layout" },
   { flag: "knn-every", type: "int", min: 0, default: 1, description: "kNN monitor every N epochs (0: off)" },
-  { flag: "knn-train-size", type: "int", min: 0, default: 5000, description: "kNN monitor: train images in the memory bank (0: all)" },
+  {
+    flag: "knn-train-size",
+    type: "int",
+    min: 0,
+    default: 5000,
+    description: "kNN monitor: train images in the memory bank (0: all)",
+  },
   { flag: "knn-test-size", type: "int", min: 0, default: 2000, description: "kNN monitor: test images (0: all)" },
-  { flag: "readout-epochs", type: "int", min: 1, default: 50, description: "linear readout: epochs over the cached features" },
-  { flag: "readout-train-size", type: "int", min: 0, default: 10000, description: "linear readout: train images (0: all)" },
-  { flag: "baselines", type: "string", default: "random-init", description: "comma-separated: random-init, supervised, raw-pixels (or none)" },
+  {
+    flag: "readout-epochs",
+    type: "int",
+    min: 1,
+    default: 50,
+    description: "linear readout: epochs over the cached features",
+  },
+  {
+    flag: "readout-train-size",
+    type: "int",
+    min: 0,
+    default: 10000,
+    description: "linear readout: train images (0: all)",
+  },
+  {
+    flag: "baselines",
+    type: "string",
+    default: "random-init",
+    description: "comma-separated: random-init, supervised, raw-pixels (or none)",
+  },
   { flag: "supervised-epochs", type: "int", min: 1, default: 10, description: "epochs of the supervised baseline" },
   { flag: "per-stage", type: "boolean", default: false, description: "also read out every stage's features" },
   { flag: "run-dir", type: "string", description: "run directory", defaultText: "runs/<method>-<dataset>-<time>" },
-  { flag: "checkpoint-every", type: "int", min: 0, default: 0, description: "checkpoint every N steps (0: at epoch ends only)" },
+  {
+    flag: "checkpoint-every",
+    type: "int",
+    min: 0,
+    default: 0,
+    description: "checkpoint every N steps (0: at epoch ends only)",
+  },
   { flag: "keep-checkpoints", type: "int", min: 1, default: 3, description: "checkpoints kept" },
   { flag: "resume", type: "string", description: "continue the run in this directory from its newest good checkpoint" },
-  { flag: "on-nonfinite", type: "enum", choices: NON_FINITE_ACTIONS, default: "stop", description: "a NaN/Inf loss or gradient: stop with a diagnosis, or skip the step" },
+  {
+    flag: "on-nonfinite",
+    type: "enum",
+    choices: NON_FINITE_ACTIONS,
+    default: "stop",
+    description: "a NaN/Inf loss or gradient: stop with a diagnosis, or skip the step",
+  },
 ];
 
 const DEFAULT_DIRS: Partial<Record<DatasetName, string>> = { "fashion-mnist": "/usr/share/datasets/fashion-mnist" };
@@ -93,18 +211,36 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
   const dir = (v.dataDir as string | undefined) ?? DEFAULT_DIRS[dataset];
   if (dir === undefined) throw new UsageError(`--data-dir: required for --dataset ${dataset}`);
   const imageSize = (v.imageSize as number | undefined) ?? 96;
-  const nativeSize = dataset === "fashion-mnist" || dataset === "mnist" ? 28 : dataset === "stl10" ? 96 : dataset === "folder" ? imageSize : 32;
+  const nativeSize =
+    dataset === "fashion-mnist" || dataset === "mnist"
+      ? 28
+      : dataset === "stl10"
+        ? 96
+        : dataset === "folder"
+          ? imageSize
+          : 32;
   const channels = dataset === "fashion-mnist" || dataset === "mnist" ? 1 : 3;
   const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
   const trainSubset = v.trainSubset as number;
   const subsetSpec = trainSubset > 0 ? { subset: { count: trainSubset, seed: v.seed as number } } : {};
   // STL-10 pretrains on its unlabeled images plus train; readout uses the labelled train split.
-  const pretrainData: DatasetSpec = { ...base, split: dataset === "stl10" ? "train+unlabeled" : "train", ...subsetSpec };
+  const pretrainData: DatasetSpec = {
+    ...base,
+    split: dataset === "stl10" ? "train+unlabeled" : "train",
+    ...subsetSpec,
+  };
   // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
   const trainData: DatasetSpec = { ...base, split: "train" };
   const testData: DatasetSpec = { ...base, split: "test" };
   const normalize = normalizationFor(dataset, channels);
-  const presetName = v.augment === "auto" ? (channels === 1 ? "grayscale" : nativeSize >= 96 ? "simclr-imagenet" : "simclr-cifar") : (v.augment as string);
+  const presetName =
+    v.augment === "auto"
+      ? channels === 1
+        ? "grayscale"
+        : nativeSize >= 96
+          ? "simclr-imagenet"
+          : "simclr-cifar"
+      : (v.augment as string);
   const augment: AugmentConfig =
     presetName === "grayscale"
       ? grayscale(nativeSize, { normalize })
@@ -206,7 +342,9 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
   } else {
     options = resolveTrainOptions(values);
     if (fs.existsSync(path.join(options.runDir, "config.json"))) {
-      throw new UsageError(`${options.runDir} already holds a run (use --resume ${options.runDir} to continue it, or another --run-dir)`);
+      throw new UsageError(
+        `${options.runDir} already holds a run (use --resume ${options.runDir} to continue it, or another --run-dir)`,
+      );
     }
   }
   checkRunDirWritable(options.runDir);
@@ -229,7 +367,9 @@ export async function runTrain(values: Record<string, unknown>): Promise<void> {
       return;
     }
     const results = outcome.results!;
-    console.log(formatReport(`${results.method} (${results.encoder}, ${results.epochs} epochs)`, results.dataset, results));
+    console.log(
+      formatReport(`${results.method} (${results.encoder}, ${results.epochs} epochs)`, results.dataset, results),
+    );
     console.log(
       `training ${results.training.seconds.toFixed(0)} s, ${results.training.imagesPerSecond.toFixed(0)} img/s, ` +
         `data-wait ${(results.training.dataWaitShare * 100).toFixed(1)}%; results in ${path.join(options.runDir, "results.json")}`,

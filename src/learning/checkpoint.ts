@@ -119,17 +119,27 @@ function metaProblem(meta: CheckpointMeta): string | null {
   if (typeof pos !== "object" || pos === null || !isCount(pos.epoch) || !isCount(pos.batch)) {
     return `'position' must be { epoch, batch } of non-negative integers, got ${JSON.stringify(meta.position)}`;
   }
-  if (meta.phase !== null && !isCount(meta.phase)) return `'phase' must be null or a non-negative integer, got ${JSON.stringify(meta.phase)}`;
+  if (meta.phase !== null && !isCount(meta.phase))
+    return `'phase' must be null or a non-negative integer, got ${JSON.stringify(meta.phase)}`;
   if (typeof meta.generatorState !== "string" || !/^[A-Za-z0-9+/]*={0,2}$/.test(meta.generatorState)) {
     return "'generatorState' must be a base64 string";
   }
   if (meta.schedule !== undefined) {
     const sch = meta.schedule as unknown as Record<string, unknown> | null;
-    if (typeof sch !== "object" || sch === null || !isCount(sch.step) || !Array.isArray(sch.lrs) || !sch.lrs.every((x) => Number.isFinite(x))) {
+    if (
+      typeof sch !== "object" ||
+      sch === null ||
+      !isCount(sch.step) ||
+      !Array.isArray(sch.lrs) ||
+      !sch.lrs.every((x) => Number.isFinite(x))
+    ) {
       return `'schedule' must be { step, lrs } (a step count and finite learning rates), got ${JSON.stringify(meta.schedule)}`;
     }
   }
-  if (meta.config !== undefined && (typeof meta.config !== "object" || meta.config === null || Array.isArray(meta.config))) {
+  if (
+    meta.config !== undefined &&
+    (typeof meta.config !== "object" || meta.config === null || Array.isArray(meta.config))
+  ) {
     return "'config' must be an object";
   }
   return null;
@@ -186,7 +196,9 @@ export function loadCheckpoint(file: string): Checkpoint {
   const actual = checksum([...contents.tensors], contents.metadata.covers === CHECKSUM_COVERS ? rawMeta : null);
   if (actual !== expected) {
     release();
-    throw new CheckpointError(`${file}: checksum mismatch (the file is corrupted: SHA-256 ${actual.slice(0, 12)}…, recorded ${expected.slice(0, 12)}…)`);
+    throw new CheckpointError(
+      `${file}: checksum mismatch (the file is corrupted: SHA-256 ${actual.slice(0, 12)}…, recorded ${expected.slice(0, 12)}…)`,
+    );
   }
   let meta: CheckpointMeta;
   try {
@@ -250,7 +262,9 @@ export function loadLatestCheckpoint(
       }
       warn(
         `${(error as Error).message}${moved}; ` +
-          (previous === undefined ? "no earlier checkpoint to fall back to" : `falling back to the previous checkpoint ${previous}`),
+          (previous === undefined
+            ? "no earlier checkpoint to fall back to"
+            : `falling back to the previous checkpoint ${previous}`),
       );
     }
   }

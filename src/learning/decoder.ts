@@ -36,10 +36,14 @@ export class Decoder extends Module {
     const block = options.block ?? BasicBlock;
     const headBN = options.headBN ?? true;
     const outDim = options.outDim ?? 128;
-    if (!Number.isInteger(inChannels) || inChannels < 1) throw new RangeError(`Decoder: inChannels must be a positive integer, got ${inChannels}`);
-    if (!Number.isInteger(convBlocks) || convBlocks < 0) throw new RangeError(`Decoder: convBlocks (c) must be an integer >= 0, got ${convBlocks}`);
-    if (!Number.isInteger(mlpLayers) || mlpLayers < 1) throw new RangeError(`Decoder: mlpLayers (m) must be an integer >= 1, got ${mlpLayers}`);
-    if (!Number.isInteger(outDim) || outDim < 1) throw new RangeError(`Decoder: outDim must be a positive integer, got ${outDim}`);
+    if (!Number.isInteger(inChannels) || inChannels < 1)
+      throw new RangeError(`Decoder: inChannels must be a positive integer, got ${inChannels}`);
+    if (!Number.isInteger(convBlocks) || convBlocks < 0)
+      throw new RangeError(`Decoder: convBlocks (c) must be an integer >= 0, got ${convBlocks}`);
+    if (!Number.isInteger(mlpLayers) || mlpLayers < 1)
+      throw new RangeError(`Decoder: mlpLayers (m) must be an integer >= 1, got ${mlpLayers}`);
+    if (!Number.isInteger(outDim) || outDim < 1)
+      throw new RangeError(`Decoder: outDim must be a positive integer, got ${outDim}`);
     if (block === Bottleneck && inChannels % Bottleneck.expansion !== 0) {
       throw new RangeError(`Decoder: bottleneck blocks need inChannels divisible by 4, got ${inChannels}`);
     }

@@ -98,8 +98,7 @@ export class LocalLearner extends Module {
   trainableParameters(): Tensor[] {
     const trainable = this.trainableStages();
     const stageParams = this.#stages.flatMap((s, k) => (trainable[k] ? s.parameters() : []));
-    const decoderParams =
-      this.#phase === null ? this.decoders.parameters() : this.decoder(this.#phase).parameters();
+    const decoderParams = this.#phase === null ? this.decoders.parameters() : this.decoder(this.#phase).parameters();
     return [...stageParams, ...decoderParams];
   }
 
@@ -116,7 +115,12 @@ export class LocalLearner extends Module {
     const active = this.#phase === null ? this.losses.map((_, i) => i) : [this.#phase];
     const specs: StageLoss[] = active.map((i) => {
       const l = this.losses[i];
-      return { stage: l.stage, reach: l.reach, decoder: this.decoder(i), loss: (z: Tensor) => ntXent(z, l.temperature) };
+      return {
+        stage: l.stage,
+        reach: l.reach,
+        decoder: this.decoder(i),
+        loss: (z: Tensor) => ntXent(z, l.temperature),
+      };
     });
     const result = routeStep(this.#stages, specs, views);
     const lossValues = new Array<number>(this.losses.length).fill(NaN);

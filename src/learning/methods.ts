@@ -26,11 +26,35 @@ export function methodPreset(method: MethodName, stageCount: number, temperature
   const all = Array.from({ length: stageCount }, (_, i) => i + 1);
   switch (method) {
     case "simclr":
-      return { lossStages: [stageCount], reach: stageCount - 1, convBlocks: 0, mlpLayers: 2, headBN: true, temperature, schedule: "simultaneous" };
+      return {
+        lossStages: [stageCount],
+        reach: stageCount - 1,
+        convBlocks: 0,
+        mlpLayers: 2,
+        headBN: true,
+        temperature,
+        schedule: "simultaneous",
+      };
     case "gim":
-      return { lossStages: all, reach: 0, convBlocks: 0, mlpLayers: 2, headBN: true, temperature, schedule: "simultaneous" };
+      return {
+        lossStages: all,
+        reach: 0,
+        convBlocks: 0,
+        mlpLayers: 2,
+        headBN: true,
+        temperature,
+        schedule: "simultaneous",
+      };
     case "loco":
-      return { lossStages: all, reach: 1, convBlocks: 1, mlpLayers: 2, headBN: true, temperature, schedule: "simultaneous" };
+      return {
+        lossStages: all,
+        reach: 1,
+        convBlocks: 1,
+        mlpLayers: 2,
+        headBN: true,
+        temperature,
+        schedule: "simultaneous",
+      };
   }
 }
 
@@ -44,7 +68,9 @@ export interface ResolvedLoss {
 function perLoss(value: number | number[], count: number, field: string): number[] {
   if (typeof value === "number") return new Array<number>(count).fill(value);
   if (!Array.isArray(value) || value.length !== count) {
-    throw new RangeError(`${field}: expected one number or an array of ${count} (one per loss stage), got ${JSON.stringify(value)}`);
+    throw new RangeError(
+      `${field}: expected one number or an array of ${count} (one per loss stage), got ${JSON.stringify(value)}`,
+    );
   }
   return value;
 }

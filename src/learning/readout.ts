@@ -44,7 +44,11 @@ export interface ReadoutOptions {
 }
 
 /** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
-export function* evalBatches(dataset: ImageDataset, batchSize: number, normalize: NormalizeConfig | null): Generator<EvalBatch> {
+export function* evalBatches(
+  dataset: ImageDataset,
+  batchSize: number,
+  normalize: NormalizeConfig | null,
+): Generator<EvalBatch> {
   const labels = dataset.labels;
   if (labels === null) throw new Error(`${dataset.name}: evaluation needs labels`);
   const { channels: c, height: h, width: w } = dataset;
@@ -53,7 +57,9 @@ export function* evalBatches(dataset: ImageDataset, batchSize: number, normalize
     const indices = Int32Array.from({ length: n }, (_, i) => start + i);
     const pixels = dataset.images.read(indices);
     yield scope(() => {
-      let images = fromTypedArray(pixels.subarray(0, n * c * h * w), [n, c, h, w]).float().div(255);
+      let images = fromTypedArray(pixels.subarray(0, n * c * h * w), [n, c, h, w])
+        .float()
+        .div(255);
       if (normalize) {
         const mean = fromTypedArray(Float32Array.from(normalize.mean), [1, c, 1, 1]);
         const std = fromTypedArray(Float32Array.from(normalize.std), [1, c, 1, 1]);
@@ -80,7 +86,11 @@ export function strided(dataset: ImageDataset, size: number): ImageDataset {
       channels: images.channels,
       height: images.height,
       width: images.width,
-      read: (indices, out) => images.read(Int32Array.from(indices, (i) => picks[i]), out),
+      read: (indices, out) =>
+        images.read(
+          Int32Array.from(indices, (i) => picks[i]),
+          out,
+        ),
       spec: () => {
         throw new Error("strided subsets are for in-process evaluation only");
       },
@@ -109,7 +119,12 @@ export function knnMonitor(
  * Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified.
  * Returns null when options.shouldStop asked to stop between two evaluations.
  */
-export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageDataset, options: ReadoutOptions): ReadoutReport | null {
+export function readoutReport(
+  encoder: ResNet,
+  train: ImageDataset,
+  test: ImageDataset,
+  options: ReadoutOptions,
+): ReadoutReport | null {
   const stop = (): boolean => options.shouldStop?.() ?? false;
   const readoutTrain = strided(train, options.readoutTrainSize);
   const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
@@ -124,7 +139,11 @@ export function readoutReport(encoder: ResNet, train: ImageDataset, test: ImageD
         knn: { k: 200, temperature: 0.1 },
       },
     );
-  const score = (r: EvaluateResult): Score => ({ top1: r.linear!.top1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
+  const score = (r: EvaluateResult): Score => ({
+    top1: r.linear!.top1,
+    linear: { top1: r.linear!.top1 },
+    knn: { top1: r.knn!.top1 },
+  });
   const trained = evaluate(featureForward(encoder), [encoder]);
   if (stop()) return null;
   const report: ReadoutReport = {

@@ -35,7 +35,9 @@ export function validateLosses(stageCount: number, losses: readonly StageLoss[])
       throw new RangeError(`losses[${i}].stage: expected an integer in [0, ${stageCount - 1}], got ${l.stage}`);
     }
     if (!Number.isInteger(l.reach) || l.reach < 0 || l.reach > l.stage) {
-      throw new RangeError(`losses[${i}].reach: expected an integer in [0, ${l.stage}] for stage ${l.stage}, got ${l.reach}`);
+      throw new RangeError(
+        `losses[${i}].reach: expected an integer in [0, ${l.stage}] for stage ${l.stage}, got ${l.reach}`,
+      );
     }
     if (seen.has(l.stage)) throw new RangeError(`losses[${i}]: stage ${l.stage} already has a loss`);
     seen.add(l.stage);

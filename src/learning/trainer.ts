@@ -173,7 +173,11 @@ function writeJsonAtomic(file: string, value: unknown): void {
 function buildOptimizer(options: TrainOptions, named: [string, Tensor][]): AnyOptimizer {
   switch (options.optimizer) {
     case "lars":
-      return new LARS(excludeBiasAndNorm(named), { lr: options.lr, momentum: options.momentum, weightDecay: options.weightDecay });
+      return new LARS(excludeBiasAndNorm(named), {
+        lr: options.lr,
+        momentum: options.momentum,
+        weightDecay: options.weightDecay,
+      });
     case "sgd":
       return new SGD(excludeBiasAndNorm(named, { lars: false }), {
         lr: options.lr,
@@ -246,7 +250,9 @@ export interface TrainOutcome {
 function canonical(value: unknown): string {
   return JSON.stringify(value, (_key, v: unknown) =>
     v !== null && typeof v === "object" && !Array.isArray(v)
-      ? Object.fromEntries(Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)))
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
       : v,
   );
 }
@@ -274,12 +280,19 @@ function shortJson(value: unknown): string {
 }
 
 /** The differences between the config a checkpoint was written with and the options of a resume. */
-export function compareRunConfigs(saved: Record<string, unknown>, now: TrainOptions): { refused: string[]; changed: string[] } {
+export function compareRunConfigs(
+  saved: Record<string, unknown>,
+  now: TrainOptions,
+): { refused: string[]; changed: string[] } {
   const strip = (key: string, v: unknown): unknown =>
     // The dataset may have moved: its folder is not part of the run's identity.
-    key === "pretrainData" && v !== null && typeof v === "object" ? { ...(v as Record<string, unknown>), dir: undefined } : v;
-  const differs = (key: string): boolean => canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
-  const describe = (key: string): string => `${key} ${shortJson(saved[key])} → ${shortJson(now[key as keyof TrainOptions])}`;
+    key === "pretrainData" && v !== null && typeof v === "object"
+      ? { ...(v as Record<string, unknown>), dir: undefined }
+      : v;
+  const differs = (key: string): boolean =>
+    canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
+  const describe = (key: string): string =>
+    `${key} ${shortJson(saved[key])} → ${shortJson(now[key as keyof TrainOptions])}`;
   return {
     refused: RUN_DEFINING.filter((k) => k in saved && differs(k)).map(describe),
     changed: RUN_ADJUSTABLE.filter((k) => k in saved && differs(k)).map(describe),
@@ -287,7 +300,11 @@ export function compareRunConfigs(saved: Record<string, unknown>, now: TrainOpti
 }
 
 function formatBytes(n: number): string {
-  return n >= 2 ** 30 ? `${(n / 2 ** 30).toFixed(1)} GiB` : n >= 2 ** 20 ? `${(n / 2 ** 20).toFixed(1)} MiB` : `${Math.ceil(n / 1024)} KiB`;
+  return n >= 2 ** 30
+    ? `${(n / 2 ** 30).toFixed(1)} GiB`
+    : n >= 2 ** 20
+      ? `${(n / 2 ** 20).toFixed(1)} MiB`
+      : `${Math.ceil(n / 1024)} KiB`;
 }
 
 /**
@@ -347,7 +364,9 @@ function acquireRunLock(runDir: string): () => void {
         // unreadable: treat as stale
       }
       if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-        throw new TrainingError(`${runDir} is in use by another loco process (pid ${pid}); wait for it to finish or stop it first`);
+        throw new TrainingError(
+          `${runDir} is in use by another loco process (pid ${pid}); wait for it to finish or stop it first`,
+        );
       }
       fs.rmSync(file, { force: true });
     }
@@ -366,13 +385,18 @@ function parameterGroups(encoder: ResNet, learner: LocalLearner): ParamGroupInfo
   const groups: ParamGroupInfo[] = learner.stages.map((s, k) => ({
     stage: k + 1,
     label: `stage ${k + 1}`,
-    params: s.parameters().map((p, j): [string, Tensor] => [names.get(p) ?? `encoder stage ${k + 1} parameter ${j}`, p]),
+    params: s
+      .parameters()
+      .map((p, j): [string, Tensor] => [names.get(p) ?? `encoder stage ${k + 1} parameter ${j}`, p]),
   }));
   learner.losses.forEach((l, i) =>
     groups.push({
       stage: l.stage + 1,
       label: `the decoder of stage ${l.stage + 1}`,
-      params: learner.decoder(i).namedParameters().map(([k, v]): [string, Tensor] => [`decoders.${i}.${k}`, v]),
+      params: learner
+        .decoder(i)
+        .namedParameters()
+        .map(([k, v]): [string, Tensor] => [`decoders.${i}.${k}`, v]),
     }),
   );
   return groups;
@@ -418,7 +442,9 @@ const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(reso
 export async function train(options: TrainOptions, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const onNonfinite = options.onNonfinite ?? "stop";
   if (!NON_FINITE_ACTIONS.includes(onNonfinite)) {
-    throw new TrainingError(`onNonfinite: expected one of ${NON_FINITE_ACTIONS.join(", ")}, got ${JSON.stringify(onNonfinite)}`);
+    throw new TrainingError(
+      `onNonfinite: expected one of ${NON_FINITE_ACTIONS.join(", ")}, got ${JSON.stringify(onNonfinite)}`,
+    );
   }
   try {
     fs.mkdirSync(options.runDir, { recursive: true });
@@ -433,7 +459,11 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   }
 }
 
-async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite: NonFiniteAction): Promise<TrainOutcome> {
+async function trainLocked(
+  options: TrainOptions,
+  hooks: TrainHooks,
+  onNonfinite: NonFiniteAction,
+): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => process.stderr.write(`${m}\n`));
   const progress = hooks.progress ?? new Progress();
   const runDir = options.runDir;
@@ -447,7 +477,8 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
-  for (const file of removeStaleTemporaries(runDir)) log(`removed ${file}, left by a checkpoint write that never finished`);
+  for (const file of removeStaleTemporaries(runDir))
+    log(`removed ${file}, left by a checkpoint write that never finished`);
 
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
@@ -493,12 +524,18 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
   let checkpointStep = -1;
 
   // Room for the checkpoints before anything is trained: model + optimizer slots, K kept + 1 being written.
-  const tensorBytes = (ts: Iterable<Tensor>): number => [...ts].reduce((a, t) => a + t.numel() * bytesPerElement[t.dtype], 0);
+  const tensorBytes = (ts: Iterable<Tensor>): number =>
+    [...ts].reduce((a, t) => a + t.numel() * bytesPerElement[t.dtype], 0);
   const slots = options.optimizer === "adam" ? 2 : options.momentum > 0 ? 1 : 0;
-  const checkpointBytes = tensorBytes(modelState(encoder, learner).values()) + slots * tensorBytes(named.map(([, p]) => p)) + 65536;
+  const checkpointBytes =
+    tensorBytes(modelState(encoder, learner).values()) + slots * tensorBytes(named.map(([, p]) => p)) + 65536;
   const existing = listCheckpoints(runDir).length;
   const toWrite = Math.max(1, options.keepCheckpoints + 1 - (options.resume ? existing : 0));
-  checkFreeSpace(runDir, toWrite * checkpointBytes + 2 ** 20, `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)}`);
+  checkFreeSpace(
+    runDir,
+    toWrite * checkpointBytes + 2 ** 20,
+    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)}`,
+  );
 
   if (options.resume && existing === 0) {
     // The run stopped (or failed) before its first checkpoint: nothing to continue, start it over.
@@ -521,7 +558,8 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
               `resuming would train a different run: restore ${path.join(runDir, "config.json")} or start a new run`,
           );
         }
-        for (const c of changed) log(`warning: resuming with a changed setting: ${c} (the run will differ from an uninterrupted one)`);
+        for (const c of changed)
+          log(`warning: resuming with a changed setting: ${c} (the run will differ from an uninterrupted one)`);
         if (meta.config.threads !== undefined && meta.config.threads !== options.threads) {
           log(
             `note: the run was started with ${String(meta.config.threads)} libtorch threads, it continues with ${options.threads}: ` +
@@ -557,16 +595,24 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
       Array.isArray(v) && v.length === phases && v.every((x) => typeof x === "number") ? (v as number[]) : null;
     lossSums = numbers(extra.lossSums) ?? lossSums;
     lossCounts = numbers(extra.lossCounts) ?? lossCounts;
-    if (Array.isArray(extra.lastFinite) && extra.lastFinite.length === phases) lastFinite = extra.lastFinite as typeof lastFinite;
+    if (Array.isArray(extra.lastFinite) && extra.lastFinite.length === phases)
+      lastFinite = extra.lastFinite as typeof lastFinite;
     lastCheckpoint = checkpoint.path;
     checkpointStep = step;
-    log(`resumed from ${checkpoint.path} at step ${step} (epoch ${meta.position.epoch + 1}, batch ${meta.position.batch})`);
+    log(
+      `resumed from ${checkpoint.path} at step ${step} (epoch ${meta.position.epoch + 1}, batch ${meta.position.batch})`,
+    );
     metric({ type: "resume", step, checkpoint: checkpoint.path });
   }
 
   /** The diagnosis of a non-finite step, as an error to throw. */
-  const diverged = (d: { step: number; epoch: number; stage: number; kind: Divergence["kind"]; value?: number; parameter?: string }, what: string): DivergenceError => {
-    const finite = lastFinite.flatMap((v, i) => (v === null ? [] : [{ stage: learner.losses[i].stage + 1, loss: v.loss, step: v.step }]));
+  const diverged = (
+    d: { step: number; epoch: number; stage: number; kind: Divergence["kind"]; value?: number; parameter?: string },
+    what: string,
+  ): DivergenceError => {
+    const finite = lastFinite.flatMap((v, i) =>
+      v === null ? [] : [{ stage: learner.losses[i].stage + 1, loss: v.loss, step: v.step }],
+    );
     const checkpoint = lastCheckpoint ?? listCheckpoints(runDir).at(-1) ?? null;
     const lines = [
       `training diverged at step ${d.step} (epoch ${d.epoch}): ${what}`,
@@ -587,7 +633,13 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
     const bad = firstNonFinite(groups, true);
     if (bad !== null) {
       throw diverged(
-        { step, epoch: Math.floor(Math.max(0, step - 1) / stepsPerEpoch) + 1, stage: bad.group.stage, kind: "weights", parameter: bad.name },
+        {
+          step,
+          epoch: Math.floor(Math.max(0, step - 1) / stepsPerEpoch) + 1,
+          stage: bad.group.stage,
+          kind: "weights",
+          parameter: bad.name,
+        },
         `the weights of ${bad.name} (${bad.group.label}) are non-finite after the update; no checkpoint was written`,
       );
     }
@@ -610,7 +662,9 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
     } catch (error) {
       throw new TrainingError(
         `could not write the checkpoint of step ${step} to ${checkpointDir(runDir)} (${(error as Error).message}); ` +
-          (lastCheckpoint === null ? "no earlier checkpoint exists" : `the previous checkpoint ${lastCheckpoint} is intact`) +
+          (lastCheckpoint === null
+            ? "no earlier checkpoint exists"
+            : `the previous checkpoint ${lastCheckpoint} is intact`) +
           `; make room and continue with: loco train --resume ${runDir}`,
       );
     }
@@ -622,7 +676,9 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
   const knnBank = strided(trainLabelled, options.knnTrainSize);
   const knnQueries = strided(testSet, options.knnTestSize);
   const runKnnMonitor = (): number | null =>
-    options.knnEvery <= 0 || trainLabelled.labels === null ? null : knnMonitor(encoder, knnBank, knnQueries, options.normalize);
+    options.knnEvery <= 0 || trainLabelled.labels === null
+      ? null
+      : knnMonitor(encoder, knnBank, knnQueries, options.normalize);
 
   log(
     `loco train: ${options.method} on ${trainSet.name} (${trainSet.count} images, ${trainSet.channels}x${trainSet.height}x${trainSet.width}), ` +
@@ -668,10 +724,17 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
         const { lossValues } = learner.step(views);
         hooks.afterBackward?.({ step: stepNumber, parameters: named });
         let found: Problem | null = null;
-        const badLoss = lossValues.findIndex((v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i));
+        const badLoss = lossValues.findIndex(
+          (v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i),
+        );
         if (badLoss >= 0) {
           const stage = learner.losses[badLoss].stage + 1;
-          found = { kind: "loss", stage, value: lossValues[badLoss], text: `the loss at stage ${stage} is ${lossValues[badLoss]}` };
+          found = {
+            kind: "loss",
+            stage,
+            value: lossValues[badLoss],
+            text: `the loss at stage ${stage} is ${lossValues[badLoss]}`,
+          };
           const weights = firstNonFinite(groups, true);
           if (weights !== null) {
             found.text += `; the weights were already non-finite before this step (${weights.name}, ${weights.group.label}): an earlier update overflowed`;
@@ -698,15 +761,35 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
       batch.dispose();
       if (problem !== null) {
         progress.end();
-        const where = { step: stepNumber, epoch: epoch + 1, stage: problem.stage, kind: problem.kind, value: problem.value, parameter: problem.parameter };
+        const where = {
+          step: stepNumber,
+          epoch: epoch + 1,
+          stage: problem.stage,
+          kind: problem.kind,
+          value: problem.value,
+          parameter: problem.parameter,
+        };
         if (onNonfinite === "stop") throw diverged(where, problem.text);
         skippedSteps++;
         consecutiveSkips++;
-        metric({ type: "skip", step: stepNumber, epoch: epoch + 1, stage: problem.stage, kind: problem.kind, reason: problem.text, skippedSteps });
+        metric({
+          type: "skip",
+          step: stepNumber,
+          epoch: epoch + 1,
+          stage: problem.stage,
+          kind: problem.kind,
+          reason: problem.text,
+          skippedSteps,
+        });
         if (consecutiveSkips >= MAX_CONSECUTIVE_SKIPS) {
-          throw diverged(where, `${consecutiveSkips} steps in a row were non-finite and skipped (the last: ${problem.text})`);
+          throw diverged(
+            where,
+            `${consecutiveSkips} steps in a row were non-finite and skipped (the last: ${problem.text})`,
+          );
         }
-        log(`warning: step ${stepNumber} skipped (--on-nonfinite skip): ${problem.text}; ${skippedSteps} skipped so far`);
+        log(
+          `warning: step ${stepNumber} skipped (--on-nonfinite skip): ${problem.text}; ${skippedSteps} skipped so far`,
+        );
       } else {
         consecutiveSkips = 0;
       }
@@ -748,7 +831,8 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
           skippedSteps,
         });
       }
-      if (options.checkpointEvery > 0 && step % options.checkpointEvery === 0 && stepInEpoch !== stepsPerEpoch) writeCheckpoint();
+      if (options.checkpointEvery > 0 && step % options.checkpointEvery === 0 && stepInEpoch !== stepsPerEpoch)
+        writeCheckpoint();
       if (stepInEpoch === stepsPerEpoch) {
         const meanLoss = lossSums.map((s, i) => (lossCounts[i] > 0 ? s / lossCounts[i] : NaN));
         const knn = (epoch + 1) % Math.max(1, options.knnEvery) === 0 ? runKnnMonitor() : null;
@@ -761,7 +845,16 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
         );
         lossSums = new Array<number>(phases).fill(0);
         lossCounts = new Array<number>(phases).fill(0);
-        metric({ type: "epoch", epoch: epoch + 1, step, loss: meanLoss, knnTop1: knn, trainSeconds, dataWaitShare: waitSeconds / trainSeconds, skippedSteps });
+        metric({
+          type: "epoch",
+          epoch: epoch + 1,
+          step,
+          loss: meanLoss,
+          knnTop1: knn,
+          trainSeconds,
+          dataWaitShare: waitSeconds / trainSeconds,
+          skippedSteps,
+        });
         writeCheckpoint();
       }
       if ((await stopRequested()) || step === stopAfter) {
@@ -805,7 +898,9 @@ async function trainLocked(options: TrainOptions, hooks: TrainHooks, onNonfinite
     shouldStop: () => hooks.shouldStop?.() ?? false,
   });
   if (report === null) {
-    log(`stopped during the readout: training is complete (checkpoint ${lastCheckpoint}); loco train --resume ${runDir} runs the readout again`);
+    log(
+      `stopped during the readout: training is complete (checkpoint ${lastCheckpoint}); loco train --resume ${runDir} runs the readout again`,
+    );
     learner.dispose();
     encoder.dispose();
     optimizer.dispose();

@@ -45,7 +45,10 @@ export class Progress {
   #lastPrint = 0;
   #dirty = false;
 
-  constructor(stream: NodeJS.WriteStream = process.stderr, options: { intervalSeconds?: number; interactive?: boolean } = {}) {
+  constructor(
+    stream: NodeJS.WriteStream = process.stderr,
+    options: { intervalSeconds?: number; interactive?: boolean } = {},
+  ) {
     this.#stream = stream;
     this.#interactive = options.interactive ?? Boolean(stream.isTTY);
     this.#intervalMs = (options.intervalSeconds ?? (this.#interactive ? 0.2 : 10)) * 1000;

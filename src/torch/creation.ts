@@ -16,7 +16,8 @@ export interface RandomOptions extends FactoryOptions {
 function code(options: FactoryOptions | undefined, fallback?: DType): number | null {
   const dtype = options?.dtype ?? fallback;
   if (dtype === undefined) return null;
-  if (!isDType(dtype)) throw new TypeError(`unknown dtype '${String(dtype)}' (expected one of ${Object.keys(scalarTypeCode).join(", ")})`);
+  if (!isDType(dtype))
+    throw new TypeError(`unknown dtype '${String(dtype)}' (expected one of ${Object.keys(scalarTypeCode).join(", ")})`);
   return scalarTypeCode[dtype];
 }
 
@@ -129,7 +130,9 @@ export function fromTypedArray(data: TypedArray, shape?: Shape, options?: Factor
   const storageDType: DType = options?.dtype === "bool" && natural === "uint8" ? "bool" : natural;
   const numel = s.reduce((a, b) => a * b, 1);
   if (numel !== data.length) {
-    throw new RangeError(`fromTypedArray: ${data.length} values cannot fill shape [${s.join(", ")}] (${numel} elements)`);
+    throw new RangeError(
+      `fromTypedArray: ${data.length} values cannot fill shape [${s.join(", ")}] (${numel} elements)`,
+    );
   }
   let t = new Tensor(native.fromBuffer(data, s, scalarTypeCode[storageDType]));
   if (options?.dtype && options.dtype !== storageDType) {
@@ -159,12 +162,19 @@ export function tensor(data: NestedArray | TypedArray, options?: FactoryOptions)
   const shape = inferShape(data);
   const flat = (Array.isArray(data) ? (data as unknown[]).flat(Infinity) : [data]) as (number | boolean)[];
   const numel = shape.reduce((a, b) => a * b, 1);
-  if (flat.length !== numel) throw new RangeError(`tensor: ragged nested array (shape [${shape.join(", ")}] implies ${numel} values, found ${flat.length})`);
+  if (flat.length !== numel)
+    throw new RangeError(
+      `tensor: ragged nested array (shape [${shape.join(", ")}] implies ${numel} values, found ${flat.length})`,
+    );
   const isBool = flat.length > 0 && typeof flat[0] === "boolean";
   const dtype = options?.dtype ?? (isBool ? "bool" : "float32");
   let t: Tensor;
   if (dtype === "float64") t = fromTypedArray(Float64Array.from(flat, Number), shape);
-  else if (dtype === "int64") t = fromTypedArray(BigInt64Array.from(flat, (v) => BigInt(Math.trunc(Number(v)))), shape);
+  else if (dtype === "int64")
+    t = fromTypedArray(
+      BigInt64Array.from(flat, (v) => BigInt(Math.trunc(Number(v)))),
+      shape,
+    );
   else if (dtype === "bool" || dtype === "uint8") t = fromTypedArray(Uint8Array.from(flat, Number), shape, { dtype });
   else {
     const f = fromTypedArray(Float32Array.from(flat, Number), shape);
@@ -183,11 +193,19 @@ export function scalarTensor(value: number, options?: FactoryOptions): Tensor {
 }
 
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {
-  return callTensor("cat", tensors.map((t) => t.handle), dim);
+  return callTensor(
+    "cat",
+    tensors.map((t) => t.handle),
+    dim,
+  );
 }
 
 export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
-  return callTensor("stack", tensors.map((t) => t.handle), dim);
+  return callTensor(
+    "stack",
+    tensors.map((t) => t.handle),
+    dim,
+  );
 }
 
 /** Elementwise choice: `condition ? a : b`. */

@@ -39,14 +39,7 @@ export const bytesPerElement: Readonly<Record<DType, number>> = {
 };
 
 export type TypedArray =
-  | Uint8Array
-  | Int8Array
-  | Int16Array
-  | Int32Array
-  | BigInt64Array
-  | Uint16Array
-  | Float32Array
-  | Float64Array;
+  Uint8Array | Int8Array | Int16Array | Int32Array | BigInt64Array | Uint16Array | Float32Array | Float64Array;
 
 /** A typed-array view over `buffer` matching `dtype` (float16 as raw Uint16, bool as Uint8). */
 export function typedArrayFor(dtype: DType, buffer: ArrayBuffer): TypedArray {

@@ -80,7 +80,11 @@ export interface Pool2dOptions {
   ceilMode?: boolean;
 }
 
-export function maxPool2d(input: Tensor, kernelSize: IntPair, options: Pool2dOptions & { dilation?: IntPair } = {}): Tensor {
+export function maxPool2d(
+  input: Tensor,
+  kernelSize: IntPair,
+  options: Pool2dOptions & { dilation?: IntPair } = {},
+): Tensor {
   return callTensor(
     "max_pool2d",
     input.handle,
@@ -164,7 +168,11 @@ export function crossEntropy(logits: Tensor, target: Tensor, options: CrossEntro
   );
 }
 
-export function nllLoss(logProbs: Tensor, target: Tensor, options: Omit<CrossEntropyOptions, "labelSmoothing"> = {}): Tensor {
+export function nllLoss(
+  logProbs: Tensor,
+  target: Tensor,
+  options: Omit<CrossEntropyOptions, "labelSmoothing"> = {},
+): Tensor {
   return callTensor(
     "nll_loss_nd",
     logProbs.handle,
@@ -197,7 +205,8 @@ export function interpolate(input: Tensor, options: InterpolateOptions): Tensor 
   if ((options.size === undefined) === (options.scaleFactor === undefined)) {
     throw new TypeError("interpolate: give exactly one of size and scaleFactor");
   }
-  const size = options.size === undefined ? null : typeof options.size === "number" ? [options.size, options.size] : options.size;
+  const size =
+    options.size === undefined ? null : typeof options.size === "number" ? [options.size, options.size] : options.size;
   const scales =
     options.scaleFactor === undefined
       ? null
@@ -205,7 +214,8 @@ export function interpolate(input: Tensor, options: InterpolateOptions): Tensor 
         ? [options.scaleFactor, options.scaleFactor]
         : options.scaleFactor;
   if (mode === "nearest") {
-    if (options.alignCorners !== undefined) throw new TypeError("interpolate: alignCorners applies to bilinear and bicubic only");
+    if (options.alignCorners !== undefined)
+      throw new TypeError("interpolate: alignCorners applies to bilinear and bicubic only");
     return callTensor("upsample_nearest2d.vec", input.handle, size, scales);
   }
   const op = mode === "bilinear" ? "upsample_bilinear2d.vec" : "upsample_bicubic2d.vec";

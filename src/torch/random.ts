@@ -31,6 +31,7 @@ export const defaultGenerator = new Generator(undefined, 0);
 
 /** Seeds the default generator (like torch.manual_seed). */
 export function manualSeed(seed: number): void {
-  if (!Number.isInteger(seed) || seed < 0) throw new RangeError(`manualSeed: expected a non-negative integer, got ${seed}`);
+  if (!Number.isInteger(seed) || seed < 0)
+    throw new RangeError(`manualSeed: expected a non-negative integer, got ${seed}`);
   native.manualSeed(seed);
 }

@@ -304,7 +304,11 @@ export class Tensor implements Scoped {
   }
   /** Advanced indexing with one index tensor per leading dimension (null skips a dimension). */
   index(indices: (Tensor | null)[]): Tensor {
-    return callTensor("index.Tensor", this.handle, indices.map((t) => (t === null ? null : t.handle)));
+    return callTensor(
+      "index.Tensor",
+      this.handle,
+      indices.map((t) => (t === null ? null : t.handle)),
+    );
   }
   gather(dim: number, index: Tensor): Tensor {
     return callTensor("gather", this.handle, dim, index.handle, false);
@@ -684,7 +688,11 @@ export interface BackwardOptions {
 }
 
 /** Backpropagates from several roots, each with its gradient (null for one-element roots). */
-export function runBackward(tensors: readonly Tensor[], gradTensors: readonly (Tensor | null)[], options: BackwardOptions): void {
+export function runBackward(
+  tensors: readonly Tensor[],
+  gradTensors: readonly (Tensor | null)[],
+  options: BackwardOptions,
+): void {
   try {
     native.backward(
       handles(tensors),
