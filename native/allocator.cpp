@@ -6,6 +6,10 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdlib>
+#include <map>
+#include <mutex>
+#include <vector>
 
 #include "common.h"
 
@@ -20,6 +24,33 @@ std::atomic<int64_t> currentBytes{0};
 std::atomic<int64_t> peakBytes{0};
 std::atomic<int64_t> allocationCount{0};
 
+// A cache of large blocks. glibc returns big blocks to the kernel on free (mmap'd blocks above
+// its threshold, heap tops above its trim threshold), so every training step page-faults its whole
+// working set in again (measured: ~720k faults and 1.4 s of system time per ResNet-18 step, in
+// PyTorch too). Freed blocks of at least kCacheMin bytes are kept by size class (rounded up by at
+// most 1/8) and handed out again, up to LOCO_CACHE_MB (default 2048). The byte counters above
+// count tensor bytes only: cached blocks are not "held by libtorch".
+constexpr size_t kCacheMin = size_t(1) << 18;  // 256 KiB
+std::mutex cacheMutex;
+std::map<size_t, std::vector<void*>> cache;  // class size -> free blocks (base pointers)
+size_t cachedBytes = 0;
+size_t cacheLimit = [] {
+  const char* env = std::getenv("LOCO_CACHE_MB");
+  return size_t(env ? std::max(0LL, std::atoll(env)) : 2048) << 20;
+}();
+
+size_t sizeClass(size_t total) {
+  if (total < kCacheMin) return total;
+  size_t p = size_t(1) << (63 - __builtin_clzll(total));  // power of two <= total
+  size_t step = std::max<size_t>(p / 8, 4096);
+  return (total + step - 1) / step * step;
+}
+
+struct Header {
+  int64_t nbytes;
+  int64_t blockSize;
+};
+
 void updatePeak(int64_t now) {
   int64_t peak = peakBytes.load(std::memory_order_relaxed);
   while (now > peak && !peakBytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
@@ -31,15 +62,37 @@ void updatePeak(int64_t now) {
 void countingDelete(void* data) {
   if (data == nullptr) return;
   void* base = static_cast<char*>(data) - kHeader;
-  auto size = *static_cast<int64_t*>(base);
-  currentBytes.fetch_sub(size, std::memory_order_relaxed);
+  auto* h = static_cast<Header*>(base);
+  currentBytes.fetch_sub(h->nbytes, std::memory_order_relaxed);
+  size_t block = size_t(h->blockSize);
+  if (block >= kCacheMin) {
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    if (cachedBytes + block <= cacheLimit) {
+      cache[block].push_back(base);
+      cachedBytes += block;
+      return;
+    }
+  }
   c10::free_cpu(base);
 }
 
 struct CountingAllocator final : public c10::Allocator {
   c10::DataPtr allocate(size_t nbytes) const override {
-    void* base = c10::alloc_cpu(nbytes + kHeader);
-    *static_cast<int64_t*>(base) = static_cast<int64_t>(nbytes);
+    size_t block = sizeClass(nbytes + kHeader);
+    void* base = nullptr;
+    if (block >= kCacheMin) {
+      std::lock_guard<std::mutex> lock(cacheMutex);
+      auto it = cache.find(block);
+      if (it != cache.end() && !it->second.empty()) {
+        base = it->second.back();
+        it->second.pop_back();
+        cachedBytes -= block;
+      }
+    }
+    if (base == nullptr) base = c10::alloc_cpu(block);
+    auto* h = static_cast<Header*>(base);
+    h->nbytes = static_cast<int64_t>(nbytes);
+    h->blockSize = static_cast<int64_t>(block);
     int64_t now = currentBytes.fetch_add(nbytes, std::memory_order_relaxed) + int64_t(nbytes);
     allocationCount.fetch_add(1, std::memory_order_relaxed);
     updatePeak(now);
@@ -65,7 +118,23 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
   out.Set("peakBytes", double(peakBytes.load()));
   out.Set("allocations", double(allocationCount.load()));
   out.Set("liveTensors", double(liveTensorCount.load()));
+  {
+    std::lock_guard<std::mutex> lock(cacheMutex);
+    out.Set("cachedBytes", double(cachedBytes));
+  }
   return out;
+}
+
+// Returns every cached block to the system.
+Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+  std::lock_guard<std::mutex> lock(cacheMutex);
+  for (auto& [size, blocks] : cache) {
+    for (void* base : blocks) c10::free_cpu(base);
+    blocks.clear();
+  }
+  cache.clear();
+  cachedBytes = 0;
+  return info.Env().Undefined();
 }
 
 // Sets the peak to the bytes held now, so the next peak is measured from this point.
@@ -79,6 +148,7 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
 void registerAllocator(Napi::Env env, Napi::Object exports) {
   exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
   exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeak, "resetPeakMemory"));
+  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
 }
 
 }  // namespace loco

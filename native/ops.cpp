@@ -146,7 +146,14 @@ c10::IValue toIValue(Napi::Env env, const OpEntry& op, const ArgSpec& arg, const
   switch (arg.kind) {
     case Kind::Tensor:
       if (!v.IsExternal()) badArgument(env, op, arg, v, "a Tensor");
-      return unwrapTensor(v, (op.label + ": argument '" + arg.name + "'").c_str());
+      {
+        // No string building on the hot path: the message is made only on error.
+        TensorBox* box = unwrapBox(v, "callOp");
+        if (!box->tensor.defined()) {
+          throw Napi::Error::New(env, op.label + ": argument '" + arg.name + "': tensor was used after dispose()");
+        }
+        return box->tensor;
+      }
     case Kind::Int:
       return toInt(env, op, arg, v);
     case Kind::Float:

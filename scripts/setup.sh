@@ -32,6 +32,6 @@ elif [ -n "${LIBTORCH:-}" ]; then
 fi
 
 # npm install runs the package's install script, which builds the addon with node-gyp.
-if [ -f package-lock.json ]; then npm ci --no-audit --no-fund; else npm install --no-audit --no-fund; fi
+if [ -f package-lock.json ]; then npm ci --no-audit --no-fund --loglevel=warn; else npm install --no-audit --no-fund --loglevel=warn; fi
 npx tsc -p tsconfig.json
 echo "loco setup: done"

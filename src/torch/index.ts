@@ -5,7 +5,15 @@ export { type DType, type MemoryFormat, type TypedArray, isFloatingDType, bytesP
 export { scope, keep, scopeDepth } from "./scope";
 export { backward, grad, noGrad, enableGrad, isGradEnabled, setGradEnabled } from "./autograd";
 export { Generator, manualSeed, defaultGenerator } from "./random";
-export { memoryStats, liveTensors, resetPeakMemory, setNumThreads, getNumThreads, type MemoryStats } from "./memory";
+export {
+  memoryStats,
+  liveTensors,
+  resetPeakMemory,
+  emptyCache,
+  setNumThreads,
+  getNumThreads,
+  type MemoryStats,
+} from "./memory";
 export * as F from "./functional";
 export * as autograd from "./autograd";
 export {

@@ -11,6 +11,11 @@ export interface MemoryStats {
   allocations: number;
   /** Tensor handles neither disposed nor collected. */
   liveTensors: number;
+  /**
+   * Bytes of freed large blocks the allocator keeps for reuse (not counted in currentBytes; capped
+   * by LOCO_CACHE_MB, default 2048). emptyCache() returns them to the system.
+   */
+  cachedBytes: number;
 }
 
 export function memoryStats(): MemoryStats {
@@ -20,6 +25,11 @@ export function memoryStats(): MemoryStats {
 /** Number of live tensor handles (not disposed, not garbage collected). */
 export function liveTensors(): number {
   return native.memoryStats().liveTensors;
+}
+
+/** Returns the allocator's cached blocks to the system. */
+export function emptyCache(): void {
+  native.emptyCache();
 }
 
 /** Restarts peak tracking from the bytes held now. */

@@ -11,6 +11,7 @@ export interface MemoryStatsRaw {
   peakBytes: number;
   allocations: number;
   liveTensors: number;
+  cachedBytes: number;
 }
 
 export interface NativeAddon {
@@ -69,6 +70,7 @@ export interface NativeAddon {
   interruptCount(): number;
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
+  emptyCache(): void;
 }
 
 function findPackageRoot(start: string): string {
