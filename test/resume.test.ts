@@ -120,6 +120,12 @@ describe("exact resume and interruption", { skip }, () => {
     // Width 32: a step takes about a second, long enough to be interrupted in the middle.
     const run = startLoco(["train", ...tinyFlags(data, { width: 32, "checkpoint-every": 1 }), "--run-dir", dir]);
     await run.waitFor(/step 1\/8/);
+    // The progress line comes before step 1's checkpoint is written: wait for the file, so the
+    // signals land in step 2 (a checkpoint interrupted mid-write is the kill -9 test's subject).
+    const stepOne = path.join(dir, "checkpoints", "step-000000001.safetensors");
+    for (let waited = 0; !fs.existsSync(stepOne) && waited < 20_000; waited += 20) {
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
     await new Promise((resolve) => setTimeout(resolve, 150)); // into step 2
     run.child.kill("SIGINT");
     await run.waitFor(/SIGINT: finishing the current step/, 5000); // printed at once, mid-step
