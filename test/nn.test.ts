@@ -109,7 +109,7 @@ test("registration rejects duplicate and dotted names, non-float and non-leaf pa
     assert.throws(() => m.registerParameter("n", nonLeaf), /leaf/);
     leaf.dispose();
     nonLeaf.dispose();
-    assert.throws(() => m.forward(zeros([1])), /forward\(\) is not implemented/);
+    assert.throws(() => m.forward(zeros([1])), /has no forward\(\): a Module subclass must override it/);
   });
 });
 

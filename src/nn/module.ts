@@ -61,7 +61,7 @@ export class Module {
 
   /** The computation. Subclasses override it; containers without a forward throw. */
   forward(_input: Tensor): Tensor {
-    throw new Error(`${this.constructor.name}.forward() is not implemented`);
+    throw new Error(`${this.constructor.name} has no forward(): a Module subclass must override it`);
   }
 
   // ---- registration ----
