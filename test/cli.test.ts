@@ -12,6 +12,7 @@ import * as path from "node:path";
 import { resolveTrainOptions, trainSpecs } from "../src/cli/train";
 import { memorySpecs } from "../src/cli/memory";
 import { type OptionSpec, parseArgs } from "../src/cli/options";
+import { readMetrics } from "../src/learning/metrics";
 
 const MAIN = path.join(__dirname, "..", "src", "cli", "main.js");
 const FASHION_MNIST = "/usr/share/datasets/fashion-mnist";
@@ -399,22 +400,13 @@ describe("loco train (tiny Fashion-MNIST runs)", { skip: trainSkip }, () => {
       assert.equal(config.resolved.learning.lossStages.length, stagesWithLoss);
       if (method === "gim") assert.equal(config.resolved.seed, 3, "the YAML config's seed is used");
 
-      const lines = fs
-        .readFileSync(path.join(dir, "metrics.jsonl"), "utf8")
-        .split("\n")
-        .filter((l) => l.trim() !== "");
-      const records = lines.map((l, i) => {
-        try {
-          return JSON.parse(l) as Record<string, unknown>;
-        } catch {
-          throw new assert.AssertionError({ message: `metrics.jsonl line ${i + 1} is not JSON: ${l}` });
-        }
-      });
+      // Every line is a well-formed record of its kind (readMetrics checks them).
+      const records = readMetrics(path.join(dir, "metrics.jsonl"));
       const steps = records.filter((m) => m.type === "step");
-      assert.ok(steps.length >= 1, `step records in metrics.jsonl: ${lines.join("\n")}`);
+      assert.ok(steps.length >= 1, `step records in metrics.jsonl: ${JSON.stringify(records)}`);
       for (const s of steps) {
-        assert.ok(Number.isInteger(s.step) && (s.step as number) >= 1, `step number ${s.step}`);
-        const loss = s.loss as number[];
+        assert.ok(Number.isInteger(s.step) && s.step >= 1, `step number ${s.step}`);
+        const loss = s.loss;
         assert.equal(loss.length, stagesWithLoss, `one loss per loss stage: ${JSON.stringify(loss)}`);
         assert.ok(
           loss.every((v) => Number.isFinite(v) && v > 0),

@@ -10,3 +10,15 @@ export {
   type ResolvedLoss,
 } from "./methods";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult } from "./learner";
+export {
+  MetricsWriter,
+  readMetrics,
+  type MetricsRecord,
+  type StepRecord,
+  type EpochRecord,
+  type SkipRecord,
+  type ResumeRecord,
+  type RestartRecord,
+  type ResultsRecord,
+} from "./metrics";
+export type { Results } from "./results";

@@ -27,8 +27,10 @@ import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "../report/progress";
 import { LocalLearner } from "./learner";
-import { type BaselineName, type ReadoutReport, knnMonitor, readoutReport, strided } from "./readout";
+import { type BaselineName, knnMonitor, readoutReport, strided } from "./readout";
 import { buildRunEncoder } from "./runs";
+import { type MetricsRecord, MetricsWriter } from "./metrics";
+import type { Results } from "./results";
 
 type AnyOptimizer = LARS | SGD | Adam;
 import type { LocalLearningConfig, MethodName } from "./methods";
@@ -43,7 +45,7 @@ import {
 } from "./checkpoint";
 
 export { BASELINE_NAMES } from "./readout";
-export type { BaselineName };
+export type { BaselineName, Results };
 
 export interface TrainOptions {
   method: MethodName;
@@ -141,21 +143,6 @@ export class DivergenceError extends TrainingError {
   ) {
     super(message, 3);
   }
-}
-
-/** results.json: the readout report plus what was trained and how fast. */
-export interface Results extends ReadoutReport {
-  method: MethodName;
-  dataset: string;
-  encoder: string;
-  epochs: number;
-  training: {
-    seconds: number;
-    steps: number;
-    imagesPerSecond: number;
-    dataWaitShare: number;
-    finalLoss: number[];
-  };
 }
 
 function writeJsonAtomic(file: string, value: unknown): void {
@@ -470,9 +457,10 @@ async function trainLocked(
   setNumThreads(options.threads);
   manualSeed(options.seed);
   const metricsFile = path.join(runDir, "metrics.jsonl");
-  const metric = (record: Record<string, unknown>): void => {
+  const metrics = new MetricsWriter(metricsFile);
+  const metric = (record: MetricsRecord): void => {
     try {
-      fs.appendFileSync(metricsFile, `${JSON.stringify({ time: new Date().toISOString(), ...record })}\n`);
+      metrics.append(record);
     } catch (error) {
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
