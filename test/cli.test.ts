@@ -9,7 +9,8 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { resolveTrainOptions, trainSpecs } from "../src/cli/train";
+import { trainSpecs } from "../src/cli/train";
+import { resolveTrainOptions } from "../src/learning/options";
 import { memorySpecs } from "../src/cli/memory";
 import { type OptionSpec, parseArgs } from "../src/cli/options";
 import { readMetrics } from "../src/learning/metrics";
@@ -381,12 +382,16 @@ describe("loco train (tiny Fashion-MNIST runs)", { skip: trainSkip }, () => {
       assert.equal(r.status, 0, show(r));
       assert.match(
         r.stdout,
-        new RegExp(`${method} \\(resnet18-w4-cifar, 1 epochs\\)`),
-        "the results table names the run",
+        new RegExp(
+          `${method} \\(losses [\\d,]+, reach \\d, c \\d, m \\d, t 0\\.5, simultaneous\\), resnet18-w4-cifar, 1 epochs`,
+        ),
+        "the results table names the run with its full method settings",
       );
 
       const results = JSON.parse(fs.readFileSync(path.join(dir, "results.json"), "utf8"));
       assert.equal(results.method, method);
+      assert.equal(results.learning.lossStages.length, stagesWithLoss, "results.json holds the method's settings");
+      assert.match(results.methodSettings, new RegExp(`^${method} \\(losses `));
       assert.equal(results.dataset, "fashion-mnist");
       inUnit(results.linear?.top1, "linear.top1");
       inUnit(results.knn?.top1, "knn.top1");

@@ -4,12 +4,13 @@ import * as path from "node:path";
 import { noGrad, saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { evalBatches, readoutReport } from "../learning/readout";
-import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "../learning/runs";
-import type { TrainOptions } from "../learning/trainer";
-import { writeJsonAtomic } from "../learning/trainer";
+import { openRun, readRunConfig, runDirOf } from "../learning/runs";
+import { buildRunEncoder, encoderFeatures } from "../learning/encoders";
+import { type TrainOptions, describeMethod, parseBaselines } from "../learning/options";
+import { writeJsonAtomic } from "../learning/rundir";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
-import { type OptionSpec, UsageError } from "./options";
-import { formatReport, parseBaselines } from "./report";
+import { type OptionSpec, UsageError, withFlagNames } from "./options";
+import { formatReport } from "./report";
 
 export const evalSpecs: OptionSpec[] = [
   {
@@ -24,6 +25,13 @@ export const evalSpecs: OptionSpec[] = [
     type: "int",
     min: 0,
     description: "linear readout: train images (0: all)",
+    defaultText: "the run's",
+  },
+  {
+    flag: "readout-test-size",
+    type: "int",
+    min: 0,
+    description: "linear readout: test images (0: all)",
     defaultText: "the run's",
   },
   {
@@ -79,17 +87,28 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
     normalize: o.normalize,
     readoutEpochs: (values.readoutEpochs as number | undefined) ?? o.readoutEpochs,
     readoutTrainSize: (values.readoutTrainSize as number | undefined) ?? o.readoutTrainSize,
-    baselines: parseBaselines(values.baselines as string | undefined),
+    readoutTestSize: (values.readoutTestSize as number | undefined) ?? o.readoutTestSize ?? 0,
+    baselines: withFlagNames(() => parseBaselines(values.baselines as string | undefined)),
     perStage: values.perStage as boolean,
     supervisedEpochs: values.supervisedEpochs as number,
     batchSize: o.batchSize,
     seed: o.seed,
     freshEncoder: () => buildRunEncoder(o, train.channels),
+    log: warn,
   })!;
   const out = (values.out as string | undefined) ?? path.join(run.runDir, `eval-step-${run.step}.json`);
-  const result = { method: o.method, dataset: o.trainData.name, checkpoint: run.checkpoint, step: run.step, ...report };
+  const methodSettings = describeMethod(o.method, o.learning);
+  const result = {
+    method: o.method,
+    methodSettings,
+    learning: o.learning,
+    dataset: o.trainData.name,
+    checkpoint: run.checkpoint,
+    step: run.step,
+    ...report,
+  };
   writeJsonAtomic(out, result);
-  console.log(formatReport(`${o.method} (step ${run.step})`, o.trainData.name, report));
+  console.log(formatReport(`${methodSettings}, step ${run.step}`, o.trainData.name, report));
   console.log(`report in ${out}`);
   run.encoder.dispose();
 }
@@ -105,7 +124,7 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
   const set = noGrad(() => {
     run.encoder.eval();
     return stage === 4
-      ? extractFeatures((x) => run.encoder.forwardFeatures(x), batches(), {})
+      ? extractFeatures(encoderFeatures(run.encoder), batches(), {})
       : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
   });
   const out =

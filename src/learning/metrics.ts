@@ -113,9 +113,6 @@ const FIELDS: Record<MetricsKind, Record<string, FieldCheck>> = {
     dataset: "string",
     encoder: "string",
     epochs: "number",
-    linear: "object",
-    knn: "object",
-    baselines: "object",
     training: "object",
   },
 };

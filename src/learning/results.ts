@@ -1,9 +1,13 @@
 // results.json: what a finished run reports (the readout report, what was trained, how fast).
-import type { MethodName } from "./methods";
+import type { LocalLearningConfig, MethodName } from "./methods";
 import type { ReadoutReport } from "./readout";
 
-export interface Results extends ReadoutReport {
+/** The readout fields are absent when the run was made with readout "none". */
+export interface Results extends Partial<ReadoutReport> {
   method: MethodName;
+  /** The method's full settings in words, e.g. "gim (losses 1,2,3,4, reach 0, c 1, m 2, t 0.5, simultaneous)". */
+  methodSettings: string;
+  learning: LocalLearningConfig;
   dataset: string;
   encoder: string;
   epochs: number;
