@@ -9,6 +9,7 @@ import {
   MNIST_NORMALIZE,
 } from "./augment";
 import { DATASET_NAMES, type DatasetName } from "./datasets";
+import { DEFAULT_FASHION_MNIST_DIR } from "./mnist";
 
 export interface DatasetFacts {
   name: DatasetName;
@@ -30,7 +31,7 @@ export const DATASETS: Readonly<Record<DatasetName, DatasetFacts>> = {
     channels: 1,
     normalize: FASHION_MNIST_NORMALIZE,
     pretrainSplit: "train",
-    defaultDir: "/usr/share/datasets/fashion-mnist",
+    defaultDir: DEFAULT_FASHION_MNIST_DIR,
   },
   mnist: { name: "mnist", nativeSize: 28, channels: 1, normalize: MNIST_NORMALIZE, pretrainSplit: "train" },
   cifar10: { name: "cifar10", nativeSize: 32, channels: 3, normalize: CIFAR10_NORMALIZE, pretrainSplit: "train" },
