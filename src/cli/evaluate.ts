@@ -77,6 +77,7 @@ async function openSplit(options: TrainOptions, split: "train" | "test"): Promis
 export async function runEval(values: Record<string, unknown>, positionals: string[]): Promise<void> {
   const warn = (m: string): void => void process.stderr.write(`${m}\n`);
   const where = target(positionals, "eval");
+  const baselines = withFlagNames(() => parseBaselines(values.baselines as string | undefined));
   const config = readRunConfig(runDirOf(where));
   const train = await openSplit(config, "train");
   const test = await openSplit(config, "test");
@@ -88,7 +89,7 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
     readoutEpochs: (values.readoutEpochs as number | undefined) ?? o.readoutEpochs,
     readoutTrainSize: (values.readoutTrainSize as number | undefined) ?? o.readoutTrainSize,
     readoutTestSize: (values.readoutTestSize as number | undefined) ?? o.readoutTestSize ?? 0,
-    baselines: withFlagNames(() => parseBaselines(values.baselines as string | undefined)),
+    baselines,
     perStage: values.perStage as boolean,
     supervisedEpochs: values.supervisedEpochs as number,
     batchSize: o.batchSize,
