@@ -254,28 +254,19 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
   };
 }
 
-/**
- * Turns a user's input (flags, a config file, a library call) into the trainer's complete
- * options. Throws a TrainingError (exit status 2) naming the field for an invalid value. Does not
- * look at the disk (resume is handled by `train`).
- */
-export function resolveTrainOptions(input: TrainInput): TrainOptions {
-  const v = completeTrainInput(input);
-  const method = oneOf("method", v.method, METHOD_NAMES);
-  const dataset = oneOf("dataset", v.dataset, DATASET_NAMES);
+/** The data of a run: pretraining, readout and test splits, augmentation and normalisation. */
+function resolveData(
+  v: ReturnType<typeof completeTrainInput>,
+  dataset: DatasetName,
+  seed: number,
+): Pick<TrainOptions, "pretrainData" | "trainData" | "testData" | "augment" | "normalize"> & { nativeSize: number } {
   const facts = datasetFacts(dataset);
   const dir = v.dataDir ?? facts.defaultDir;
   if (dir === undefined) throw new TrainingError(`dataDir: required for the dataset ${dataset}`, 2);
   const imageSize = integer("imageSize", v.imageSize, 8);
   const nativeSize = facts.nativeSize ?? imageSize;
   const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
-  const seed = integer("seed", v.seed, 0);
   const trainSubset = integer("trainSubset", v.trainSubset, 0);
-  const pretrainData: DatasetSpec = {
-    ...base,
-    split: facts.pretrainSplit,
-    ...(trainSubset > 0 ? { subset: { count: trainSubset, seed } } : {}),
-  };
   const normalize = facts.normalize;
   const augmentPreset = oneOf("augment", v.augment, AUGMENT_PRESETS);
   const presetName =
@@ -292,6 +283,32 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
       : presetName === "simclr-imagenet"
         ? simclrImagenet(nativeSize, { normalize })
         : simclrCifar(nativeSize, { normalize });
+  return {
+    nativeSize,
+    pretrainData: {
+      ...base,
+      split: facts.pretrainSplit,
+      ...(trainSubset > 0 ? { subset: { count: trainSubset, seed } } : {}),
+    },
+    // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
+    trainData: { ...base, split: "train" },
+    testData: { ...base, split: "test" },
+    augment,
+    normalize,
+  };
+}
+
+/**
+ * Turns a user's input (flags, a config file, a library call) into the trainer's complete
+ * options. Throws a TrainingError (exit status 2) naming the field for an invalid value. Does not
+ * look at the disk (resume is handled by `train`).
+ */
+export function resolveTrainOptions(input: TrainInput): TrainOptions {
+  const v = completeTrainInput(input);
+  const method = oneOf("method", v.method, METHOD_NAMES);
+  const dataset = oneOf("dataset", v.dataset, DATASET_NAMES);
+  const seed = integer("seed", v.seed, 0);
+  const { nativeSize, ...data } = resolveData(v, dataset, seed);
   const optimizer = oneOf("optimizer", v.optimizer, OPTIMIZER_NAMES);
   const batchSize = integer("batchSize", v.batchSize, 2);
   const lr =
@@ -307,12 +324,7 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
   return {
     method,
     learning: resolveLearning(v, method),
-    pretrainData,
-    // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
-    trainData: { ...base, split: "train" },
-    testData: { ...base, split: "test" },
-    augment,
-    normalize,
+    ...data,
     encoder: {
       depth: Number(encoderName.replace("resnet", "")) as ResNetDepth,
       width: integer("width", v.width, 1),

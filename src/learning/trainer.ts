@@ -178,21 +178,9 @@ async function runTraining(
     );
     const state = newTrainState(model.learner.losses.length);
     checkCheckpointSpace(options, model);
-    let start = { epoch: 0, batch: 0 };
-    if (options.resume) {
-      const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log);
-      if (restored === null) {
-        // The run stopped (or failed) before its first checkpoint: nothing to continue, start it over.
-        log(`${options.runDir} has no checkpoint yet: the run starts again from step 0`);
-        metric({ type: "restart", step: 0 });
-      } else {
-        start = restored.position;
-        log(
-          `resumed from ${restored.checkpoint} at step ${state.step} (epoch ${start.epoch + 1}, batch ${start.batch})`,
-        );
-        metric({ type: "resume", step: state.step, checkpoint: restored.checkpoint });
-      }
-    }
+    const start = options.resume
+      ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric)
+      : { epoch: 0, batch: 0 };
     log(
       `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
         `(${data.pretrain.count} images, ${data.pretrain.channels}x${data.pretrain.height}x${data.pretrain.width}), ` +
@@ -242,6 +230,29 @@ async function runTraining(
   } finally {
     disposeTrainModel(model);
   }
+}
+
+/** Restores the newest checkpoint of a resumed run (or starts it over); returns the loader's start. */
+function resumeOrRestart(
+  options: TrainOptions,
+  model: TrainModel,
+  scheduler: LRScheduler,
+  state: TrainState,
+  stepsPerEpoch: number,
+  log: (m: string) => void,
+  metric: (record: MetricsRecord) => void,
+): { epoch: number; batch: number } {
+  const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log);
+  if (restored === null) {
+    // The run stopped (or failed) before its first checkpoint: nothing to continue, start it over.
+    log(`${options.runDir} has no checkpoint yet: the run starts again from step 0`);
+    metric({ type: "restart", step: 0 });
+    return { epoch: 0, batch: 0 };
+  }
+  const start = restored.position;
+  log(`resumed from ${restored.checkpoint} at step ${state.step} (epoch ${start.epoch + 1}, batch ${start.batch})`);
+  metric({ type: "resume", step: state.step, checkpoint: restored.checkpoint });
+  return start;
 }
 
 /** Room for the checkpoints before anything is trained: model + optimizer slots, K kept + 1 being written. */
