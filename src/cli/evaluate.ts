@@ -3,11 +3,11 @@
 import * as path from "node:path";
 import { noGrad, saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
-import { evalBatches, readoutReport } from "../learning/readout";
+import { evalBatches } from "../learning/readout";
 import { openRun, readRunConfig, runDirOf } from "../learning/runs";
-import { buildRunEncoder, encoderFeatures } from "../learning/encoders";
-import { type TrainOptions, describeMethod, parseBaselines } from "../learning/options";
-import { writeJsonAtomic } from "../learning/rundir";
+import { encoderFeatures } from "../learning/encoders";
+import { evaluateRun } from "../learning/evaluate";
+import { type TrainOptions, parseBaselines } from "../learning/options";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
 import { type OptionSpec, UsageError, withFlagNames } from "./options";
 import { formatReport } from "./report";
@@ -75,43 +75,19 @@ async function openSplit(options: TrainOptions, split: "train" | "test"): Promis
 }
 
 export async function runEval(values: Record<string, unknown>, positionals: string[]): Promise<void> {
-  const warn = (m: string): void => void process.stderr.write(`${m}\n`);
   const where = target(positionals, "eval");
-  const baselines = withFlagNames(() => parseBaselines(values.baselines as string | undefined));
-  const config = readRunConfig(runDirOf(where));
-  const train = await openSplit(config, "train");
-  const test = await openSplit(config, "test");
-  const run = openRun(where, train.channels, warn);
-  const o = run.options;
-  process.stderr.write(`evaluating ${run.checkpoint} (step ${run.step}) …\n`);
-  const report = readoutReport(run.encoder, train, test, {
-    normalize: o.normalize,
-    readoutEpochs: (values.readoutEpochs as number | undefined) ?? o.readoutEpochs,
-    readoutTrainSize: (values.readoutTrainSize as number | undefined) ?? o.readoutTrainSize,
-    readoutTestSize: (values.readoutTestSize as number | undefined) ?? o.readoutTestSize ?? 0,
-    baselines,
+  const { evaluation, file } = await evaluateRun(where, {
+    readoutEpochs: values.readoutEpochs as number | undefined,
+    readoutTrainSize: values.readoutTrainSize as number | undefined,
+    readoutTestSize: values.readoutTestSize as number | undefined,
+    baselines: withFlagNames(() => parseBaselines(values.baselines as string | undefined)),
     perStage: values.perStage as boolean,
     supervisedEpochs: values.supervisedEpochs as number,
-    batchSize: o.batchSize,
-    seed: o.seed,
-    freshEncoder: () => buildRunEncoder(o, train.channels),
-    log: warn,
-  })!;
-  const out = (values.out as string | undefined) ?? path.join(run.runDir, `eval-step-${run.step}.json`);
-  const methodSettings = describeMethod(o.method, o.learning);
-  const result = {
-    method: o.method,
-    methodSettings,
-    learning: o.learning,
-    dataset: o.trainData.name,
-    checkpoint: run.checkpoint,
-    step: run.step,
-    ...report,
-  };
-  writeJsonAtomic(out, result);
-  console.log(formatReport(`${methodSettings}, step ${run.step}`, o.trainData.name, report));
-  console.log(`report in ${out}`);
-  run.encoder.dispose();
+    out: values.out as string | undefined,
+    log: (m) => void process.stderr.write(`${m}\n`),
+  });
+  console.log(formatReport(`${evaluation.methodSettings}, step ${evaluation.step}`, evaluation.dataset, evaluation));
+  console.log(`report in ${file}`);
 }
 
 export async function runEmbed(values: Record<string, unknown>, positionals: string[]): Promise<void> {
