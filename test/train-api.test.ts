@@ -15,6 +15,7 @@ import type { Tensor } from "../src/torch";
 import { type TrainHooks, train } from "../src/learning/trainer";
 import { resolveTrainOptions } from "../src/learning/options";
 import { readMetrics } from "../src/learning/metrics";
+import { evaluateRun } from "../src/learning/evaluate";
 import type { RunEncoder } from "../src/learning/encoders";
 import { trainSpecs } from "../src/cli/train";
 import { parseArgs } from "../src/cli/options";
@@ -150,6 +151,33 @@ describe("train() as a library", { skip }, () => {
       ignoreConfigFields: ["resolved"],
     });
     assert.deepEqual(resolveTrainOptions(parsed.values), saved.resolved);
+  });
+
+  test("evaluateRun and loco eval read a run's checkpoint out on a smaller test split, with progress lines", async () => {
+    const dir = path.join(tmp, "config"); // trained by the test above
+    const lines: string[] = [];
+    const { evaluation, file } = await evaluateRun(dir, {
+      readoutTestSize: 32,
+      baselines: ["raw-pixels"],
+      log: (m) => lines.push(m),
+    });
+    assert.equal(file, path.join(dir, "eval-step-4.json"));
+    assert.equal(evaluation.readout.testImages, 32);
+    assert.match(evaluation.methodSettings, /^gim \(losses 1,2,3,4, reach 0, c 1, m 2/);
+    assert.ok(evaluation.baselines.rawPixels !== undefined);
+    assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")).linear, evaluation.linear);
+    assert.ok(
+      lines.some((l) => /^readout: raw pixels: linear \d+\.\d+%/.test(l)),
+      lines.join("\n"),
+    );
+    const cli = spawnSync(
+      process.execPath,
+      [MAIN, "eval", dir, "--readout-test-size", "32", "--out", path.join(tmp, "eval.json")],
+      { env: ENV, encoding: "utf8" },
+    );
+    assert.equal(cli.status, 0, cli.stderr);
+    assert.match(cli.stderr, /readout: the trained encoder: features of 256 train and 32 test images/);
+    assert.match(cli.stdout, /gim \(losses 1,2,3,4, reach 0, c 1, m 2, t 0\.5, simultaneous\), step 4/);
   });
 
   test("train() with only method, dataset and epochs resolves every other option to its default", () => {
