@@ -104,7 +104,7 @@ Kind kindOfElement(const c10::TypePtr& type) {
 }
 
 std::string describe(const Napi::Value& v) {
-  if (v.IsExternal()) return "a Tensor";
+  if (v.IsExternal()) return "a native handle";
   switch (v.Type()) {
     case napi_undefined:
       return "undefined";
@@ -175,9 +175,10 @@ c10::IValue toIValue(Napi::Env env, const OpEntry& op, const ArgSpec& arg, const
       return v.As<Napi::String>().Utf8Value();
     case Kind::Device:
       if (!v.IsString()) badArgument(env, op, arg, v, "a device name such as 'cpu'");
-      return c10::Device(v.As<Napi::String>().Utf8Value());
+      return parseDevice(env, v.As<Napi::String>().Utf8Value(), op.label);
     case Kind::Generator:
-      return c10::IValue(generatorById(env, toInt(env, op, arg, v)));
+      if (!v.IsExternal()) badArgument(env, op, arg, v, "a Generator");
+      return c10::IValue(unwrapGenerator(v, op.label.c_str()));
     case Kind::IntList: {
       std::vector<int64_t> values;
       if (v.IsNumber() && arg.fixedLength > 0) {
@@ -320,8 +321,9 @@ void runOp(const Napi::CallbackInfo& info, OpEntry& op, torch::jit::Stack& stack
   LOCO_GUARD(env, op.label, op.handle.callBoxed(stack);)
 }
 
-Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
+Napi::Value resolveOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "resolveOp: expected an operator name");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string overload = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
   std::string label = overload.empty() ? name : name + "." + overload;
@@ -347,7 +349,7 @@ Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(index));
 }
 
-Napi::Value CallOp(const Napi::CallbackInfo& info) {
+Napi::Value callOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OpEntry& op = entryAt(env, info[0]);
   torch::jit::Stack stack;
@@ -359,7 +361,7 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
 }
 
 // For in-place ops: the result aliases an argument the caller already holds, so no new handle.
-Napi::Value CallOpVoid(const Napi::CallbackInfo& info) {
+Napi::Value callOpVoid(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OpEntry& op = entryAt(env, info[0]);
   torch::jit::Stack stack;
@@ -367,7 +369,7 @@ Napi::Value CallOpVoid(const Napi::CallbackInfo& info) {
   return env.Undefined();
 }
 
-Napi::Value OpSchema(const Napi::CallbackInfo& info) {
+Napi::Value opSchema(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   OpEntry& op = entryAt(env, info[0]);
   std::ostringstream text;
@@ -377,11 +379,13 @@ Napi::Value OpSchema(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void registerOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("resolveOp", Napi::Function::New(env, ResolveOp, "resolveOp"));
-  exports.Set("callOp", Napi::Function::New(env, CallOp, "callOp"));
-  exports.Set("callOpVoid", Napi::Function::New(env, CallOpVoid, "callOpVoid"));
-  exports.Set("opSchema", Napi::Function::New(env, OpSchema, "opSchema"));
+std::vector<NativeExport> opsExports() {
+  return {
+      {"resolveOp", resolveOp},
+      {"callOp", callOp},
+      {"callOpVoid", callOpVoid},
+      {"opSchema", opSchema},
+  };
 }
 
 }  // namespace loco

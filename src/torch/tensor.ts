@@ -11,6 +11,8 @@ import {
   typedArrayFor,
 } from "./dtype";
 import { type Scoped, track } from "./scope";
+import type { Generator } from "./random";
+import { type Device, availableDevices, checkDevice } from "./device";
 
 // ---- operator resolution --------------------------------------------------------------------
 
@@ -132,6 +134,10 @@ export class Tensor implements Scoped {
   get dtype(): DType {
     return dtypeFromCode(native.scalarType(this.handle));
   }
+  /** Where the tensor lives, as libtorch names it ("cpu", "cuda:0"). */
+  get device(): string {
+    return native.device(this.handle);
+  }
   get ndim(): number {
     return native.dim(this.handle);
   }
@@ -230,12 +236,30 @@ export class Tensor implements Scoped {
 
   // ---- conversion and copies ----
 
-  to(dtype: DType): Tensor {
-    if (!isDType(dtype)) {
+  /**
+   * A copy (or this tensor's values, aliased, when nothing changes) converted to a dtype or moved to
+   * a device: `x.to("float64")`, `x.to("cpu")`, `x.to({ device: "cpu", dtype: "float32" })`.
+   */
+  to(target: DType | Device | { dtype?: DType; device?: Device }): Tensor {
+    const { dtype, device } =
+      typeof target === "object" && target !== null
+        ? target
+        : isDType(target)
+          ? { dtype: target, device: undefined }
+          : { dtype: undefined, device: target as Device };
+    if (dtype !== undefined && !isDType(dtype)) {
       const known = Object.keys(scalarTypeCode).join(", ");
       throw new TypeError(`Tensor.to: unknown dtype '${String(dtype)}' (expected one of ${known})`);
     }
-    return callTensor("to.dtype", this.handle, scalarTypeCode[dtype], false, false);
+    if (device === undefined) return callTensor("to.dtype", this.handle, scalarTypeCode[dtype ?? this.dtype], false, false);
+    if (typeof device !== "string" || !/^[a-z]+(:\d+)?$/.test(device)) {
+      const known = Object.keys(scalarTypeCode).join(", ");
+      throw new TypeError(
+        `Tensor.to: unknown dtype '${String(device)}' (expected one of ${known}) or device (available: ${availableDevices().join(", ")})`,
+      );
+    }
+    const name = checkDevice(device, "Tensor.to");
+    return callTensor("to.device", this.handle, name, scalarTypeCode[dtype ?? this.dtype], false, false);
   }
   float(): Tensor {
     return this.to("float32");
@@ -669,12 +693,12 @@ export class Tensor implements Scoped {
     return this;
   }
   /** Fills with samples of U(from, to) (used by initialisers). */
-  uniform_(from = 0, to = 1, generator?: { id: number }): this {
-    callInPlace("uniform_", this.handle, from, to, generator?.id ?? null);
+  uniform_(from = 0, to = 1, generator?: Generator): this {
+    callInPlace("uniform_", this.handle, from, to, generator?.handle ?? null);
     return this;
   }
-  normal_(mean = 0, std = 1, generator?: { id: number }): this {
-    callInPlace("normal_", this.handle, mean, std, generator?.id ?? null);
+  normal_(mean = 0, std = 1, generator?: Generator): this {
+    callInPlace("normal_", this.handle, mean, std, generator?.handle ?? null);
     return this;
   }
 }
