@@ -175,7 +175,7 @@ Napi::Value strides(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value scalarType(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), int(unwrapTensor(info[0], "dtype").scalar_type()));
+  return Napi::Number::New(info.Env(), int(unwrapTensor(info[0], "scalarType").scalar_type()));
 }
 
 Napi::Value device(const Napi::CallbackInfo& info) {
@@ -210,8 +210,8 @@ Napi::Value item(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value isAliasOf(const Napi::CallbackInfo& info) {
-  const at::Tensor& a = unwrapTensor(info[0], "sameStorage");
-  const at::Tensor& b = unwrapTensor(info[1], "sameStorage");
+  const at::Tensor& a = unwrapTensor(info[0], "isAliasOf");
+  const at::Tensor& b = unwrapTensor(info[1], "isAliasOf");
   return Napi::Boolean::New(info.Env(), a.is_alias_of(b));
 }
 
@@ -223,8 +223,9 @@ Napi::Value requiresGrad(const Napi::CallbackInfo& info) {
 
 Napi::Value setRequiresGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  at::Tensor t = unwrapTensor(info[0], "requiresGrad_");
-  LOCO_GUARD(env, "requiresGrad_", { t.set_requires_grad(info[1].As<Napi::Boolean>().Value()); })
+  at::Tensor t = unwrapTensor(info[0], "setRequiresGrad");
+  if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "setRequiresGrad: expected a boolean");
+  LOCO_GUARD(env, "setRequiresGrad", { t.set_requires_grad(info[1].As<Napi::Boolean>().Value()); })
   return env.Undefined();
 }
 
@@ -241,12 +242,12 @@ Napi::Value grad(const Napi::CallbackInfo& info) {
 
 Napi::Value setGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  at::Tensor t = unwrapTensor(info[0], "grad");
-  LOCO_GUARD(env, "set grad", {
+  at::Tensor t = unwrapTensor(info[0], "setGrad");
+  LOCO_GUARD(env, "setGrad", {
     if (info[1].IsNull() || info[1].IsUndefined()) {
       t.mutable_grad().reset();
     } else {
-      t.mutable_grad() = unwrapTensor(info[1], "grad");
+      t.mutable_grad() = unwrapTensor(info[1], "setGrad");
     }
   })
   return env.Undefined();
@@ -273,6 +274,7 @@ std::vector<at::Tensor> toTensorVector(const Napi::Value& value, const char* wha
 Napi::Value backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto tensors = toTensorVector(info[0], "backward", false);
+  if (tensors.empty()) throw Napi::TypeError::New(env, "backward: expected at least one tensor to backpropagate from");
   auto grads = toTensorVector(info[1], "backward gradient", true);
   bool retain = info[2].ToBoolean().Value();
   bool create = info[3].ToBoolean().Value();
@@ -287,13 +289,13 @@ Napi::Value backward(const Napi::CallbackInfo& info) {
 // product of `outputs` with `gradOutputs`, returned for `inputs` only (nothing accumulates into .grad).
 Napi::Value autogradGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto outputs = toTensorVector(info[0], "autograd.grad outputs", false);
-  auto inputs = toTensorVector(info[1], "autograd.grad inputs", false);
-  auto gradOutputs = toTensorVector(info[2], "autograd.grad gradOutputs", true);
+  auto outputs = toTensorVector(info[0], "autogradGrad outputs", false);
+  auto inputs = toTensorVector(info[1], "autogradGrad inputs", false);
+  auto gradOutputs = toTensorVector(info[2], "autogradGrad gradOutputs", true);
   bool retain = info[3].ToBoolean().Value();
   bool create = info[4].ToBoolean().Value();
   bool allowUnused = info[5].ToBoolean().Value();
-  LOCO_GUARD(env, "autograd.grad", {
+  LOCO_GUARD(env, "autogradGrad", {
     auto result = torch::autograd::grad(outputs, inputs, gradOutputs, retain, create, allowUnused);
     auto out = Napi::Array::New(env, result.size());
     for (size_t i = 0; i < result.size(); i++) {
@@ -304,8 +306,9 @@ Napi::Value autogradGrad(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value setGradEnabled(const Napi::CallbackInfo& info) {
+  if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setGradEnabled: expected a boolean");
   bool previous = c10::GradMode::is_enabled();
-  c10::GradMode::set_enabled(info[0].ToBoolean().Value());
+  c10::GradMode::set_enabled(info[0].As<Napi::Boolean>().Value());
   return Napi::Boolean::New(info.Env(), previous);
 }
 
@@ -316,8 +319,12 @@ Napi::Value isGradEnabled(const Napi::CallbackInfo& info) {
 // ---- threads ----------------------------------------------------------------------------------
 
 Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
-  int n = info[0].As<Napi::Number>().Int32Value();
-  if (n < 1) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected a count of at least 1");
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setNumThreads: expected a thread count");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 1)) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected a count of at least 1");
+  // A runaway count would try to start that many threads.
+  if (d > 4096 || d != double(int(d))) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected an integer count of at most 4096");
+  int n = int(d);
   at::set_num_threads(n);
   return info.Env().Undefined();
 }
@@ -371,7 +378,14 @@ Napi::Value guardedCall(const Napi::CallbackInfo& info) {
   const auto* entry = static_cast<const NativeExport*>(info.Data());
   try {
     return entry->function(info);
-  } catch (const Napi::Error&) {
+  } catch (Napi::Error& e) {
+    // The addon's own messages start with the export's name, or with an operator's schema name
+    // ("aten::conv2d: …"); node-addon-api's generic ones ("A number was expected") get the name.
+    std::string message = e.Message();
+    size_t colon = message.find(": ");
+    bool named = message.rfind(std::string(entry->name) + ":", 0) == 0 ||
+                 (colon != std::string::npos && message.substr(0, colon).find("::") != std::string::npos);
+    if (!named) e.Value().Set("message", std::string(entry->name) + ": " + message);
     throw;
   } catch (const c10::Error& e) {
     throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what_without_backtrace());

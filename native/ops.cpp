@@ -284,12 +284,13 @@ Napi::Value fromIValue(Napi::Env env, c10::IValue&& v) {
   throw Napi::Error::New(env, std::string("cannot return a value of type ") + v.tagKind());
 }
 
-OpEntry& entryAt(Napi::Env env, const Napi::Value& id) {
-  if (!id.IsNumber()) throw Napi::TypeError::New(env, "callOp: operator id must be a number");
-  auto index = id.As<Napi::Number>().Uint32Value();
-  if (index >= opCount.load(std::memory_order_acquire)) {
-    throw Napi::RangeError::New(env, "callOp: unknown operator id");
+OpEntry& entryAt(Napi::Env env, const Napi::Value& id, const char* what) {
+  if (!id.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + ": operator id must be a number");
+  double d = id.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != double(uint32_t(d)) || uint32_t(d) >= opCount.load(std::memory_order_acquire)) {
+    throw Napi::RangeError::New(env, std::string(what) + ": unknown operator id " + id.ToString().Utf8Value());
   }
+  auto index = uint32_t(d);
   return *opTable[index].load(std::memory_order_acquire);
 }
 
@@ -351,7 +352,7 @@ Napi::Value resolveOp(const Napi::CallbackInfo& info) {
 
 Napi::Value callOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "callOp");
   torch::jit::Stack stack;
   runOp(info, op, stack);
   if (stack.size() == 1) return fromIValue(env, std::move(stack[0]));
@@ -363,7 +364,7 @@ Napi::Value callOp(const Napi::CallbackInfo& info) {
 // For in-place ops: the result aliases an argument the caller already holds, so no new handle.
 Napi::Value callOpVoid(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "callOpVoid");
   torch::jit::Stack stack;
   runOp(info, op, stack);
   return env.Undefined();
@@ -371,7 +372,7 @@ Napi::Value callOpVoid(const Napi::CallbackInfo& info) {
 
 Napi::Value opSchema(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "opSchema");
   std::ostringstream text;
   text << op.handle.schema();
   return Napi::String::New(env, text.str());
