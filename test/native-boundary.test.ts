@@ -6,6 +6,7 @@
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
 import * as path from "node:path";
 
 interface Outcome {
@@ -97,4 +98,29 @@ test("a c10::Error outside any narrower guard becomes a JS Error (sizes of a nes
   }
   const device = outcomes.find((x) => x.export === "callOp" && x.label === "an unavailable device");
   assert.match(device?.message ?? "", /^aten::empty\.memory_format: device 'cuda' is not available .*available: cpu/);
+});
+
+test("no raw handles or operator calls above src/torch (eslint enforces the same)", () => {
+  let root = __dirname;
+  while (!fs.existsSync(path.join(root, "binding.gyp"))) root = path.dirname(root);
+  const offenders: string[] = [];
+  const visit = (dir: string): void => {
+    for (const entry of fs.readdirSync(dir, { withFileTypes: true })) {
+      const file = path.join(dir, entry.name);
+      if (entry.isDirectory()) {
+        if (file !== path.join(root, "src", "torch")) visit(file);
+      } else if (entry.name.endsWith(".ts")) {
+        fs.readFileSync(file, "utf8")
+          .split("\n")
+          .forEach((line, i) => {
+            const code = line.replace(/\/\/.*$/, "");
+            if (/\.handle\b|\b(callTensor|callTensors|callInPlace|callOp)\(|torch\/native"/.test(code)) {
+              offenders.push(`${path.relative(root, file)}:${i + 1}: ${line.trim()}`);
+            }
+          });
+      }
+    }
+  };
+  visit(path.join(root, "src"));
+  assert.deepEqual(offenders, []);
 });

@@ -342,6 +342,14 @@ export class Tensor implements Scoped {
       ? callTensor("scatter.value", this.handle, dim, index.handle, src)
       : callTensor("scatter.src", this.handle, dim, index.handle, src.handle);
   }
+  /** `scatter` that sums: out[index[i][j]][j] += src[i][j] along `dim` (out starts as this). */
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor {
+    return callTensor("scatter_add", this.handle, dim, index.handle, src.handle);
+  }
+  /** A copy with the slices `index` along `dim` replaced by the slices of `source`. */
+  indexCopy(dim: number, index: Tensor, source: Tensor): Tensor {
+    return callTensor("index_copy", this.handle, dim, index.handle, source.handle);
+  }
   maskedFill(mask: Tensor, value: number): Tensor {
     return callTensor("masked_fill.Scalar", this.handle, mask.handle, value);
   }
@@ -404,6 +412,12 @@ export class Tensor implements Scoped {
     return typeof other === "number"
       ? callTensor("remainder.Scalar", this.handle, other)
       : callTensor("remainder.Tensor", this.handle, other.handle);
+  }
+  /** C's fmod: the remainder with the sign of the dividend (remainder() takes the divisor's sign). */
+  fmod(other: TensorOrScalar): Tensor {
+    return typeof other === "number"
+      ? callTensor("fmod.Scalar", this.handle, other)
+      : callTensor("fmod.Tensor", this.handle, other.handle);
   }
   pow(exponent: TensorOrScalar): Tensor {
     return typeof exponent === "number"
@@ -548,6 +562,14 @@ export class Tensor implements Scoped {
     if (dim === undefined) return callTensor("min", this.handle);
     const [values, indices] = callTensors("min.dim", this.handle, dim, keepdim);
     return { values, indices };
+  }
+  /** The largest values over `dim` (values only; gradient split evenly between ties, as PyTorch). */
+  amax(dim: number | number[] = [], keepdim = false): Tensor {
+    return callTensor("amax", this.handle, [dim].flat(), keepdim);
+  }
+  /** The smallest values over `dim` (values only). */
+  amin(dim: number | number[] = [], keepdim = false): Tensor {
+    return callTensor("amin", this.handle, [dim].flat(), keepdim);
   }
   /** Elementwise maximum with another tensor. */
   maximum(other: Tensor): Tensor {
