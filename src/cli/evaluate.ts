@@ -1,7 +1,7 @@
 // `loco eval`: the readout report of a run's checkpoint; `loco embed`: its features of a dataset
 // split, written as safetensors for downstream use.
 import * as path from "node:path";
-import { noGrad, saveSafetensors } from "../torch";
+import { saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { evalBatches, readoutReport } from "../learning/readout";
 import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "../learning/runs";
