@@ -5,7 +5,17 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import * as v8 from "node:v8";
 import * as vm from "node:vm";
-import { F, Generator, liveGenerators, liveTensors, manualSeed, memoryStats, randint, randn, scope } from "../src/torch";
+import {
+  F,
+  Generator,
+  liveGenerators,
+  liveTensors,
+  manualSeed,
+  memoryStats,
+  randint,
+  randn,
+  scope,
+} from "../src/torch";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Flatten, Linear, MaxPool2d, ReLU, Sequential } from "../src/nn";
 import { SGD } from "../src/optim";
 

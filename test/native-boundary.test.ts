@@ -75,13 +75,17 @@ test("every addon export, called with bad arguments, raises a JS Error naming it
     const named =
       o.export === "safetensors"
         ? message.length > 0
-        : message.startsWith(`${o.export}: `) ||
-          (OPERATOR_EXPORTS.has(o.export) && /^aten::[\w.]+: /.test(message));
+        : message.startsWith(`${o.export}: `) || (OPERATOR_EXPORTS.has(o.export) && /^aten::[\w.]+: /.test(message));
     if (!named) problems.push(`${what}: the message does not name the export: ${JSON.stringify(message)}`);
   }
   assert.deepEqual(problems, []);
   // At least one case per argument category named in the brief of this test.
-  for (const label of ["no arguments", "a disposed tensor", "a generator where a tensor belongs", "an unavailable device"]) {
+  for (const label of [
+    "no arguments",
+    "a disposed tensor",
+    "a generator where a tensor belongs",
+    "an unavailable device",
+  ]) {
     assert.ok(
       outcomes.some((o) => o.label === label),
       `no case labelled '${label}'`,

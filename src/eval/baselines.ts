@@ -172,7 +172,14 @@ export async function evaluateEncoder(
       extractOptions(options, "train features", options.trainTotal),
     );
     try {
-      return [tr, await extractFeatures(forward, resolve(testBatches), extractOptions(options, "test features", options.testTotal))];
+      return [
+        tr,
+        await extractFeatures(
+          forward,
+          resolve(testBatches),
+          extractOptions(options, "test features", options.testTotal),
+        ),
+      ];
     } catch (error) {
       disposeFeatureSet(tr);
       throw error;

@@ -61,11 +61,17 @@ export function ones(shape: Shape, options?: FactoryOptions): Tensor {
 }
 
 export function full(shape: Shape, value: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("full", checkShape(shape, "full"), value, code(options, "float32"), ...place(options, "full")), options);
+  return finish(
+    callTensor("full", checkShape(shape, "full"), value, code(options, "float32"), ...place(options, "full")),
+    options,
+  );
 }
 
 export function empty(shape: Shape, options?: FactoryOptions): Tensor {
-  return finish(callTensor("empty.memory_format", checkShape(shape, "empty"), code(options), ...place(options, "empty")), options);
+  return finish(
+    callTensor("empty.memory_format", checkShape(shape, "empty"), code(options), ...place(options, "empty")),
+    options,
+  );
 }
 
 export function zerosLike(t: Tensor, options?: FactoryOptions): Tensor {
@@ -121,7 +127,15 @@ export function randint(low: number, high: number, shape: Shape, options?: Rando
   const s = checkShape(shape, "randint");
   return finish(
     options?.generator
-      ? callTensor("randint.low_generator", low, high, s, options.generator.handle, code(options, "int64"), ...place(options, "randint"))
+      ? callTensor(
+          "randint.low_generator",
+          low,
+          high,
+          s,
+          options.generator.handle,
+          code(options, "int64"),
+          ...place(options, "randint"),
+        )
       : callTensor("randint.low", low, high, s, code(options, "int64"), ...place(options, "randint")),
     options,
   );
@@ -130,7 +144,13 @@ export function randint(low: number, high: number, shape: Shape, options?: Rando
 /** A random permutation of 0 … n-1 (int64). */
 export function randperm(n: number, options?: RandomOptions): Tensor {
   return options?.generator
-    ? callTensor("randperm.generator", n, options.generator.handle, code(options, "int64"), ...place(options, "randperm"))
+    ? callTensor(
+        "randperm.generator",
+        n,
+        options.generator.handle,
+        code(options, "int64"),
+        ...place(options, "randperm"),
+      )
     : callTensor("randperm", n, code(options, "int64"), ...place(options, "randperm"));
 }
 
@@ -208,7 +228,10 @@ export function tensor(data: NestedArray | TypedArray, options?: FactoryOptions)
 
 /** A 0-d tensor holding one value. */
 export function scalarTensor(value: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("scalar_tensor", value, code(options, "float32"), ...place(options, "scalarTensor")), options);
+  return finish(
+    callTensor("scalar_tensor", value, code(options, "float32"), ...place(options, "scalarTensor")),
+    options,
+  );
 }
 
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {

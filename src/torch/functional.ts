@@ -261,7 +261,8 @@ const gridPaddingCode = { zeros: 0, border: 1, reflection: 2 } as const;
 export function gridSample(input: Tensor, grid: Tensor, options: GridSampleOptions = {}): Tensor {
   const mode = options.mode ?? "bilinear";
   const paddingMode = options.paddingMode ?? "zeros";
-  if (!(mode in gridModeCode)) throw new TypeError(`gridSample: unknown mode '${String(mode)}' (bilinear, nearest, bicubic)`);
+  if (!(mode in gridModeCode))
+    throw new TypeError(`gridSample: unknown mode '${String(mode)}' (bilinear, nearest, bicubic)`);
   if (!(paddingMode in gridPaddingCode)) {
     throw new TypeError(`gridSample: unknown paddingMode '${String(paddingMode)}' (zeros, border, reflection)`);
   }

@@ -251,7 +251,8 @@ export class Tensor implements Scoped {
       const known = Object.keys(scalarTypeCode).join(", ");
       throw new TypeError(`Tensor.to: unknown dtype '${String(dtype)}' (expected one of ${known})`);
     }
-    if (device === undefined) return callTensor("to.dtype", this.handle, scalarTypeCode[dtype ?? this.dtype], false, false);
+    if (device === undefined)
+      return callTensor("to.dtype", this.handle, scalarTypeCode[dtype ?? this.dtype], false, false);
     if (typeof device !== "string" || !/^[a-z]+(:\d+)?$/.test(device)) {
       const known = Object.keys(scalarTypeCode).join(", ");
       throw new TypeError(

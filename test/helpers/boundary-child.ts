@@ -68,13 +68,7 @@ const cases = new Map<string, Case[]>([
   c("device", none, disposed, generatorAsTensor),
   c("numel", none, disposed),
   c("dim", none, disposed),
-  c(
-    "isContiguous",
-    none,
-    disposed,
-    ["an unknown memory format", [h, 99]],
-    ["a string memory format", [h, "x"]],
-  ),
+  c("isContiguous", none, disposed, ["an unknown memory format", [h, 99]], ["a string memory format", [h, "x"]]),
   c("item", none, disposed, ["a six-element tensor", [h]]),
   c("isAliasOf", none, ["one tensor", [h]], ["a disposed second tensor", [h, d]], ["a generator", [h, g]]),
   // ---- autograd ----
@@ -89,7 +83,13 @@ const cases = new Map<string, Case[]>([
   ),
   c("isLeaf", none, disposed),
   c("grad", none, disposed),
-  c("setGrad", none, ["a plain object as grad", [h, {}]], ["a disposed grad", [h, d]], ["a disposed tensor", [d, null]]),
+  c(
+    "setGrad",
+    none,
+    ["a plain object as grad", [h, {}]],
+    ["a disposed grad", [h, d]],
+    ["a disposed tensor", [d, null]],
+  ),
   c(
     "backward",
     none,
@@ -106,10 +106,13 @@ const cases = new Map<string, Case[]>([
   ),
   c("setGradEnabled", none, ["a string", ["yes"]]),
   // ---- operators ----
-  c("resolveOp", none, ["a number", [5]], ["an unknown operator", ["aten::no_such_op", ""]], [
-    "an unknown overload",
-    ["aten::add", "NoSuchOverload"],
-  ]),
+  c(
+    "resolveOp",
+    none,
+    ["a number", [5]],
+    ["an unknown operator", ["aten::no_such_op", ""]],
+    ["an unknown overload", ["aten::add", "NoSuchOverload"]],
+  ),
   c(
     "callOp",
     none,
@@ -138,10 +141,13 @@ const cases = new Map<string, Case[]>([
   // ---- generators ----
   c("manualSeed", none, ["a negative seed", [-1]], ["a string seed", ["1"]], ["a fractional seed", [1.5]]),
   c("newGenerator", none, ["a negative seed", [-5]], ["a string seed", ["x"]]),
-  c("disposeGenerator", none, ["a tensor", [h]], ["the default generator", [native.defaultGenerator()]], [
-    "a number",
-    [5],
-  ]),
+  c(
+    "disposeGenerator",
+    none,
+    ["a tensor", [h]],
+    ["the default generator", [native.defaultGenerator()]],
+    ["a number", [5]],
+  ),
   c("generatorSeed", none, ["a disposed generator", [gd, 1]], ["a negative seed", [g, -1]], ["a tensor", [h, 1]]),
   c("generatorGetState", none, ["a disposed generator", [gd]], ["a tensor", [h]]),
   c(
@@ -165,10 +171,14 @@ const cases = new Map<string, Case[]>([
   // ---- signals ----
   c("installInterruptHandler", none, ["numbers", [1, 2]], ["one message", ["a"]]),
   // ---- devices ----
-  c("checkDevice", none, ["a number", [5]], ["an unavailable device", ["cuda"]], ["an unknown device", ["nonsense"]], [
-    "a CPU index other than 0",
-    ["cpu:7"],
-  ]),
+  c(
+    "checkDevice",
+    none,
+    ["a number", [5]],
+    ["an unavailable device", ["cuda"]],
+    ["an unknown device", ["nonsense"]],
+    ["a CPU index other than 0", ["cpu:7"]],
+  ),
 ]);
 for (const name of takesNoArguments) cases.set(name, [["junk arguments", () => api[name]("junk", {}, 5)]]);
 
