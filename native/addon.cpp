@@ -194,7 +194,9 @@ Napi::Value isContiguous(const Napi::CallbackInfo& info) {
   const at::Tensor& t = unwrapTensor(info[0], "isContiguous");
   int code = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
   // Contiguous, Preserve, ChannelsLast, ChannelsLast3d: other codes are not memory formats.
-  if (code < 0 || code > 3) throw Napi::RangeError::New(info.Env(), "isContiguous: unknown memory format code " + std::to_string(code));
+  if (code < 0 || code > 3) {
+    throw Napi::RangeError::New(info.Env(), "isContiguous: unknown memory format code " + std::to_string(code));
+  }
   auto format = static_cast<c10::MemoryFormat>(code);
   return Napi::Boolean::New(info.Env(), t.is_contiguous(format));
 }
@@ -323,7 +325,9 @@ Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
   double d = info[0].As<Napi::Number>().DoubleValue();
   if (!(d >= 1)) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected a count of at least 1");
   // A runaway count would try to start that many threads.
-  if (d > 4096 || d != double(int(d))) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected an integer count of at most 4096");
+  if (d > 4096 || d != double(int(d))) {
+    throw Napi::RangeError::New(info.Env(), "setNumThreads: expected an integer count of at most 4096");
+  }
   int n = int(d);
   at::set_num_threads(n);
   return info.Env().Undefined();
@@ -372,8 +376,9 @@ std::vector<NativeExport> tensorExports() {
 namespace {
 
 // The one callback every export goes through: `info.Data()` is the export's table entry. Napi
-// errors pass through (they are JS errors already); any other C++ exception, c10::Error included,
-// becomes a JS Error naming the export, so nothing thrown in native code can abort the process.
+// errors pass through (named after the export when they are not yet); any other C++ exception,
+// c10::Error included, becomes a JS Error naming the export, so nothing thrown in native code can
+// abort the process.
 Napi::Value guardedCall(const Napi::CallbackInfo& info) {
   const auto* entry = static_cast<const NativeExport*>(info.Data());
   try {
@@ -400,7 +405,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   // The table lives as long as the process: each function keeps a pointer to its entry.
   static const std::vector<NativeExport> table = [] {
     std::vector<NativeExport> all;
-    for (auto part : {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports}) {
+    for (auto part :
+         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports}) {
       auto exports = part();
       all.insert(all.end(), exports.begin(), exports.end());
     }
@@ -408,7 +414,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   }();
   for (const NativeExport& entry : table) {
     if (exports.Has(entry.name)) throw Napi::Error::New(env, std::string("duplicate addon export ") + entry.name);
-    exports.Set(entry.name, Napi::Function::New(env, guardedCall, entry.name, const_cast<NativeExport*>(&entry)));
+    auto* data = const_cast<NativeExport*>(&entry);
+    exports.Set(entry.name, Napi::Function::New(env, guardedCall, entry.name, data));
   }
   return exports;
 }

@@ -35,7 +35,8 @@ Napi::Value availableDevices(const Napi::CallbackInfo& info) {
 // checkDevice(name): the canonical name of an available device ("cpu", "cuda:0"), or an error.
 Napi::Value checkDevice(const Napi::CallbackInfo& info) {
   if (!info[0].IsString()) throw Napi::TypeError::New(info.Env(), "checkDevice: expected a device name such as 'cpu'");
-  return Napi::String::New(info.Env(), parseDevice(info.Env(), info[0].As<Napi::String>().Utf8Value(), "checkDevice").str());
+  std::string name = info[0].As<Napi::String>().Utf8Value();
+  return Napi::String::New(info.Env(), parseDevice(info.Env(), name, "checkDevice").str());
 }
 
 }  // namespace
@@ -55,8 +56,8 @@ c10::Device parseDevice(Napi::Env env, const std::string& name, const std::strin
   }
   if (ok && device->has_index() && device->type() == c10::DeviceType::CPU) ok = device->index() == 0;
   if (!ok) {
-    throw Napi::Error::New(env, context + ": device '" + name + "' is not available in this libtorch build (available: " +
-                                    joined(available) + ")");
+    throw Napi::Error::New(env, context + ": device '" + name +
+                                    "' is not available in this libtorch build (available: " + joined(available) + ")");
   }
   return *device;
 }

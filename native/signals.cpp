@@ -48,7 +48,8 @@ void onSignal(int sig) {
 
 size_t copyMessage(const Napi::Value& value, char* out, size_t capacity, const char* which) {
   if (!value.IsString()) {
-    throw Napi::TypeError::New(value.Env(), std::string("installInterruptHandler: the ") + which + " message must be a string");
+    throw Napi::TypeError::New(value.Env(),
+                               std::string("installInterruptHandler: the ") + which + " message must be a string");
   }
   std::string text = value.As<Napi::String>().Utf8Value();
   size_t n = std::min(text.size(), capacity);
