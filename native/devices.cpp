@@ -59,7 +59,8 @@ c10::Device parseDevice(Napi::Env env, const std::string& name, const std::strin
     throw Napi::Error::New(env, context + ": device '" + name +
                                     "' is not available in this libtorch build (available: " + joined(available) + ")");
   }
-  return *device;
+  // "cpu:0" is the CPU: one canonical name, so a tensor's device compares equal to it.
+  return device->type() == c10::DeviceType::CPU ? c10::Device(c10::DeviceType::CPU) : *device;
 }
 
 std::vector<NativeExport> deviceExports() {

@@ -770,6 +770,7 @@ describe("devices", () => {
     scope(() => {
       assert.ok(torch.availableDevices().includes("cpu"));
       assert.equal(torch.checkDevice("cpu"), "cpu");
+      assert.equal(torch.checkDevice("cpu:0"), "cpu", "one canonical name for the CPU");
       const made = [
         torch.zeros([2], { device: "cpu" }),
         torch.ones([2], { device: "cpu" }),
