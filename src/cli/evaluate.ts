@@ -1,7 +1,7 @@
 // `loco eval`: the readout report of a run's checkpoint; `loco embed`: its features of a dataset
 // split, written as safetensors for downstream use.
 import * as path from "node:path";
-import { noGrad, saveSafetensors } from "../torch";
+import { saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { evalBatches } from "../learning/readout";
 import { openRun, readRunConfig, runDirOf } from "../learning/runs";
@@ -98,12 +98,10 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
   const run = openRun(where, dataset.channels, warn);
   const stage = (values.stage as number | undefined) ?? 4;
   const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);
-  const set = noGrad(() => {
-    run.encoder.eval();
-    return stage === 4
-      ? extractFeatures(encoderFeatures(run.encoder), batches(), {})
-      : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
-  });
+  const set =
+    stage === 4
+      ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
+      : (await extractStageFeatures(run.encoder.stages(), batches(), [stage - 1], { module: run.encoder }))[0];
   const out =
     (values.out as string | undefined) ??
     path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);

@@ -49,7 +49,7 @@ export async function evaluateRun(
   try {
     const o = run.options;
     log(`evaluating ${run.checkpoint} (step ${run.step}) …`);
-    const report = readoutReport(run.encoder, train, test, {
+    const report = (await readoutReport(run.encoder, train, test, {
       normalize: o.normalize,
       readoutEpochs: options.readoutEpochs ?? o.readoutEpochs,
       readoutTrainSize: options.readoutTrainSize ?? o.readoutTrainSize,
@@ -61,7 +61,7 @@ export async function evaluateRun(
       seed: o.seed,
       freshEncoder: () => buildRunEncoder(o, train.channels),
       log,
-    })!;
+    }))!;
     const evaluation: RunEvaluation = {
       method: o.method,
       methodSettings: describeMethod(o.method, o.learning),
