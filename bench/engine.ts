@@ -15,7 +15,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { getNumThreads, liveTensors, setNumThreads } from "../src/torch";
-import { locoStep, locoTinyOp, median } from "./engine_loco";
+import { clockFor, locoStep, locoTinyOp, median } from "./engine_loco";
 import { MODELS, USAGE, parseArgs, type Format, type ModelName, type Options, type PyVariant } from "./engine_options";
 
 type Library = "loco" | PyVariant;
@@ -47,7 +47,7 @@ function runPython(o: Options, variant: PyVariant, extra: string[]): PyResult {
   const args = [
     pythonScript(),
     ...["--threads", String(o.threads), "--steps", String(o.steps), "--warmup", String(o.warmup)],
-    ...["--tiny-iters", String(o.tinyIters), "--repeats", String(o.repeats)],
+    ...["--tiny-iters", String(o.tinyIters), "--repeats", String(o.repeats), "--clock", o.clock],
     ...extra,
   ];
   const env = { ...process.env, OMP_NUM_THREADS: String(o.threads) };
@@ -131,7 +131,7 @@ async function measureSteps(o: Options, log: (s: string) => void): Promise<StepR
           const where = `bench: round ${r + 1}/${o.rounds}, ${model} batch ${batch} (${2 * batch} views), ${f}, ${lib}`;
           log(`${where} ...`);
           if (lib === "loco") {
-            const s = await locoStep(model, f, batch, o.steps, o.warmup);
+            const s = await locoStep(model, f, batch, o.steps, o.warmup, clockFor(o.clock));
             record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss);
             record.locoPeakMB[model] = Math.max(record.locoPeakMB[model] ?? 0, s.peakMB);
             log(`${where}: median ${s.medianMs.toFixed(1)} ms`);
@@ -196,6 +196,7 @@ async function main(): Promise<void> {
     threads: { loco: getNumThreads(), pytorch: info.threads },
     batchSize: Object.fromEntries(o.models.map((m) => [m, o.batchSize ?? MODELS[m].batchSize])),
     imageSize: Object.fromEntries(o.models.map((m) => [m, MODELS[m].imageSize])),
+    clock: o.clock,
     steps: o.steps * o.rounds,
     warmup: o.warmup,
     rounds: o.rounds,
@@ -238,7 +239,7 @@ function printTable(
   tiny: { releaseUs: number; scopeUs: number } | undefined,
 ): void {
   const ratio = result.ratio as Record<string, number>;
-  const settings = result.settings as { fasterPyTorch: Record<string, PyVariant>; versions: Record<string, unknown> };
+  const settings = result.settings as { fasterPyTorch: Record<string, PyVariant> };
   const name = { pytorch: "PyTorch", pytorchTuned: "PyTorch + jemalloc" } as const;
   const header = ["metric", "loco", ...o.variants.map((v) => name[v]), "loco / faster PyTorch", "target"];
   const rows: string[][] = [header];
@@ -290,9 +291,30 @@ function printTable(
   console.log(line(rows[0]));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows.slice(1)) console.log(line(r));
+  const st = result.settings as {
+    threads: { loco: number; pytorch: number };
+    clock: string;
+    loadAverage: number[];
+    locoPeakTensorMB: Record<string, number>;
+    versions: { loco: string; node: string; torch: string; python: string; libtorch: Record<string, string> };
+    cpu: string;
+  };
+  const v = st.versions;
   console.log("");
-  console.log(`settings: ${JSON.stringify({ ...settings, versions: undefined })}`);
-  console.log(`versions: ${JSON.stringify(settings.versions)}`);
+  console.log(
+    `settings: threads loco ${st.threads.loco} / PyTorch ${st.threads.pytorch}; ${o.warmup} warm-up + ${o.steps} timed ` +
+      `steps x ${o.rounds} round(s) per library, model and layout; ${st.clock} clock; SGD momentum 0.9, NT-Xent tau 0.5; ` +
+      `PyTorch + jemalloc: LD_PRELOAD=${o.jemalloc ?? "-"} MALLOC_CONF=${JEMALLOC_CONF}`,
+  );
+  console.log(
+    `loco peak tensor memory (MiB): ${Object.entries(st.locoPeakTensorMB)
+      .map(([m, mb]) => `${m} ${mb.toFixed(0)}`)
+      .join(", ")}; load average ${st.loadAverage.map((x) => x.toFixed(1)).join(" ")}; cpu ${st.cpu}`,
+  );
+  console.log(
+    `versions: loco ${v.loco} (Node ${v.node}), PyTorch ${v.torch} (Python ${v.python}); ` +
+      `libtorch: loco ${v.libtorch.loco}, PyTorch ${v.libtorch.pytorch}`,
+  );
 }
 
 main().catch((error: unknown) => {

@@ -12,6 +12,15 @@ export const median = (xs: number[]): number => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/** Milliseconds by the wall clock, or of CPU time used by this process (all threads). */
+export function clockFor(kind: "wall" | "cpu"): () => number {
+  if (kind === "wall") return () => performance.now();
+  return () => {
+    const u = process.cpuUsage();
+    return (u.user + u.system) / 1e3;
+  };
+}
+
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /**
@@ -65,6 +74,7 @@ export async function locoStep(
   batchSize: number,
   steps: number,
   warmup: number,
+  clock: () => number,
 ): Promise<StepResult> {
   const spec = MODELS[model];
   const channelsLast = format === "channels_last";
@@ -93,21 +103,20 @@ export async function locoStep(
   let loss = NaN;
   resetPeakMemory();
   for (let i = 0; i < warmup + steps; i++) {
-    const t0 = performance.now();
+    const t0 = clock();
     opt.zeroGrad();
     // The forward pass's handles are freed when its scope closes, before backward: activations
     // then live only in the autograd graph, which frees each one as backward consumes it (as
     // PyTorch does).
     const lossTensor: Tensor = scope(() => ntXent(head.forward(encoder.forward(views)), 0.5));
-    const t1 = performance.now();
+    const t1 = clock();
     lossTensor.backward();
     loss = lossTensor.item();
     lossTensor.dispose();
-    const t2 = performance.now();
+    const t2 = clock();
     opt.step();
-    const t3 = performance.now();
     await nextTurn(); // finalizers deferred by the GC run here: they are part of the cost
-    const t4 = performance.now();
+    const t4 = clock();
     if (i >= warmup) {
       times.push(t4 - t0);
       phases.forward.push(t1 - t0);

@@ -52,12 +52,14 @@ export interface Options {
   python: string;
   jemalloc: string | undefined;
   profile: boolean;
+  /** "wall": elapsed time; "cpu": the process's CPU time, all threads (steadier on a loaded machine). */
+  clock: "wall" | "cpu";
 }
 
 export const USAGE = `usage: node dist/bench/engine.js [--json] [--models resnet18,resnet50] [--no-tiny] [--pytorch installed,tuned]
        [--batch-size N (default: 128 for resnet18, 32 for resnet50)] [--steps 5] [--warmup 2] [--rounds 1]
        [--formats channels_last,contiguous] [--threads N] [--tiny-iters 200000] [--repeats 5]
-       [--python /usr/bin/python3] [--jemalloc PATH] [--profile]`;
+       [--clock wall|cpu] [--python /usr/bin/python3] [--jemalloc PATH] [--profile]`;
 
 /** Debian's libjemalloc2 (scripts/setup.sh installs it). */
 export function findJemalloc(): string | undefined {
@@ -98,6 +100,7 @@ export function parseArgs(argv: string[]): Options {
     python: process.env.LOCO_BENCH_PYTHON ?? "/usr/bin/python3",
     jemalloc: process.env.LOCO_BENCH_JEMALLOC,
     profile: false,
+    clock: "wall",
   };
   const int = (name: string, v: string | undefined, min: number): number => {
     const n = Number(v);
@@ -148,6 +151,9 @@ export function parseArgs(argv: string[]): Options {
         break;
       case "--jemalloc":
         o.jemalloc = value();
+        break;
+      case "--clock":
+        o.clock = list(key, value(), { wall: "wall", cpu: "cpu" } as const)[0];
         break;
       case "--profile":
         o.profile = true;
