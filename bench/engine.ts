@@ -28,7 +28,12 @@ interface PyResult {
   allocator: string;
   libtorch?: string;
   tinyOpUs?: number;
-  step?: { formats: Record<string, { medianMs: number; timesMs: number[]; phasesMs: Phases; loss: number }> };
+  step?: {
+    formats: Record<
+      string,
+      { medianMs: number; timesMs: number[]; phasesMs: Phases; loss: number; faultsPerStep: number }
+    >;
+  };
 }
 
 const JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
@@ -90,10 +95,20 @@ class StepRecord {
   readonly times = new Map<string, number[]>();
   readonly phases = new Map<string, Phases[]>();
   readonly losses = new Map<string, number>();
+  readonly faults = new Map<string, number[]>();
   readonly locoPeakMB: Partial<Record<ModelName, number>> = {};
 
-  add(model: ModelName, lib: Library, format: Format, timesMs: number[], phases: Phases, loss: number): void {
+  add(
+    model: ModelName,
+    lib: Library,
+    format: Format,
+    timesMs: number[],
+    phases: Phases,
+    loss: number,
+    faultsPerStep: number,
+  ): void {
     const key = `${model}/${lib}/${format}`;
+    this.faults.set(key, [...(this.faults.get(key) ?? []), faultsPerStep]);
     this.times.set(key, [...(this.times.get(key) ?? []), ...timesMs]);
     this.phases.set(key, [...(this.phases.get(key) ?? []), phases]);
     this.losses.set(key, loss);
@@ -101,6 +116,10 @@ class StepRecord {
 
   ms(model: ModelName, lib: Library, format: Format): number {
     return median(this.times.get(`${model}/${lib}/${format}`) ?? [NaN]);
+  }
+
+  faultsPerStep(model: ModelName, lib: Library, format: Format): number {
+    return median(this.faults.get(`${model}/${lib}/${format}`) ?? [NaN]);
   }
 
   phasesMs(model: ModelName, lib: Library, format: Format): Phases {
@@ -132,14 +151,14 @@ async function measureSteps(o: Options, log: (s: string) => void): Promise<StepR
           log(`${where} ...`);
           if (lib === "loco") {
             const s = await locoStep(model, f, batch, o.steps, o.warmup, clockFor(o.clock));
-            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss);
+            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss, s.faultsPerStep);
             record.locoPeakMB[model] = Math.max(record.locoPeakMB[model] ?? 0, s.peakMB);
             log(`${where}: median ${s.medianMs.toFixed(1)} ms`);
           } else {
             const args = ["--skip-tiny", "--model", model, "--batch-size", String(batch), "--formats", f];
             const py = runPython(o, lib, o.profile ? [...args, "--profile"] : args);
             const s = py.step!.formats[f];
-            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss);
+            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss, s.faultsPerStep);
             log(`${where}: median ${s.medianMs.toFixed(1)} ms`);
           }
         }
@@ -215,6 +234,9 @@ async function main(): Promise<void> {
     phasesMsAtBestFormat: Object.fromEntries(
       o.models.map((m) => [m, Object.fromEntries(libs.map((l) => [l, steps.phasesMs(m, l, bestFormat[m][l])]))]),
     ),
+    pageFaultsPerStepAtBestFormat: Object.fromEntries(
+      o.models.map((m) => [m, Object.fromEntries(libs.map((l) => [l, steps.faultsPerStep(m, l, bestFormat[m][l])]))]),
+    ),
     tinyOpScopeUs: tiny?.scopeUs,
     locoPeakTensorMB: steps.locoPeakMB,
     versions: {
@@ -274,6 +296,14 @@ function printTable(
         "",
       ]);
     }
+    const bestOf = (lib: Library) => steps.best(model, lib, o.formats).format;
+    rows.push([
+      "  minor page faults per step, best format",
+      steps.faultsPerStep(model, "loco", bestOf("loco")).toFixed(0),
+      ...o.variants.map((v) => steps.faultsPerStep(model, v, bestOf(v)).toFixed(0)),
+      "",
+      "",
+    ]);
     for (const phase of ["forward", "backward", "optimizer"] as const) {
       const best = (lib: Library) => steps.best(model, lib, o.formats).format;
       rows.push([

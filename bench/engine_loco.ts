@@ -61,6 +61,8 @@ export interface StepResult {
   phasesMs: { forward: number; backward: number; optimizer: number };
   loss: number;
   peakMB: number;
+  /** Minor page faults per timed step (median): memory the allocator had to fault in again. */
+  faultsPerStep: number;
 }
 
 /**
@@ -100,9 +102,11 @@ export async function locoStep(
 
   const times: number[] = [];
   const phases = { forward: [] as number[], backward: [] as number[], optimizer: [] as number[] };
+  const faults: number[] = [];
   let loss = NaN;
   resetPeakMemory();
   for (let i = 0; i < warmup + steps; i++) {
+    const faults0 = process.resourceUsage().minorPageFault;
     const t0 = clock();
     opt.zeroGrad();
     // The forward pass's handles are freed when its scope closes, before backward: activations
@@ -122,6 +126,7 @@ export async function locoStep(
       phases.forward.push(t1 - t0);
       phases.backward.push(t2 - t1);
       phases.optimizer.push(t4 - t2);
+      faults.push(process.resourceUsage().minorPageFault - faults0);
     }
   }
   if (!Number.isFinite(loss)) throw new Error("bench: loco's loss is not finite");
@@ -140,5 +145,6 @@ export async function locoStep(
     },
     loss,
     peakMB,
+    faultsPerStep: median(faults),
   };
 }

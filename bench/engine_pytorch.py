@@ -20,6 +20,7 @@ PyTorch's CPU performance guide recommends); "allocator" in the output says whic
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -191,11 +192,13 @@ def step_ms(model_name, image_size, batch, steps, warmup, memory_format, tempera
         opt.step()
         return loss, t1, t2, clock()
 
-    times, forward, backward, optimizer = [], [], [], []
+    times, forward, backward, optimizer, faults = [], [], [], [], []
     for i in range(warmup + steps):
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         t0 = clock()
         loss, t1, t2, t3 = step()
         if i >= warmup:
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0)
             times.append((t3 - t0) * 1e3)
             forward.append((t1 - t0) * 1e3)
             backward.append((t2 - t1) * 1e3)
@@ -213,6 +216,7 @@ def step_ms(model_name, image_size, batch, steps, warmup, memory_format, tempera
         "minMs": min(times),
         "timesMs": times,
         "phasesMs": {name: statistics.median(values) for name, values in phases.items()},
+        "faultsPerStep": statistics.median(faults),
         "loss": float(loss),
     }
 
