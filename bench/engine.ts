@@ -174,7 +174,7 @@ async function main(): Promise<void> {
   const log = (s: string): void => void process.stderr.write(`${s}\n`);
 
   const pyTiny: Partial<Record<PyVariant, PyResult>> = {};
-  let tiny: { releaseUs: number; scopeUs: number } | undefined;
+  let tiny: Tiny | undefined;
   if (o.tiny) {
     log(`bench: tiny op (${o.repeats} x ${o.tinyIters} ops each) ...`);
     for (const v of o.variants) pyTiny[v] = runPython(o, v, ["--skip-step"]);
@@ -182,7 +182,25 @@ async function main(): Promise<void> {
   }
   const steps = await measureSteps(o, log);
   const info = pyTiny.pytorch ?? pyTiny.pytorchTuned ?? runPython(o, o.variants[0], ["--skip-step", "--skip-tiny"]);
+  const { result, bestFormat, fasterPyTorch } = summarize(o, tiny, pyTiny, steps);
+  result.settings = settingsOf(o, steps, info, bestFormat, fasterPyTorch, tiny);
+  if (o.json) console.log(JSON.stringify(result));
+  else printTable(o, result, steps, tiny);
+}
 
+type Tiny = { releaseUs: number; scopeUs: number };
+
+/** The headline figures and ratios (loco against the faster PyTorch, and against each). */
+function summarize(
+  o: Options,
+  tiny: Tiny | undefined,
+  pyTiny: Partial<Record<PyVariant, PyResult>>,
+  steps: StepRecord,
+): {
+  result: Record<string, unknown>;
+  bestFormat: Record<string, Record<string, Format>>;
+  fasterPyTorch: Record<string, PyVariant>;
+} {
   const result: Record<string, unknown> = {};
   const ratio: Record<string, number> = {};
   if (tiny) {
@@ -210,8 +228,20 @@ async function main(): Promise<void> {
       ratio[`${model}StepVs${v === "pytorch" ? "Installed" : "Tuned"}`] = entry.loco / entry[v];
   }
   result.ratio = ratio;
+  return { result, bestFormat, fasterPyTorch };
+}
+
+/** How the run was made, and the per-format, per-phase and page-fault detail. */
+function settingsOf(
+  o: Options,
+  steps: StepRecord,
+  info: PyResult,
+  bestFormat: Record<string, Record<string, Format>>,
+  fasterPyTorch: Record<string, PyVariant>,
+  tiny: Tiny | undefined,
+): Record<string, unknown> {
   const libs: Library[] = ["loco", ...o.variants];
-  result.settings = {
+  return {
     threads: { loco: getNumThreads(), pytorch: info.threads },
     batchSize: Object.fromEntries(o.models.map((m) => [m, o.batchSize ?? MODELS[m].batchSize])),
     imageSize: Object.fromEntries(o.models.map((m) => [m, MODELS[m].imageSize])),
@@ -250,16 +280,9 @@ async function main(): Promise<void> {
     loadAverage: os.loadavg(),
     liveTensorsAfter: liveTensors(),
   };
-  if (o.json) console.log(JSON.stringify(result));
-  else printTable(o, result, steps, tiny);
 }
 
-function printTable(
-  o: Options,
-  result: Record<string, unknown>,
-  steps: StepRecord,
-  tiny: { releaseUs: number; scopeUs: number } | undefined,
-): void {
+function printTable(o: Options, result: Record<string, unknown>, steps: StepRecord, tiny: Tiny | undefined): void {
   const ratio = result.ratio as Record<string, number>;
   const settings = result.settings as { fasterPyTorch: Record<string, PyVariant> };
   const name = { pytorch: "PyTorch", pytorchTuned: "PyTorch + jemalloc" } as const;
@@ -321,6 +344,10 @@ function printTable(
   console.log(line(rows[0]));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows.slice(1)) console.log(line(r));
+  printSettings(o, result);
+}
+
+function printSettings(o: Options, result: Record<string, unknown>): void {
   const st = result.settings as {
     threads: { loco: number; pytorch: number };
     clock: string;
