@@ -29,7 +29,7 @@ std::atomic<int64_t> allocationCount{0};
 // working set in again (measured: ~720k faults and 1.4 s of system time per ResNet-18 step, in
 // PyTorch too). Freed blocks of at least kCacheMin bytes are kept by size class (rounded up by at
 // most 1/8) and handed out again: a request takes a cached block of its class or, failing that,
-// of the next classes up to kMaxSlack larger (so blocks cached in neighbouring classes are reused
+// of the next classes up to 1/kMaxSlack larger (so blocks cached in neighbouring classes are reused
 // instead of new ones being faulted in). The byte counters above count tensor bytes only: cached
 // blocks are not "held by libtorch".
 //
@@ -45,7 +45,8 @@ std::map<size_t, std::vector<void*>> cache;  // class size -> free blocks (base 
 size_t cachedBytes = 0;
 std::atomic<int64_t> highWaterBytes{0};  // most tensor bytes held at once (never reset)
 const char* cacheLimitEnv = std::getenv("LOCO_CACHE_MB");
-const size_t fixedCacheLimit = size_t(cacheLimitEnv ? std::max(0LL, std::atoll(cacheLimitEnv)) : 2048) << 20;
+const size_t fixedCacheLimit =
+    size_t(cacheLimitEnv ? std::max(0LL, std::atoll(cacheLimitEnv)) : 2048) << 20;
 
 size_t cacheLimit() {
   if (cacheLimitEnv != nullptr) return fixedCacheLimit;
@@ -102,7 +103,8 @@ struct CountingAllocator final : public c10::Allocator {
     if (block >= kCacheMin) {
       std::lock_guard<std::mutex> lock(cacheMutex);
       // The smallest non-empty class from `block` up to block + block/kMaxSlack.
-      for (auto it = cache.lower_bound(block); it != cache.end() && it->first <= block + block / kMaxSlack; ++it) {
+      const size_t largest = block + block / kMaxSlack;
+      for (auto it = cache.lower_bound(block); it != cache.end() && it->first <= largest; ++it) {
         if (it->second.empty()) continue;
         base = it->second.back();
         it->second.pop_back();
