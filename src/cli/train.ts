@@ -210,6 +210,14 @@ export const trainSpecs: OptionSpec[] = [
     description: "linear readout: epochs over the cached features",
   },
   {
+    flag: "readout-weight-decays",
+    type: "number-list",
+    min: 0,
+    default: TRAIN_DEFAULTS.readoutWeightDecays,
+    description:
+      "linear readout L2 weight decay: one value, or a grid from which each encoder (baselines too) gets the best on 20% of its train features held out",
+  },
+  {
     flag: "readout-train-size",
     type: "int",
     min: 0,

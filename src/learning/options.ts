@@ -12,6 +12,7 @@ import { TrainingError } from "./errors";
 import type { EncoderFactory } from "./encoders";
 import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset } from "./methods";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
+import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
 export type NonFiniteAction = "stop" | "skip";
 export const NON_FINITE_ACTIONS: readonly NonFiniteAction[] = ["stop", "skip"];
@@ -59,6 +60,8 @@ export interface TrainOptions {
   readout?: ReadoutMode;
   /** Linear readout: epochs over cached features, how many train and test images it reads (0: all). */
   readoutEpochs: number;
+  /** Linear readout L2 weight decay: one value, or a grid to select from on held-out train features. */
+  readoutWeightDecays: number[];
   readoutTrainSize: number;
   readoutTestSize?: number;
   baselines: BaselineName[];
@@ -128,6 +131,7 @@ export interface TrainInput {
   knnTestSize?: number;
   readout?: ReadoutMode;
   readoutEpochs?: number;
+  readoutWeightDecays?: number[];
   readoutTrainSize?: number;
   readoutTestSize?: number;
   /** Names, or a comma-separated list ("none": no baselines). */
@@ -148,16 +152,16 @@ export const TRAIN_DEFAULTS = {
   method: "simclr",
   dataset: "fashion-mnist",
   imageSize: 96,
-  trainSubset: 10000,
+  trainSubset: 0,
   encoder: "resnet18",
   width: 16,
-  epochs: 8,
+  epochs: 3,
   batchSize: 128,
   optimizer: "lars",
   weightDecay: 1e-6,
   momentum: 0.9,
-  warmupEpochs: 1,
-  temperature: 0.5,
+  warmupEpochs: 0.25,
+  temperature: 0.2,
   mlpLayers: 2,
   headBn: true,
   schedule: "simultaneous",
@@ -169,7 +173,8 @@ export const TRAIN_DEFAULTS = {
   knnTrainSize: 5000,
   knnTestSize: 2000,
   readout: "linear",
-  readoutEpochs: 50,
+  readoutEpochs: 100,
+  readoutWeightDecays: [...DEFAULT_WEIGHT_DECAY_GRID],
   readoutTrainSize: 10000,
   readoutTestSize: 0,
   baselines: ["random-init", "raw-pixels"],
@@ -205,6 +210,15 @@ function number(field: string, value: unknown, min: number, max = Infinity): num
 function boolean(field: string, value: unknown): boolean {
   if (typeof value !== "boolean") throw invalid(field, "true or false", value);
   return value;
+}
+
+/** The readout's weight decays: a non-empty list of distinct non-negative numbers. */
+function weightDecayGrid(value: unknown): number[] {
+  const expected = "a non-empty list of distinct weight decays >= 0";
+  if (!Array.isArray(value) || value.length === 0) throw invalid("readoutWeightDecays", expected, value);
+  value.forEach((v, i) => number(`readoutWeightDecays[${i}]`, v, 0));
+  if (new Set(value).size !== value.length) throw invalid("readoutWeightDecays", expected, value);
+  return [...(value as number[])];
 }
 
 /** Baselines from names or a comma-separated list ("none" or empty: none). */
@@ -348,6 +362,7 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     knnTestSize: integer("knnTestSize", v.knnTestSize, 0),
     readout: oneOf("readout", v.readout, READOUT_MODES),
     readoutEpochs: integer("readoutEpochs", v.readoutEpochs, 1),
+    readoutWeightDecays: weightDecayGrid(v.readoutWeightDecays),
     readoutTrainSize: integer("readoutTrainSize", v.readoutTrainSize, 0),
     readoutTestSize: integer("readoutTestSize", v.readoutTestSize, 0),
     baselines: parseBaselines(v.baselines),

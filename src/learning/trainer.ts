@@ -517,6 +517,7 @@ async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null
     const report = await readoutReport(model.encoder, data.train, data.test, {
       normalize: options.normalize,
       readoutEpochs: options.readoutEpochs,
+      readoutWeightDecays: options.readoutWeightDecays,
       readoutTrainSize: options.readoutTrainSize,
       readoutTestSize: options.readoutTestSize,
       baselines: options.baselines,
