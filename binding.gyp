@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "loco_native",
-      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp"],
+      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/feedback.cpp"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NAPI_EXPERIMENTAL"],
       "cflags!": ["-fno-exceptions"],

@@ -35,6 +35,7 @@ at::Generator generatorById(Napi::Env env, int64_t id);
 
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerAllocator(Napi::Env env, Napi::Object exports);
+void registerFeedback(Napi::Env env, Napi::Object exports);  // feedback.cpp
 
 }  // namespace loco
 

@@ -15,7 +15,7 @@ import {
   simclrCifar,
   simclrImagenet,
 } from "../data/augment";
-import { METHOD_NAMES, type MethodName, methodPreset } from "../learning/methods";
+import { FEEDBACK_MODES, type FeedbackMode, METHOD_NAMES, type MethodName, methodPreset } from "../learning/methods";
 import {
   NON_FINITE_ACTIONS,
   type NonFiniteAction,
@@ -120,6 +120,14 @@ export const trainSpecs: OptionSpec[] = [
     choices: ["simultaneous", "sequential"],
     default: "simultaneous",
     description: "train all stages every step, or one phase per loss stage",
+  },
+  {
+    flag: "feedback",
+    type: "enum",
+    choices: FEEDBACK_MODES,
+    default: "backprop",
+    description:
+      "backward pass of conv and linear layers: backprop, or alignment (fixed random feedback matrices, Lillicrap et al. 2016; BN and loss exact)",
   },
   {
     flag: "augment",
@@ -260,6 +268,7 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
     headBN: v.headBn as boolean,
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: v.schedule as "simultaneous" | "sequential",
+    feedback: v.feedback as FeedbackMode,
   };
   const optimizer = v.optimizer as "lars" | "sgd" | "adam";
   const batchSize = v.batchSize as number;

@@ -4,6 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { Generator } from "../torch/random";
 import { ResNet } from "../models/resnet";
+import { useFeedbackAlignment } from "../nn/layers";
 import type { Tensor } from "../torch";
 import type { TrainOptions } from "./trainer";
 import { type Checkpoint, loadCheckpoint, loadLatestCheckpoint } from "./checkpoint";
@@ -64,6 +65,8 @@ export function openRun(target: string, inChannels: number, warn?: (m: string) =
   const checkpoint: Checkpoint | null = isFile ? loadCheckpoint(target) : loadLatestCheckpoint(runDir, warn);
   if (checkpoint === null) throw new Error(`${runDir}: the run has no checkpoint yet`);
   const encoder = buildRunEncoder(options, inChannels);
+  // A feedback-alignment run's checkpoint holds the feedback matrices (buffers) too.
+  if (options.learning.feedback === "alignment") useFeedbackAlignment(encoder);
   const state = new Map<string, Tensor>();
   for (const [k, v] of checkpoint.model) if (k.startsWith("encoder.")) state.set(k.slice("encoder.".length), v);
   try {

@@ -71,6 +71,17 @@ export interface NativeAddon {
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
   emptyCache(): void;
+  feedbackConv2d(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+    stride: number[],
+    padding: number[],
+    dilation: number[],
+    groups: number,
+  ): NativeHandle;
+  feedbackLinear(input: NativeHandle, weight: NativeHandle, bias: NativeHandle | null, feedback: NativeHandle): NativeHandle;
 }
 
 function findPackageRoot(start: string): string {
