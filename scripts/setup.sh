@@ -15,6 +15,7 @@ APT_PACKAGES=(
   python3-torch           # PyTorch 1.13.1: test oracle and benchmark baseline
   python3-torchvision     # torchvision 0.14: ResNet oracle
   dataset-fashion-mnist   # the embedded default dataset
+  chromium                # headless browser: the report test renders report.html
   g++ make python3        # node-gyp toolchain
 )
 

@@ -26,6 +26,7 @@ import { type DatasetSpec, openDataset } from "../data/datasets";
 import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "../report/progress";
+import { writeMetricsCsv } from "../report/csv";
 import { LocalLearner } from "./learner";
 import { type BaselineName, type ReadoutReport, knnMonitor, readoutReport, strided } from "./readout";
 import { buildRunEncoder } from "./runs";
@@ -455,6 +456,7 @@ export async function train(options: TrainOptions, hooks: TrainHooks = {}): Prom
   try {
     return await trainLocked(options, hooks, onNonfinite);
   } finally {
+    writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
     releaseLock();
   }
 }
