@@ -4,6 +4,7 @@ import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
+import { reportSpecs, runReport } from "./report-command";
 
 interface Command {
   summary: string;
@@ -31,6 +32,13 @@ const commands: Record<string, Command> = {
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
     run: runEmbed,
+  },
+  report: {
+    summary:
+      "Write a self-contained report.html (tables and SVG charts: loss, kNN, readout, per-stage, memory, time) for a run or experiment directory.",
+    specs: reportSpecs,
+    usage: "loco report <run dir | experiment dir> [options]",
+    run: runReport,
   },
   memory: {
     summary:

@@ -55,7 +55,7 @@ export function lossChart(points: LossPoint[], rows: number): Chart {
       y: { field: "loss", type: "quantitative" as const, title: "NT-Xent loss", scale: { zero: false } },
       color: single
         ? { field: "stage", type: "nominal" as const, title: "loss at" }
-        : { field: "row", type: "nominal" as const, title: "run", sort: null },
+        : { field: "row", type: "nominal" as const, title: "run", sort: null, legend: { orient: "bottom" as const, columns: 3 } },
     },
   };
   const spec: TopLevelSpec = single
@@ -64,7 +64,7 @@ export function lossChart(points: LossPoint[], rows: number): Chart {
         ...base("Training loss per stage"),
         data: { values: points },
         facet: { column: { field: "stage", type: "nominal", title: null } },
-        spec: { width: 200, height: 200, ...line },
+        spec: { width: 170, height: 180, ...line },
         resolve: { scale: { y: "independent" } },
       };
   return {
@@ -81,6 +81,12 @@ export interface KnnPoint {
   knn: number;
 }
 
+/** Integer tick values for an axis of few epochs (else vega's own ticks). */
+function epochTicks(epochs: number[]): { values?: number[]; format: string } {
+  const distinct = [...new Set(epochs)].sort((a, b) => a - b);
+  return distinct.length <= 20 ? { values: distinct, format: "d" } : { format: "d" };
+}
+
 /** kNN monitor accuracy over epochs, one line per row (mean over seeds). */
 export function knnChart(points: KnnPoint[]): Chart {
   return {
@@ -95,9 +101,9 @@ export function knnChart(points: KnnPoint[]): Chart {
       height: 260,
       mark: { type: "line", point: true, strokeWidth: 1.5 },
       encoding: {
-        x: { field: "epoch", type: "quantitative", title: "epoch", axis: { format: "d", tickMinStep: 1 } },
+        x: { field: "epoch", type: "quantitative", title: "epoch", axis: epochTicks(points.map((p) => p.epoch)) },
         y: { field: "knn", type: "quantitative", title: "kNN top-1", axis: { format: ".1%" }, scale: { zero: false } },
-        color: { field: "row", type: "nominal", title: "run", sort: null },
+        color: { field: "row", type: "nominal", title: "run", sort: null, legend: { orient: "bottom", columns: 3 } },
       },
     },
   };
@@ -191,7 +197,7 @@ export function perStageChart(points: StagePoint[]): Chart {
         encoding: {
           x: { field: "stage", type: "ordinal", title: "stage", axis: { labelAngle: 0 } },
           y: { field: "top1", type: "quantitative", title: "top-1", axis: { format: ".1%" }, scale: { zero: false } },
-          color: { field: "row", type: "nominal", title: "run", sort: null },
+          color: { field: "row", type: "nominal", title: "run", sort: null, legend: { orient: "bottom", columns: 3 } },
         },
       },
     },
