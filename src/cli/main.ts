@@ -5,6 +5,7 @@ import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
 import { reportSpecs, runReport } from "./report-command";
+import { experimentSpecs, runExperimentCommand } from "./experiment";
 
 interface Command {
   summary: string;
@@ -32,6 +33,13 @@ const commands: Record<string, Command> = {
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
     run: runEmbed,
+  },
+  experiment: {
+    summary:
+      "Run a grid of runs (the authors' response: methods x ablations x seeds, feedback alignment, baselines), resumably; write results.{md,json,csv} and report.html.",
+    specs: experimentSpecs,
+    usage: "loco experiment <quick | standard | paper | grid.yaml> [options]",
+    run: runExperimentCommand,
   },
   report: {
     summary:
