@@ -8,7 +8,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { threadsPerJob } from "../src/experiments/runner";
 import { RESPONSE_GRID, presetSpec, readGridFile } from "../src/experiments/grid";
-import { readMetricsRecords } from "../src/report/rundata";
+import { readMetrics } from "../src/learning/metrics";
 import { haveFashionMnist, loco, makeTinyFashionMnist, show, startLoco } from "./helpers/runs";
 
 function tinyGrid(dataDir: string): string {
@@ -111,7 +111,7 @@ describe("loco experiment", { skip: haveFashionMnist ? false : "the Fashion-MNIS
     assert.doesNotMatch(second.stderr, /SimCLR \(seed 0\): (started|resumed)/);
     assert.equal(fs.readFileSync(finishedResults, "utf8"), before.text);
     assert.equal(fs.statSync(finishedResults).mtimeMs, before.mtime, "the finished run was not redone");
-    const gimMetrics = readMetricsRecords(path.join(dir, "runs", "gim", "seed-0", "metrics.jsonl"));
+    const gimMetrics = readMetrics(path.join(dir, "runs", "gim", "seed-0", "metrics.jsonl"));
     assert.ok(gimMetrics.some((r) => r.type === "resume"), "GIM resumed from its checkpoint");
     assert.ok(gimMetrics.some((r) => r.type === "results"));
 

@@ -8,7 +8,8 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { measureMethodMemory } from "../src/learning/memory";
-import { readMetricsRecords, readRun } from "../src/report/rundata";
+import { readRun } from "../src/report/rundata";
+import { readMetrics } from "../src/learning/metrics";
 import { formatPercent, stat } from "../src/report/summary";
 import { haveFashionMnist, loco, makeTinyFashionMnist, show, tinyFlags } from "./helpers/runs";
 import { checkPages, chromiumAvailable } from "./helpers/browser";
@@ -71,7 +72,7 @@ describe("loco report", { skip }, () => {
   test("metrics.csv holds every metrics.jsonl record, losses as loss_stage columns", () => {
     for (const r of RUNS) {
       const dir = path.join(exp, r.dir);
-      const records = readMetricsRecords(path.join(dir, "metrics.jsonl"));
+      const records = readMetrics(path.join(dir, "metrics.jsonl"));
       const lines = fs.readFileSync(path.join(dir, "metrics.csv"), "utf8").trimEnd().split("\n");
       assert.equal(lines.length, records.length + 1, "a header and one line per record");
       const header = cells(lines[0]);
@@ -82,7 +83,7 @@ describe("loco report", { skip }, () => {
         assert.equal(row[header.indexOf("type")], rec.type);
         if (rec.type === "step") {
           assert.equal(Number(row[header.indexOf("step")]), rec.step);
-          const loss = rec.loss as number[];
+          const loss = rec.loss;
           stages.forEach((s, k) => assert.equal(Number(row[header.indexOf(`loss_stage${s}`)]), loss[k]));
         }
       });

@@ -3,7 +3,7 @@
 // loss_stageK, named after the 1-based encoder stage of each loss.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { readMetricsRecords } from "./rundata";
+import { readMetrics } from "../learning/metrics";
 
 /** RFC 4180 quoting: fields with a comma, quote or newline are quoted, quotes doubled. */
 export function csvField(value: unknown): string {
@@ -44,8 +44,8 @@ function flatten(
  * The CSV text of metrics records: the columns are every field seen, in first-seen order, with
  * `type` first; a record lacking a field leaves its cell empty.
  */
-export function metricsCsv(records: Record<string, unknown>[], lossStages: number[] = []): string {
-  const rows = records.map((r) => flatten(r, lossStages));
+export function metricsCsv(records: readonly object[], lossStages: number[] = []): string {
+  const rows = records.map((r) => flatten(r as Record<string, unknown>, lossStages));
   const columns: string[] = ["type"];
   for (const row of rows) for (const key of row.keys()) if (!columns.includes(key)) columns.push(key);
   const lines = [columns.join(",")];
@@ -74,7 +74,7 @@ export function writeMetricsCsv(runDir: string): string | null {
   const file = path.join(runDir, "metrics.csv");
   const tmp = `${file}.tmp-${process.pid}`;
   try {
-    fs.writeFileSync(tmp, metricsCsv(readMetricsRecords(source), lossStagesOf(runDir)));
+    fs.writeFileSync(tmp, metricsCsv(readMetrics(source), lossStagesOf(runDir)));
     fs.renameSync(tmp, file);
     return null;
   } catch (error) {

@@ -1,10 +1,12 @@
 // Reading what `loco train` and `loco experiment` leave on disk, typed, for the report and the
 // experiment tables: a run directory (config.json, metrics.jsonl, results.json, memory.json) and
 // an experiment directory (experiment.json and one run directory per grid cell under runs/).
-// Type-only imports from learning/: nothing here runs training code.
+// Metrics are read through learning/metrics.ts (typed, checked records); nothing here trains.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import type { Results, TrainOptions } from "../learning/trainer";
+import type { TrainOptions } from "../learning/trainer";
+import type { Results } from "../learning/results";
+import { type EpochRecord, type MetricsRecord, type StepRecord, readMetrics } from "../learning/metrics";
 
 /** A `step` record of metrics.jsonl (written every 10 steps and at epoch ends). */
 export interface StepRow {
@@ -63,23 +65,16 @@ function readJson<T>(file: string): T | null {
   }
 }
 
-const num = (v: unknown): number | null => (typeof v === "number" && Number.isFinite(v) ? v : null);
-const numbers = (v: unknown): (number | null)[] => (Array.isArray(v) ? v.map(num) : []);
+const finite = (v: number | null): number | null => (v !== null && Number.isFinite(v) ? v : null);
 
-/** The records of a metrics.jsonl file; a torn last line (a run killed mid-write) is skipped. */
-export function readMetricsRecords(file: string): Record<string, unknown>[] {
+/** The checked records of a metrics.jsonl file (none if it does not exist yet). */
+export function readMetricsFile(file: string): MetricsRecord[] {
   if (!fs.existsSync(file)) return [];
-  const lines = fs.readFileSync(file, "utf8").split("\n");
-  const records: Record<string, unknown>[] = [];
-  lines.forEach((line, i) => {
-    if (line.trim() === "") return;
-    try {
-      records.push(JSON.parse(line) as Record<string, unknown>);
-    } catch (error) {
-      if (i < lines.length - 2) throw new ReportInputError(`${file}:${i + 1}: not JSON (${(error as Error).message})`);
-    }
-  });
-  return records;
+  try {
+    return readMetrics(file);
+  } catch (error) {
+    throw new ReportInputError((error as Error).message);
+  }
 }
 
 /** Keeps the last record per key, in key order. */
@@ -103,32 +98,32 @@ export function readRun(dir: string): RunData {
   if (!isRunDir(dir)) throw new ReportInputError(`${dir}: not a loco run directory (no config.json or metrics.jsonl)`);
   const saved = readJson<{ resolved?: TrainOptions }>(path.join(dir, "config.json"));
   const config = saved?.resolved ?? null;
-  const records = readMetricsRecords(path.join(dir, "metrics.jsonl"));
+  const records = readMetricsFile(path.join(dir, "metrics.jsonl"));
   const steps = lastByKey(
     records
-      .filter((r) => r.type === "step")
+      .filter((r): r is StepRecord => r.type === "step")
       .map(
         (r): StepRow => ({
-          step: num(r.step) ?? 0,
-          epoch: num(r.epoch) ?? 0,
-          lr: num(r.lr) ?? 0,
-          loss: numbers(r.loss),
-          imagesPerSecond: num(r.imagesPerSecond) ?? 0,
-          dataWaitShare: num(r.dataWaitShare) ?? 0,
+          step: r.step,
+          epoch: r.epoch,
+          lr: r.lr,
+          loss: r.loss.map(finite),
+          imagesPerSecond: r.imagesPerSecond,
+          dataWaitShare: r.dataWaitShare,
         }),
       ),
     (r) => r.step,
   );
   const epochs = lastByKey(
     records
-      .filter((r) => r.type === "epoch")
+      .filter((r): r is EpochRecord => r.type === "epoch")
       .map(
         (r): EpochRow => ({
-          epoch: num(r.epoch) ?? 0,
-          step: num(r.step) ?? 0,
-          loss: numbers(r.loss),
-          knnTop1: num(r.knnTop1),
-          trainSeconds: num(r.trainSeconds) ?? 0,
+          epoch: r.epoch,
+          step: r.step,
+          loss: r.loss.map(finite),
+          knnTop1: finite(r.knnTop1),
+          trainSeconds: r.trainSeconds,
         }),
       ),
     (r) => r.epoch,
