@@ -44,10 +44,24 @@ test("jobs × threads never exceeds the cores", () => {
 
 test("the presets hold every row of the authors' response", () => {
   const names = RESPONSE_GRID.map((r) => r.name).join("; ");
-  for (const want of [/SimCLR, 2-layer/, /SimCLR, 4-layer/, /GIM, 2-layer/, /GIM, 4-layer/, /sharing only/, /conv decoder only/]) {
+  for (const want of [
+    /SimCLR, 2-layer/,
+    /SimCLR, 4-layer/,
+    /GIM, 2-layer/,
+    /GIM, 4-layer/,
+    /sharing only/,
+    /conv decoder only/,
+  ]) {
     assert.match(names, want);
   }
-  for (const want of [/LoCo, 2-layer/, /LoCo, 4-layer/, /SimCLR \+ conv block/, /GIM, sequential/, /LoCo, sequential/, /feedback alignment/]) {
+  for (const want of [
+    /LoCo, 2-layer/,
+    /LoCo, 4-layer/,
+    /SimCLR \+ conv block/,
+    /GIM, sequential/,
+    /LoCo, sequential/,
+    /feedback alignment/,
+  ]) {
     assert.match(names, want);
   }
   for (const p of ["quick", "standard", "paper"] as const) {
@@ -94,7 +108,11 @@ describe("loco experiment", { skip: haveFashionMnist ? false : "the Fashion-MNIS
     await first.waitFor(/\[1\/2\] SimCLR \(seed 0\): finished/, 180_000);
     // Stop once the second run has written a checkpoint (so it has something to resume from).
     const checkpoints = path.join(dir, "runs", "gim", "seed-0", "checkpoints");
-    for (let i = 0; i < 600 && !(fs.existsSync(checkpoints) && fs.readdirSync(checkpoints).some((f) => f.endsWith(".safetensors"))); i++) {
+    for (
+      let i = 0;
+      i < 600 && !(fs.existsSync(checkpoints) && fs.readdirSync(checkpoints).some((f) => f.endsWith(".safetensors")));
+      i++
+    ) {
       await new Promise((r) => setTimeout(r, 100));
     }
     first.child.kill("SIGTERM");
@@ -112,7 +130,10 @@ describe("loco experiment", { skip: haveFashionMnist ? false : "the Fashion-MNIS
     assert.equal(fs.readFileSync(finishedResults, "utf8"), before.text);
     assert.equal(fs.statSync(finishedResults).mtimeMs, before.mtime, "the finished run was not redone");
     const gimMetrics = readMetrics(path.join(dir, "runs", "gim", "seed-0", "metrics.jsonl"));
-    assert.ok(gimMetrics.some((r) => r.type === "resume"), "GIM resumed from its checkpoint");
+    assert.ok(
+      gimMetrics.some((r) => r.type === "resume"),
+      "GIM resumed from its checkpoint",
+    );
     assert.ok(gimMetrics.some((r) => r.type === "results"));
 
     const results = JSON.parse(fs.readFileSync(path.join(dir, "results.json"), "utf8")) as {

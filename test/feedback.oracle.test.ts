@@ -15,14 +15,26 @@ const skip = oracleAvailable() ? false : "python3-torch is not installed for /us
 interface Case {
   name: string;
   op: "conv2d" | "linear";
-  params: { stride?: number | [number, number]; padding?: number | [number, number]; dilation?: number | [number, number]; groups?: number };
+  params: {
+    stride?: number | [number, number];
+    padding?: number | [number, number];
+    dilation?: number | [number, number];
+    groups?: number;
+  };
   x: number[];
   w: number[];
   bias: boolean;
 }
 
 const CASES: Case[] = [
-  { name: "conv_stride2_pad1", op: "conv2d", params: { stride: 2, padding: 1 }, x: [2, 3, 9, 9], w: [4, 3, 3, 3], bias: true },
+  {
+    name: "conv_stride2_pad1",
+    op: "conv2d",
+    params: { stride: 2, padding: 1 },
+    x: [2, 3, 9, 9],
+    w: [4, 3, 3, 3],
+    bias: true,
+  },
   {
     name: "conv_asym_dilated_grouped",
     op: "conv2d",
@@ -73,7 +85,9 @@ describe("feedback alignment against PyTorch", { skip }, () => {
         for (const [k, v] of Object.entries(a)) inputs.set(`${c.name}.${k}`, v);
       }
       const cases = CASES.map(({ name, op, params }) => ({ name, op, params }));
-      const expected = runOracle(oracleScript("feedback.py"), inputs, [], { metadata: { cases: JSON.stringify(cases) } });
+      const expected = runOracle(oracleScript("feedback.py"), inputs, [], {
+        metadata: { cases: JSON.stringify(cases) },
+      });
       for (const c of CASES) {
         const a = perCase[c.name];
         const fa = locoRun(c, a, a.B);

@@ -23,7 +23,12 @@ const skip = !haveFashionMnist
 const RUNS: { row: string; seed: number; dir: string; flags: Record<string, string | number> }[] = [
   { row: "SimCLR", seed: 0, dir: "runs/simclr-s0", flags: { method: "simclr", seed: 0 } },
   { row: "SimCLR", seed: 1, dir: "runs/simclr-s1", flags: { method: "simclr", seed: 1 } },
-  { row: "LoCo, feedback alignment", seed: 0, dir: "runs/loco-fa-s0", flags: { method: "loco", feedback: "alignment", seed: 0 } },
+  {
+    row: "LoCo, feedback alignment",
+    seed: 0,
+    dir: "runs/loco-fa-s0",
+    flags: { method: "loco", feedback: "alignment", seed: 0 },
+  },
 ];
 
 /** Splits one CSV line (the writer quotes only JSON cells, which these checks do not read). */
@@ -109,13 +114,16 @@ describe("loco report", { skip }, () => {
     assert.deepEqual(page.errors, []);
     assert.deepEqual(page.requests, [], "the report must not load anything");
     // The table's SimCLR row is the mean ± std of the two seeds' results.
-    const linear = RUNS.filter((r) => r.row === "SimCLR").map((r) => readRun(path.join(exp, r.dir)).results!.linear.top1);
+    const linear = RUNS.filter((r) => r.row === "SimCLR").map(
+      (r) => readRun(path.join(exp, r.dir)).results!.linear.top1,
+    );
     const text = fs.readFileSync(html, "utf8");
     assert.ok(text.includes(formatPercent(stat(linear))), `the table shows ${formatPercent(stat(linear))}`);
     assert.ok(text.includes("±"));
 
     assert.ok(Object.keys(singlePage.marks).length >= 5, JSON.stringify(singlePage.marks));
-    for (const [name, count] of Object.entries(singlePage.marks)) assert.ok(count > 0, `run chart ${name} drew no marks`);
+    for (const [name, count] of Object.entries(singlePage.marks))
+      assert.ok(count > 0, `run chart ${name} drew no marks`);
     assert.deepEqual(singlePage.errors, []);
   });
 

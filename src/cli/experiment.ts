@@ -1,22 +1,42 @@
 // `loco experiment <preset | grid file>`: flags, validation of every run's flags, progress.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { PRESET_NAMES, type PresetName, type ExperimentSpec, flagArgs, presetSpec, readGridFile } from "../experiments/grid";
+import {
+  PRESET_NAMES,
+  type PresetName,
+  type ExperimentSpec,
+  flagArgs,
+  presetSpec,
+  readGridFile,
+} from "../experiments/grid";
 import { runExperiment } from "../experiments/runner";
 import { type OptionSpec, UsageError, parseArgs } from "./options";
 import { resolveTrainOptions, trainSpecs } from "./train";
 
 export const experimentSpecs: OptionSpec[] = [
   { flag: "dir", type: "string", description: "experiment directory", defaultText: "experiments/<name>" },
-  { flag: "jobs", type: "int", min: 1, default: 1, description: "runs at once; each gets cores / jobs libtorch threads" },
+  {
+    flag: "jobs",
+    type: "int",
+    min: 1,
+    default: 1,
+    description: "runs at once; each gets cores / jobs libtorch threads",
+  },
   { flag: "cores", type: "int", min: 1, description: "cores to divide between jobs", defaultText: "the machine's" },
-  { flag: "data-dir", type: "string", description: "dataset folder passed to every run", defaultText: "the protocol's" },
+  {
+    flag: "data-dir",
+    type: "string",
+    description: "dataset folder passed to every run",
+    defaultText: "the protocol's",
+  },
 ];
 
 function loadSpec(target: string): ExperimentSpec {
   if (PRESET_NAMES.includes(target as PresetName)) return presetSpec(target as PresetName);
   if (!fs.existsSync(target)) {
-    throw new UsageError(`loco experiment: '${target}' is neither a preset (${PRESET_NAMES.join(", ")}) nor a grid file`);
+    throw new UsageError(
+      `loco experiment: '${target}' is neither a preset (${PRESET_NAMES.join(", ")}) nor a grid file`,
+    );
   }
   return readGridFile(target);
 }
@@ -35,7 +55,9 @@ function checkRuns(spec: ExperimentSpec, extra: Record<string, string>): void {
 
 export async function runExperimentCommand(values: Record<string, unknown>, positionals: string[]): Promise<void> {
   if (positionals.length !== 1) {
-    throw new UsageError(`loco experiment: expected one preset (${PRESET_NAMES.join(", ")}) or grid file, got ${positionals.length}`);
+    throw new UsageError(
+      `loco experiment: expected one preset (${PRESET_NAMES.join(", ")}) or grid file, got ${positionals.length}`,
+    );
   }
   const spec = loadSpec(positionals[0]);
   const extra: Record<string, string> = values.dataDir !== undefined ? { "data-dir": values.dataDir as string } : {};
@@ -54,7 +76,9 @@ export async function runExperimentCommand(values: Record<string, unknown>, posi
   }
   console.log(fs.readFileSync(path.join(dir, "results.md"), "utf8"));
   if (outcome.failed.length > 0) {
-    process.stderr.write(`${outcome.failed.length} runs failed (see their train.log); rerun the command to retry them\n`);
+    process.stderr.write(
+      `${outcome.failed.length} runs failed (see their train.log); rerun the command to retry them\n`,
+    );
     process.exitCode = 1;
   }
 }

@@ -36,10 +36,18 @@ export const RESPONSE_GRID: GridRow[] = [
   { name: "conv decoder only", flags: { method: "gim", "conv-blocks": 1 }, reference: "65.2" },
   { name: "LoCo, 2-layer MLP", flags: { method: "loco" }, reference: "66.2" },
   { name: "LoCo, 4-layer MLP", flags: { method: "loco", "mlp-layers": 4 }, reference: "67.5" },
-  { name: "SimCLR + conv block in decoder", flags: { method: "simclr", "conv-blocks": 1 }, reference: "no gain (no figure)" },
+  {
+    name: "SimCLR + conv block in decoder",
+    flags: { method: "simclr", "conv-blocks": 1 },
+    reference: "no gain (no figure)",
+  },
   { name: "GIM, sequential", flags: { method: "gim", schedule: "sequential" }, reference: "not run" },
   { name: "LoCo, sequential", flags: { method: "loco", schedule: "sequential" }, reference: "not run" },
-  { name: "SimCLR, feedback alignment", flags: { method: "simclr", feedback: "alignment" }, reference: "not run (promised, R4)" },
+  {
+    name: "SimCLR, feedback alignment",
+    flags: { method: "simclr", feedback: "alignment" },
+    reference: "not run (promised, R4)",
+  },
 ];
 
 export const REFERENCE_TITLE = "paper ImageNet top-1 (ResNet-50, 100 ep; other scale)";
@@ -83,7 +91,8 @@ export function presetSpec(name: PresetName): ExperimentSpec {
     case "standard":
       return {
         name: "standard",
-        protocol: "Fashion-MNIST, all 60,000 images, ResNet-18 width 32 (CIFAR stem), 30 epochs, batch 256, LARS, 3 seeds",
+        protocol:
+          "Fashion-MNIST, all 60,000 images, ResNet-18 width 32 (CIFAR stem), 30 epochs, batch 256, LARS, 3 seeds",
         protocolFlags: {
           dataset: "fashion-mnist",
           "train-subset": 0,
@@ -170,7 +179,9 @@ export function readGridFile(file: string): ExperimentSpec {
   }
   const presetName = g.preset ?? "quick";
   if (!PRESET_NAMES.includes(presetName as PresetName)) {
-    throw new GridError(`${file}: preset: expected one of ${PRESET_NAMES.join(", ")}, got ${JSON.stringify(presetName)}`);
+    throw new GridError(
+      `${file}: preset: expected one of ${PRESET_NAMES.join(", ")}, got ${JSON.stringify(presetName)}`,
+    );
   }
   const base = presetSpec(presetName as PresetName);
   const protocolFlags = { ...base.protocolFlags, ...checkFlags(g.protocol, `${file}: protocol`) };
@@ -208,7 +219,8 @@ export function readGridFile(file: string): ExperimentSpec {
   }
   return {
     name: typeof g.name === "string" ? g.name : path.basename(file).replace(/\.(ya?ml|json)$/, ""),
-    protocol: typeof g.description === "string" ? g.description : `${base.protocol} (changed by ${path.basename(file)})`,
+    protocol:
+      typeof g.description === "string" ? g.description : `${base.protocol} (changed by ${path.basename(file)})`,
     protocolFlags,
     seeds,
     rows,

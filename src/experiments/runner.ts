@@ -49,7 +49,12 @@ function writeJsonAtomic(file: string, value: unknown): void {
 
 /** The part of a spec that defines the experiment: a directory holds one. */
 const identity = (spec: ExperimentSpec): string =>
-  JSON.stringify({ p: spec.protocolFlags, r: spec.rows.map((r) => [r.name, r.flags]), s: spec.seeds, b: spec.baselines });
+  JSON.stringify({
+    p: spec.protocolFlags,
+    r: spec.rows.map((r) => [r.name, r.flags]),
+    s: spec.seeds,
+    b: spec.baselines,
+  });
 
 /** Threads per job so that jobs × threads ≤ cores. */
 export function threadsPerJob(jobs: number, cores: number): number {
@@ -165,14 +170,18 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
           const results = readRun(runDir).results;
           log(
             `[${done}/${total}] ${cell.row} (seed ${cell.seed}): finished in ${cell.wallSeconds.toFixed(0)} s` +
-              (results ? `, linear ${(results.linear.top1 * 100).toFixed(2)}%, kNN ${(results.knn.top1 * 100).toFixed(2)}%` : ""),
+              (results
+                ? `, linear ${(results.linear.top1 * 100).toFixed(2)}%, kNN ${(results.knn.top1 * 100).toFixed(2)}%`
+                : ""),
           );
         } else if (stopping || code === 130) {
           cell.status = "interrupted";
         } else {
           cell.status = "failed";
           failed.push(cell);
-          log(`${cell.row} (seed ${cell.seed}): failed (exit ${code ?? signal}); see ${path.join(runDir, "train.log")}`);
+          log(
+            `${cell.row} (seed ${cell.seed}): failed (exit ${code ?? signal}); see ${path.join(runDir, "train.log")}`,
+          );
         }
         save();
         resolve();

@@ -14,7 +14,11 @@ function writeAtomic(file: string, text: string): void {
 }
 
 const fixed = (s: Stat | null, digits: number, scale = 1): string =>
-  s === null ? "-" : s.n > 1 ? `${(s.mean * scale).toFixed(digits)} ± ${(s.std * scale).toFixed(digits)}` : (s.mean * scale).toFixed(digits);
+  s === null
+    ? "-"
+    : s.n > 1
+      ? `${(s.mean * scale).toFixed(digits)} ± ${(s.std * scale).toFixed(digits)}`
+      : (s.mean * scale).toFixed(digits);
 
 const STAGES = [1, 2, 3, 4];
 
@@ -82,7 +86,14 @@ export function resultsCsv(rows: RowSummary[], reference: { values: Record<strin
     ["wall_seconds", (r) => r.wallSeconds],
   ];
   const quote = (s: string): string => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
-  const head = ["row", "kind", "runs", "finished", ...stats.flatMap(([n]) => [`${n}_mean`, `${n}_std`]), "paper_imagenet_top1"];
+  const head = [
+    "row",
+    "kind",
+    "runs",
+    "finished",
+    ...stats.flatMap(([n]) => [`${n}_mean`, `${n}_std`]),
+    "paper_imagenet_top1",
+  ];
   const lines = [head.join(",")];
   for (const r of rows) {
     const values = stats.flatMap(([, f]) => {
@@ -90,7 +101,9 @@ export function resultsCsv(rows: RowSummary[], reference: { values: Record<strin
       return s === null ? ["", ""] : [String(s.mean), String(s.std)];
     });
     lines.push(
-      [quote(r.row), r.kind, String(r.runs), String(r.finished), ...values, quote(reference.values[r.row] ?? "")].join(","),
+      [quote(r.row), r.kind, String(r.runs), String(r.finished), ...values, quote(reference.values[r.row] ?? "")].join(
+        ",",
+      ),
     );
   }
   return `${lines.join("\n")}\n`;
@@ -105,7 +118,12 @@ export function writeResultTables(
 ): number {
   const inputs = cells.map((c) => {
     const runDir = path.join(dir, c.dir);
-    return { row: c.row, seed: c.seed, wallSeconds: c.wallSeconds, run: fs.existsSync(runDir) ? readRun(runDir) : null };
+    return {
+      row: c.row,
+      seed: c.seed,
+      wallSeconds: c.wallSeconds,
+      run: fs.existsSync(runDir) ? readRun(runDir) : null,
+    };
   });
   const rows = summarizeRows(inputs);
   writeAtomic(

@@ -94,7 +94,9 @@ function perLoss(value: number | number[], count: number, field: string): number
  */
 export function resolveLosses(config: LocalLearningConfig, stageCount: number): ResolvedLoss[] {
   if (config.feedback !== undefined && !FEEDBACK_MODES.includes(config.feedback)) {
-    throw new RangeError(`feedback: expected one of ${FEEDBACK_MODES.join(", ")}, got ${JSON.stringify(config.feedback)}`);
+    throw new RangeError(
+      `feedback: expected one of ${FEEDBACK_MODES.join(", ")}, got ${JSON.stringify(config.feedback)}`,
+    );
   }
   const stages = config.lossStages;
   if (!Array.isArray(stages) || stages.length === 0) throw new RangeError("lossStages: expected at least one stage");

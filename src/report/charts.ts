@@ -55,7 +55,13 @@ export function lossChart(points: LossPoint[], rows: number): Chart {
       y: { field: "loss", type: "quantitative" as const, title: "NT-Xent loss", scale: { zero: false } },
       color: single
         ? { field: "stage", type: "nominal" as const, title: "loss at" }
-        : { field: "row", type: "nominal" as const, title: "run", sort: null, legend: { orient: "bottom" as const, columns: 3 } },
+        : {
+            field: "row",
+            type: "nominal" as const,
+            title: "run",
+            sort: null,
+            legend: { orient: "bottom" as const, columns: 3 },
+          },
     },
   };
   const spec: TopLevelSpec = single

@@ -92,7 +92,9 @@ function meanSeries(runs: RunData[], pick: (r: RunData) => [number, number][]): 
 }
 
 const bar = (row: string, group: string, kind: string, s: Stat | null, scale = 1): BarPoint[] =>
-  s === null ? [] : [{ row, group, kind, mean: s.mean * scale, lo: (s.mean - s.std) * scale, hi: (s.mean + s.std) * scale }];
+  s === null
+    ? []
+    : [{ row, group, kind, mean: s.mean * scale, lo: (s.mean - s.std) * scale, hi: (s.mean + s.std) * scale }];
 
 /** The charts that have data, in page order. */
 export function buildCharts(cells: RowInput[], rows: RowSummary[]): Chart[] {

@@ -102,30 +102,26 @@ export function readRun(dir: string): RunData {
   const steps = lastByKey(
     records
       .filter((r): r is StepRecord => r.type === "step")
-      .map(
-        (r): StepRow => ({
-          step: r.step,
-          epoch: r.epoch,
-          lr: r.lr,
-          loss: r.loss.map(finite),
-          imagesPerSecond: r.imagesPerSecond,
-          dataWaitShare: r.dataWaitShare,
-        }),
-      ),
+      .map((r): StepRow => ({
+        step: r.step,
+        epoch: r.epoch,
+        lr: r.lr,
+        loss: r.loss.map(finite),
+        imagesPerSecond: r.imagesPerSecond,
+        dataWaitShare: r.dataWaitShare,
+      })),
     (r) => r.step,
   );
   const epochs = lastByKey(
     records
       .filter((r): r is EpochRecord => r.type === "epoch")
-      .map(
-        (r): EpochRow => ({
-          epoch: r.epoch,
-          step: r.step,
-          loss: r.loss.map(finite),
-          knnTop1: finite(r.knnTop1),
-          trainSeconds: r.trainSeconds,
-        }),
-      ),
+      .map((r): EpochRow => ({
+        epoch: r.epoch,
+        step: r.step,
+        loss: r.loss.map(finite),
+        knnTop1: finite(r.knnTop1),
+        trainSeconds: r.trainSeconds,
+      })),
     (r) => r.epoch,
   );
   const lossStages = config ? [...config.learning.lossStages].sort((a, b) => a - b) : [];

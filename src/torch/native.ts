@@ -81,7 +81,12 @@ export interface NativeAddon {
     dilation: number[],
     groups: number,
   ): NativeHandle;
-  feedbackLinear(input: NativeHandle, weight: NativeHandle, bias: NativeHandle | null, feedback: NativeHandle): NativeHandle;
+  feedbackLinear(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+  ): NativeHandle;
 }
 
 function findPackageRoot(start: string): string {
