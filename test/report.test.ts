@@ -11,6 +11,7 @@ import { measureMethodMemory } from "../src/learning/memory";
 import { readRun } from "../src/report/rundata";
 import { readMetrics } from "../src/learning/metrics";
 import { formatPercent, stat } from "../src/report/summary";
+import { csvField, metricsCsv } from "../src/report/csv";
 import { haveFashionMnist, loco, makeTinyFashionMnist, show, tinyFlags } from "./helpers/runs";
 import { checkPages, chromiumAvailable } from "./helpers/browser";
 
@@ -33,6 +34,30 @@ const RUNS: { row: string; seed: number; dir: string; flags: Record<string, stri
 
 /** Splits one CSV line (the writer quotes only JSON cells, which these checks do not read). */
 const cells = (line: string): string[] => line.split(",");
+
+test("metricsCsv: losses by stage, nested fields dotted, non-finite cells empty, text quoted", () => {
+  const csv = metricsCsv(
+    [
+      { type: "step", step: 10, loss: [1.5, NaN] },
+      { type: "results", linear: { top1: 0.5 }, perStage: [{ stage: 1 }], note: 'a "b", c' },
+    ],
+    [2, 4],
+  );
+  const [header, step, results] = csv.trimEnd().split("\n");
+  assert.equal(header, "type,step,loss_stage2,loss_stage4,linear.top1,perStage,note");
+  assert.equal(step, "step,10,1.5,,,,");
+  assert.equal(results, 'results,,,,0.5,"[{""stage"":1}]","a ""b"", c"');
+  assert.equal(csvField(Infinity), "");
+});
+
+test("stat: mean and sample standard deviation; one value has std 0", () => {
+  const s = stat([0.5, 0.7])!;
+  assert.equal(s.n, 2);
+  assert.ok(Math.abs(s.mean - 0.6) < 1e-12 && Math.abs(s.std - Math.sqrt(0.02)) < 1e-12, JSON.stringify(s));
+  assert.deepEqual(stat([0.4, null, NaN]), { mean: 0.4, std: 0, n: 1 });
+  assert.equal(stat([]), null);
+  assert.equal(formatPercent(stat([0.5, 0.7])), "60.00 ± 14.14");
+});
 
 describe("loco report", { skip }, () => {
   let root = "";

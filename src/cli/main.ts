@@ -58,7 +58,7 @@ const commands: Record<string, Command> = {
 
 function mainHelp(): string {
   const lines = ["Usage: loco <command> [options]", "", "Commands:"];
-  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(12)}${c.summary}`);
   lines.push("", "Run `loco <command> --help` for a command's options.");
   return lines.join("\n");
 }
