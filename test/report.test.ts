@@ -12,6 +12,9 @@ import { readRun } from "../src/report/rundata";
 import { readMetrics } from "../src/learning/metrics";
 import { formatPercent, stat } from "../src/report/summary";
 import { csvField, metricsCsv } from "../src/report/csv";
+import { loadLatestCheckpoint } from "../src/learning/checkpoint";
+import { Conv2d, Linear } from "../src/nn";
+import { ResNet } from "../src/models/resnet";
 import { haveFashionMnist, loco, makeTinyFashionMnist, show, tinyFlags } from "./helpers/runs";
 import { checkPages, chromiumAvailable } from "./helpers/browser";
 
@@ -118,6 +121,30 @@ describe("loco report", { skip }, () => {
         }
       });
     }
+  });
+
+  test("a feedback-alignment run saves one feedback matrix per conv and linear layer in its checkpoint", () => {
+    const checkpoint = loadLatestCheckpoint(path.join(exp, RUNS[2].dir))!;
+    const keys = [...checkpoint.model.keys()];
+    const encoderFeedback = keys.filter((k) => k.startsWith("encoder.") && k.endsWith(".feedback_weight"));
+    const reference = new ResNet({ depth: 18, width: 4, stem: "cifar", inChannels: 1, numClasses: 0 });
+    const convs = reference.modules().filter((m) => m instanceof Conv2d || m instanceof Linear).length;
+    reference.dispose();
+    assert.equal(encoderFeedback.length, convs, "every encoder conv has its matrix");
+    assert.ok(
+      keys.some((k) => k.startsWith("decoders.") && k.endsWith(".feedback_weight")),
+      "decoders too",
+    );
+    for (const k of encoderFeedback) {
+      const b = checkpoint.model.get(k)!;
+      const w = checkpoint.model.get(k.replace(/feedback_weight$/, "weight"))!;
+      assert.deepEqual(b.shape, w.shape, k);
+    }
+    for (const t of [...checkpoint.model.values(), ...checkpoint.optimizer.values()]) t.release();
+    // The SimCLR runs trained with backprop carry none.
+    const plain = loadLatestCheckpoint(path.join(exp, RUNS[0].dir))!;
+    assert.ok(![...plain.model.keys()].some((k) => k.endsWith("feedback_weight")));
+    for (const t of [...plain.model.values(), ...plain.optimizer.values()]) t.release();
   });
 
   test("an experiment's report and a run's report draw every chart in Chromium without errors", async () => {
