@@ -101,44 +101,41 @@ c10::optional<at::Tensor> optionalTensor(const Napi::Value& value, const char* w
 }
 
 // feedbackConv2d(input, weight, bias | null, feedback, stride, padding, dilation, groups)
+// Errors (c10's included) are named after the export by addon.cpp's guard.
 Napi::Value FeedbackConv2dOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  LOCO_GUARD(env, "feedbackConv2d", {
-    if (info.Length() != 8) throw Napi::TypeError::New(env, "feedbackConv2d: expected 8 arguments");
-    const at::Tensor& input = unwrapTensor(info[0], "feedbackConv2d: input");
-    const at::Tensor& weight = unwrapTensor(info[1], "feedbackConv2d: weight");
-    c10::optional<at::Tensor> bias = optionalTensor(info[2], "feedbackConv2d: bias");
-    const at::Tensor& feedback = unwrapTensor(info[3], "feedbackConv2d: feedback");
-    checkFeedback(weight, feedback, "feedbackConv2d");
-    auto stride = intPair(info[4], "feedbackConv2d: stride");
-    auto padding = intPair(info[5], "feedbackConv2d: padding");
-    auto dilation = intPair(info[6], "feedbackConv2d: dilation");
-    int64_t groups = info[7].As<Napi::Number>().Int64Value();
-    return wrapTensor(env, FeedbackConv2d::apply(input, weight, bias, feedback, stride, padding, dilation, groups));
-  })
-  return env.Undefined();
+  if (info.Length() != 8) throw Napi::TypeError::New(env, "feedbackConv2d: expected 8 arguments");
+  const at::Tensor& input = unwrapTensor(info[0], "feedbackConv2d: input");
+  const at::Tensor& weight = unwrapTensor(info[1], "feedbackConv2d: weight");
+  c10::optional<at::Tensor> bias = optionalTensor(info[2], "feedbackConv2d: bias");
+  const at::Tensor& feedback = unwrapTensor(info[3], "feedbackConv2d: feedback");
+  checkFeedback(weight, feedback, "feedbackConv2d");
+  auto stride = intPair(info[4], "feedbackConv2d: stride");
+  auto padding = intPair(info[5], "feedbackConv2d: padding");
+  auto dilation = intPair(info[6], "feedbackConv2d: dilation");
+  int64_t groups = info[7].As<Napi::Number>().Int64Value();
+  return wrapTensor(env, FeedbackConv2d::apply(input, weight, bias, feedback, stride, padding, dilation, groups));
 }
 
 // feedbackLinear(input, weight, bias | null, feedback)
 Napi::Value FeedbackLinearOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  LOCO_GUARD(env, "feedbackLinear", {
-    if (info.Length() != 4) throw Napi::TypeError::New(env, "feedbackLinear: expected 4 arguments");
-    const at::Tensor& input = unwrapTensor(info[0], "feedbackLinear: input");
-    const at::Tensor& weight = unwrapTensor(info[1], "feedbackLinear: weight");
-    c10::optional<at::Tensor> bias = optionalTensor(info[2], "feedbackLinear: bias");
-    const at::Tensor& feedback = unwrapTensor(info[3], "feedbackLinear: feedback");
-    checkFeedback(weight, feedback, "feedbackLinear");
-    return wrapTensor(env, FeedbackLinear::apply(input, weight, bias, feedback));
-  })
-  return env.Undefined();
+  if (info.Length() != 4) throw Napi::TypeError::New(env, "feedbackLinear: expected 4 arguments");
+  const at::Tensor& input = unwrapTensor(info[0], "feedbackLinear: input");
+  const at::Tensor& weight = unwrapTensor(info[1], "feedbackLinear: weight");
+  c10::optional<at::Tensor> bias = optionalTensor(info[2], "feedbackLinear: bias");
+  const at::Tensor& feedback = unwrapTensor(info[3], "feedbackLinear: feedback");
+  checkFeedback(weight, feedback, "feedbackLinear");
+  return wrapTensor(env, FeedbackLinear::apply(input, weight, bias, feedback));
 }
 
 }  // namespace
 
-void registerFeedback(Napi::Env env, Napi::Object exports) {
-  exports.Set("feedbackConv2d", Napi::Function::New(env, FeedbackConv2dOp, "feedbackConv2d"));
-  exports.Set("feedbackLinear", Napi::Function::New(env, FeedbackLinearOp, "feedbackLinear"));
+std::vector<NativeExport> feedbackExports() {
+  return {
+      {"feedbackConv2d", FeedbackConv2dOp},
+      {"feedbackLinear", FeedbackLinearOp},
+  };
 }
 
 }  // namespace loco
