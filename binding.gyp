@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "loco_native",
-      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/random.cpp", "native/signals.cpp", "native/devices.cpp"],
+      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/random.cpp", "native/signals.cpp", "native/devices.cpp", "native/feedback.cpp"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL", "NAPI_EXPERIMENTAL"],
       "cflags!": ["-fno-exceptions"],

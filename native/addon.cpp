@@ -406,7 +406,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   static const std::vector<NativeExport> table = [] {
     std::vector<NativeExport> all;
     for (auto part :
-         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports}) {
+         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports, feedbackExports}) {
       auto exports = part();
       all.insert(all.end(), exports.begin(), exports.end());
     }

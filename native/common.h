@@ -65,6 +65,7 @@ std::vector<NativeExport> allocatorExports();  // allocator.cpp: memory gauges
 std::vector<NativeExport> randomExports();     // random.cpp: generators
 std::vector<NativeExport> signalExports();     // signals.cpp: SIGINT/SIGTERM handling
 std::vector<NativeExport> deviceExports();     // devices.cpp: device names and availability
+std::vector<NativeExport> feedbackExports();   // feedback.cpp: feedback alignment's conv2d and linear
 
 // A c10::Device from a device name ("cpu", "cuda:0"), or a JS error naming the device and what
 // this libtorch build offers.

@@ -5,6 +5,8 @@ import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
+import { reportSpecs, runReport } from "./report-command";
+import { experimentSpecs, runExperimentCommand } from "./experiment";
 
 interface Command {
   summary: string;
@@ -36,6 +38,20 @@ const commands: Record<string, Command> = {
     usage: "loco embed <run dir | checkpoint file> [options]",
     run: runEmbed,
   },
+  experiment: {
+    summary:
+      "Run a grid of runs (the authors' response: methods x ablations x seeds, feedback alignment, baselines), resumably; write results.{md,json,csv} and report.html.",
+    specs: experimentSpecs,
+    usage: "loco experiment <quick | standard | paper | grid.yaml> [options]",
+    run: runExperimentCommand,
+  },
+  report: {
+    summary:
+      "Write a self-contained report.html (tables and SVG charts: loss, kNN, readout, per-stage, memory, time) for a run or experiment directory.",
+    specs: reportSpecs,
+    usage: "loco report <run dir | experiment dir> [options]",
+    run: runReport,
+  },
   memory: {
     summary:
       "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
@@ -46,7 +62,7 @@ const commands: Record<string, Command> = {
 
 function mainHelp(): string {
   const lines = ["Usage: loco <command> [options]", "       loco --version", "", "Commands:"];
-  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(12)}${c.summary}`);
   lines.push("", "Run `loco <command> --help` for a command's options.");
   return lines.join("\n");
 }

@@ -2,7 +2,7 @@
 import * as path from "node:path";
 import { installInterruptHandler } from "../torch/signals";
 import { DATASET_NAMES } from "../data/datasets";
-import { METHOD_NAMES } from "../learning/methods";
+import { FEEDBACK_MODES, METHOD_NAMES } from "../learning/methods";
 import {
   AUGMENT_PRESETS,
   ENCODER_NAMES,
@@ -152,6 +152,14 @@ export const trainSpecs: OptionSpec[] = [
     choices: ["simultaneous", "sequential"],
     default: TRAIN_DEFAULTS.schedule,
     description: "train all stages every step, or one phase per loss stage",
+  },
+  {
+    flag: "feedback",
+    type: "enum",
+    choices: FEEDBACK_MODES,
+    default: TRAIN_DEFAULTS.feedback,
+    description:
+      "backward pass of conv and linear layers: backprop, or alignment (fixed random feedback matrices, Lillicrap et al. 2016; BN and loss exact)",
   },
   {
     flag: "augment",

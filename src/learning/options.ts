@@ -10,7 +10,14 @@ import { datasetFacts } from "../data/registry";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { TrainingError } from "./errors";
 import type { EncoderFactory } from "./encoders";
-import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset } from "./methods";
+import {
+  FEEDBACK_MODES,
+  type FeedbackMode,
+  type LocalLearningConfig,
+  METHOD_NAMES,
+  type MethodName,
+  methodPreset,
+} from "./methods";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
@@ -120,6 +127,8 @@ export interface TrainInput {
   mlpLayers?: number;
   headBn?: boolean;
   schedule?: ScheduleName;
+  /** Backward pass of conv and linear layers: exact backprop, or feedback alignment. */
+  feedback?: FeedbackMode;
   augment?: AugmentPreset;
   seed?: number;
   /** Default: the machine's cores. */
@@ -165,6 +174,7 @@ export const TRAIN_DEFAULTS = {
   mlpLayers: 2,
   headBn: true,
   schedule: "simultaneous",
+  feedback: "backprop",
   augment: "auto",
   seed: 0,
   workers: 1,
@@ -265,6 +275,7 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
     headBN: boolean("headBn", v.headBn),
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
+    feedback: oneOf("feedback", v.feedback, FEEDBACK_MODES),
   };
 }
 
@@ -387,6 +398,7 @@ export function describeMethod(method: MethodName, learning: LocalLearningConfig
     : String(learning.temperature);
   return (
     `${method} (losses ${learning.lossStages.join(",")}, reach ${reach}, c ${learning.convBlocks}, ` +
-    `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule})`
+    `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule}` +
+    `${learning.feedback === "alignment" ? ", feedback alignment" : ""})`
   );
 }

@@ -84,6 +84,22 @@ export interface NativeAddon {
   availableDevices(): string[];
   /** The canonical name of an available device, or an error naming what is available. */
   checkDevice(name: string): string;
+  feedbackConv2d(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+    stride: number[],
+    padding: number[],
+    dilation: number[],
+    groups: number,
+  ): NativeHandle;
+  feedbackLinear(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+  ): NativeHandle;
 }
 
 function findPackageRoot(start: string): string {
