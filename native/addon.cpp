@@ -497,6 +497,7 @@ Napi::Object InitExports(Napi::Env env, Napi::Object exports) {
   set("interruptCount", InterruptCount);
   registerOps(env, exports);
   registerAllocator(env, exports);
+  registerDistributed(env, exports);
   return exports;
 }
 

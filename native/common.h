@@ -35,6 +35,8 @@ at::Generator generatorById(Napi::Env env, int64_t id);
 
 void registerOps(Napi::Env env, Napi::Object exports);
 void registerAllocator(Napi::Env env, Napi::Object exports);
+// Process groups on c10d (distributed.cpp).
+void registerDistributed(Napi::Env env, Napi::Object exports);
 
 }  // namespace loco
 

@@ -30,3 +30,4 @@ export {
   type SafetensorsHeader,
   type TensorDict,
 } from "./safetensors";
+export * as distributed from "./distributed";

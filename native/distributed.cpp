@@ -1,0 +1,661 @@
+// Process groups on libtorch's own c10d: a TCPStore for rendezvous and ProcessGroupGloo for the
+// collectives. Gloo runs every operation on its own threads; JavaScript gets a Promise per
+// operation, settled from a waiter thread through a ThreadSafeFunction, so Node's main thread never
+// blocks on a peer. The two differentiable collectives (used inside forward/backward, which are
+// synchronous) wait on the calling thread, but never longer than the operation's timeout.
+//
+// Failure diagnosis: every rank publishes a heartbeat in the store (a beat counter, the number of
+// collectives it has entered and the last operation's name). When an operation fails, the waiter
+// reads the heartbeats twice, a few beats apart, and names the ranks that stopped beating (dead,
+// killed or frozen) or that have not reached this collective (stalled elsewhere).
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/csrc/distributed/c10d/PrefixStore.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/TCPStore.hpp>
+
+#include <ATen/ops/cat.h>
+
+#include <chrono>
+#include <condition_variable>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+
+#include "common.h"
+
+namespace loco {
+namespace {
+
+using Milliseconds = std::chrono::milliseconds;
+using Clock = std::chrono::steady_clock;
+
+constexpr Milliseconds kHeartbeatPeriod{250};
+// How long a peer's heartbeat may stand still before it is reported as not responding.
+constexpr Milliseconds kSilenceWindow{4 * kHeartbeatPeriod};
+// Gloo times out at the operation's timeout itself; the waiter allows it this much longer to say so.
+constexpr Milliseconds kWaitGrace{2000};
+
+struct Group {
+  c10::intrusive_ptr<c10d::Store> store;  // the TCPStore (rank 0 hosts its server)
+  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  int64_t id = 0;
+  int rank = 0;
+  int size = 1;
+  Milliseconds timeout{0};
+  std::string masterAddr;
+  int masterPort = 0;
+
+  std::atomic<int64_t> collectives{0};  // collectives entered by this rank
+  std::mutex stateMutex;
+  std::string lastOp = "rendezvous";
+  std::string failure;  // the first failure; the group cannot be used after one
+
+  std::thread heartbeat;
+  std::mutex heartbeatMutex;
+  std::condition_variable heartbeatCv;
+  bool stopping = false;
+
+  void stopHeartbeat() {
+    {
+      std::lock_guard<std::mutex> lock(heartbeatMutex);
+      stopping = true;
+    }
+    heartbeatCv.notify_all();
+    if (heartbeat.joinable() && heartbeat.get_id() != std::this_thread::get_id()) heartbeat.join();
+  }
+
+  ~Group();
+};
+
+// Groups by id: the autograd functions save an id (an IValue cannot hold the group) and look it up
+// again in backward; the env cleanup hook stops every heartbeat before the process exits.
+std::mutex registryMutex;
+std::unordered_map<int64_t, std::weak_ptr<Group>> registry;
+int64_t nextGroupId = 1;
+
+std::shared_ptr<Group> groupById(int64_t id) {
+  std::lock_guard<std::mutex> lock(registryMutex);
+  auto it = registry.find(id);
+  return it == registry.end() ? nullptr : it->second.lock();
+}
+
+Group::~Group() {
+  stopHeartbeat();
+  std::lock_guard<std::mutex> lock(registryMutex);
+  registry.erase(id);
+}
+
+std::string heartbeatKey(int rank) { return "loco/heartbeat/" + std::to_string(rank); }
+
+std::vector<uint8_t> bytesOf(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
+
+void runHeartbeat(Group* g) {
+  int64_t beat = 0;
+  std::unique_lock<std::mutex> lock(g->heartbeatMutex);
+  while (!g->stopping) {
+    lock.unlock();
+    std::string op;
+    {
+      std::lock_guard<std::mutex> state(g->stateMutex);
+      op = g->lastOp;
+    }
+    std::ostringstream value;
+    value << ++beat << ' ' << g->collectives.load() << ' ' << op;
+    try {
+      g->store->set(heartbeatKey(g->rank), bytesOf(value.str()));
+    } catch (...) {
+      // The store's host (rank 0) is gone; an operation's diagnosis reports it. Nothing to do here.
+    }
+    lock.lock();
+    g->heartbeatCv.wait_for(lock, kHeartbeatPeriod, [g] { return g->stopping; });
+  }
+}
+
+struct PeerState {
+  bool present = false;
+  int64_t beat = 0;
+  int64_t collectives = 0;
+  std::string lastOp;
+};
+
+std::vector<PeerState> readHeartbeats(Group& g) {
+  std::vector<PeerState> peers(g.size);
+  for (int r = 0; r < g.size; r++) {
+    if (r == g.rank) continue;
+    if (!g.store->check({heartbeatKey(r)})) continue;
+    auto raw = g.store->get(heartbeatKey(r));
+    std::istringstream in(std::string(raw.begin(), raw.end()));
+    PeerState& p = peers[r];
+    p.present = true;
+    in >> p.beat >> p.collectives;
+    std::getline(in >> std::ws, p.lastOp);
+  }
+  return peers;
+}
+
+std::string joinRanks(const std::vector<int>& ranks) {
+  std::string out = ranks.size() == 1 ? "rank " : "ranks ";
+  for (size_t i = 0; i < ranks.size(); i++) out += (i ? ", " : "") + std::to_string(ranks[i]);
+  return out;
+}
+
+std::string secondsText(Milliseconds ms) {
+  std::ostringstream out;
+  out.setf(std::ios::fixed);
+  out.precision(1);
+  out << double(ms.count()) / 1000.0 << " s";
+  return out.str();
+}
+
+// Names the peers behind a failure. `sequence` is the collective's number (0 for send/recv).
+std::string diagnose(Group& g, int sequence, int peer) {
+  try {
+    auto first = readHeartbeats(g);
+    std::this_thread::sleep_for(kSilenceWindow);
+    auto second = readHeartbeats(g);
+    std::vector<int> silent, behind;
+    std::string behindDetail;
+    for (int r = 0; r < g.size; r++) {
+      if (r == g.rank || (peer >= 0 && r != peer)) continue;
+      if (!second[r].present || second[r].beat == first[r].beat) {
+        silent.push_back(r);
+      } else if (sequence > 0 && second[r].collectives < sequence) {
+        behind.push_back(r);
+        behindDetail += (behindDetail.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) +
+                        " last entered " + second[r].lastOp;
+      }
+    }
+    std::string out;
+    if (!silent.empty()) {
+      out += joinRanks(silent) + (silent.size() == 1 ? " is" : " are") +
+             " not responding (no heartbeat for " + secondsText(kSilenceWindow) +
+             ": exited, killed or frozen)";
+    }
+    if (!behind.empty()) {
+      out += (out.empty() ? "" : "; ") + joinRanks(behind) + (behind.size() == 1 ? " has" : " have") +
+             " not reached this operation (" + behindDetail + ")";
+    }
+    return out.empty() ? "every peer is alive and has reached this operation" : out;
+  } catch (const std::exception&) {
+    return "rank 0 is not responding (its rendezvous store at " + g.masterAddr + ":" +
+           std::to_string(g.masterPort) + " cannot be reached: exited or killed)";
+  }
+}
+
+std::string describeOp(const std::string& op, int sequence) {
+  return sequence > 0 ? op + " #" + std::to_string(sequence) : op;
+}
+
+std::string causeOf(std::exception_ptr error) {
+  try {
+    std::rethrow_exception(error);
+  } catch (const c10::Error& e) {
+    return e.what_without_backtrace();
+  } catch (const std::exception& e) {
+    return e.what();
+  } catch (...) {
+    return "unknown error";
+  }
+}
+
+// Records the group's first failure and returns the message every later operation repeats.
+std::string recordFailure(Group& g, const std::string& op, int sequence, int peer, Milliseconds timeout,
+                          Clock::time_point started, const std::string& cause) {
+  std::string diagnosis = diagnose(g, sequence, peer);
+  auto elapsed = std::chrono::duration_cast<Milliseconds>(Clock::now() - started);
+  std::string message = describeOp(op, sequence) + " failed on rank " + std::to_string(g.rank) + " of " +
+                        std::to_string(g.size) + " after " + secondsText(elapsed) + " (timeout " +
+                        secondsText(timeout) + "): " + diagnosis + ". Gloo said: " + cause;
+  std::lock_guard<std::mutex> lock(g.stateMutex);
+  if (g.failure.empty()) g.failure = message;
+  return message;
+}
+
+// Waits for a Gloo work item; returns "" on success or the diagnosed failure message.
+// Collectives carry the timeout into Gloo, which reports it itself (the grace covers its lag);
+// send/recv (peer >= 0) time out in the wait.
+std::string waitWork(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const std::string& op, int sequence,
+                     int peer, Milliseconds timeout, Clock::time_point started) {
+  try {
+    work->wait(peer >= 0 ? timeout : timeout + kWaitGrace);
+    return "";
+  } catch (...) {
+    return recordFailure(g, op, sequence, peer, timeout, started, causeOf(std::current_exception()));
+  }
+}
+
+// ---- promises settled from other threads ----------------------------------------------------
+
+struct Settlement {
+  Napi::Promise::Deferred deferred;
+  std::string error;                                 // empty on success
+  std::function<Napi::Value(Napi::Env)> makeResult;  // runs on the main thread; may be empty
+};
+
+// Runs `work` on a new thread; the Promise settles with makeResult's value (or undefined) or
+// rejects with an Error carrying the message `work` returned. `work` must not throw.
+Napi::Promise settleOffThread(Napi::Env env,
+                              std::function<std::string(std::function<Napi::Value(Napi::Env)>&)> work) {
+  auto* settlement = new Settlement{Napi::Promise::Deferred::New(env), "", nullptr};
+  Napi::Promise promise = settlement->deferred.Promise();
+  auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
+  auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "loco.distributed", 0, 1);
+  std::thread([tsfn, settlement, work]() mutable {
+    settlement->error = work(settlement->makeResult);
+    napi_status status = tsfn.BlockingCall(settlement, [](Napi::Env env, Napi::Function, Settlement* s) {
+      if (!s->error.empty()) {
+        s->deferred.Reject(Napi::Error::New(env, s->error).Value());
+      } else {
+        try {
+          s->deferred.Resolve(s->makeResult ? s->makeResult(env) : env.Undefined());
+        } catch (const Napi::Error& e) {
+          s->deferred.Reject(e.Value());
+        }
+      }
+      delete s;
+    });
+    if (status != napi_ok) delete settlement;  // the environment is shutting down
+    tsfn.Release();
+  }).detach();
+  return promise;
+}
+
+// ---- argument helpers ------------------------------------------------------------------------
+
+std::shared_ptr<Group>& groupOf(const Napi::Value& value, const char* what) {
+  if (!value.IsExternal()) throw Napi::TypeError::New(value.Env(), std::string(what) + ": expected a process group");
+  auto* holder = value.As<Napi::External<std::shared_ptr<Group>>>().Data();
+  if (!*holder) throw Napi::Error::New(value.Env(), std::string(what) + ": the process group was destroyed");
+  return *holder;
+}
+
+int32_t intArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(what) + ": expected a number");
+  return info[i].As<Napi::Number>().Int32Value();
+}
+
+std::string stringField(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsString()) throw Napi::TypeError::New(o.Env(), std::string("initProcessGroup: ") + key + " must be a string");
+  return v.As<Napi::String>().Utf8Value();
+}
+
+int64_t numberField(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) throw Napi::TypeError::New(o.Env(), std::string("initProcessGroup: ") + key + " must be a number");
+  return v.As<Napi::Number>().Int64Value();
+}
+
+const at::Tensor& commTensor(const Napi::Value& value, const char* what) {
+  const at::Tensor& t = unwrapTensor(value, what);
+  if (!t.is_contiguous()) {
+    throw Napi::Error::New(value.Env(), std::string(what) + ": the tensor must be contiguous (call .contiguous())");
+  }
+  return t;
+}
+
+// Throws the group's earlier failure, if any: after one, Gloo's pairs are in an unknown state.
+void checkHealthy(Napi::Env env, Group& g, const std::string& op) {
+  std::lock_guard<std::mutex> lock(g.stateMutex);
+  if (!g.failure.empty()) {
+    throw Napi::Error::New(env, op + ": the process group failed earlier and cannot be used: " + g.failure);
+  }
+}
+
+int enterCollective(Group& g, const std::string& op) {
+  int sequence = int(g.collectives.fetch_add(1) + 1);
+  std::lock_guard<std::mutex> lock(g.stateMutex);
+  g.lastOp = describeOp(op, sequence);
+  return sequence;
+}
+
+// Starts an operation (on the main thread) and returns a Promise for its completion.
+Napi::Value launch(const Napi::CallbackInfo& info, const std::string& op, bool collective, int peer,
+                   Milliseconds timeout, const std::function<c10::intrusive_ptr<c10d::Work>(Group&)>& start) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Group> g = groupOf(info[0], op.c_str());
+  checkHealthy(env, *g, op);
+  int sequence = collective ? enterCollective(*g, op) : 0;
+  auto started = Clock::now();
+  c10::intrusive_ptr<c10d::Work> work;
+  LOCO_GUARD(env, op.c_str(), { work = start(*g); })
+  return settleOffThread(env, [g, work, op, sequence, peer, timeout, started](auto&) {
+    return waitWork(*g, work, op, sequence, peer, timeout, started);
+  });
+}
+
+Milliseconds timeoutArg(const Napi::CallbackInfo& info, size_t i, const Group& g) {
+  if (i >= info.Length() || info[i].IsUndefined()) return g.timeout;
+  double ms = info[i].As<Napi::Number>().DoubleValue();
+  if (!(ms > 0)) throw Napi::RangeError::New(info.Env(), "timeoutMs must be positive");
+  return Milliseconds(int64_t(ms));
+}
+
+// ---- rendezvous -------------------------------------------------------------------------------
+
+std::shared_ptr<::gloo::transport::Device> createDevice(const std::string& masterAddr) {
+  const char* ifname = std::getenv("GLOO_SOCKET_IFNAME");
+  if (ifname && *ifname) return c10d::ProcessGroupGloo::createDeviceForInterface(ifname);
+  // Local runs stay on the loopback interface; a host name that does not resolve is common there.
+  if (masterAddr == "localhost" || masterAddr.rfind("127.", 0) == 0) {
+    return c10d::ProcessGroupGloo::createDeviceForHostname("127.0.0.1");
+  }
+  return c10d::ProcessGroupGloo::createDefaultDevice();
+}
+
+// Connects to (rank 0: hosts) the store, waits for every rank, then builds the Gloo group.
+std::shared_ptr<Group> rendezvous(const std::string& addr, int port, int rank, int size, Milliseconds timeout) {
+  auto g = std::make_shared<Group>();
+  g->rank = rank;
+  g->size = size;
+  g->timeout = timeout;
+  g->masterAddr = addr;
+  g->masterPort = port;
+  std::string where = addr + ":" + std::to_string(port);
+  c10d::TCPStoreOptions options;
+  options.port = uint16_t(port);
+  options.isServer = rank == 0;
+  options.numWorkers = c10::nullopt;
+  options.waitWorkers = false;
+  options.timeout = timeout;
+  try {
+    g->store = c10::make_intrusive<c10d::TCPStore>(addr, options);
+  } catch (...) {
+    std::string cause = causeOf(std::current_exception());
+    if (rank == 0) throw std::runtime_error("rendezvous: rank 0 could not listen on " + where + ": " + cause);
+    throw std::runtime_error("rendezvous: rank " + std::to_string(rank) + " could not reach rank 0's store at " +
+                             where + " within " + secondsText(timeout) +
+                             " (is rank 0 running, and are MASTER_ADDR and MASTER_PORT right?): " + cause);
+  }
+  std::string arrived = "loco/arrived/" + std::to_string(rank);
+  if (g->store->add(arrived, 1) != 1) {
+    throw std::runtime_error("rendezvous: two processes claim rank " + std::to_string(rank) + " at " + where);
+  }
+  std::vector<std::string> everyone;
+  for (int r = 0; r < size; r++) everyone.push_back("loco/arrived/" + std::to_string(r));
+  try {
+    g->store->wait(everyone, timeout);
+  } catch (...) {
+    std::vector<int> missing;
+    try {
+      for (int r = 0; r < size; r++)
+        if (!g->store->check({everyone[r]})) missing.push_back(r);
+    } catch (...) {
+      missing.push_back(0);
+    }
+    throw std::runtime_error("rendezvous at " + where + " timed out after " + secondsText(timeout) + " on rank " +
+                             std::to_string(rank) + ": " + joinRanks(missing) + " never arrived (world size " +
+                             std::to_string(size) + ")");
+  }
+  auto pgOptions = c10d::ProcessGroupGloo::Options::create(timeout);
+  pgOptions->devices.push_back(createDevice(addr));
+  pgOptions->threads = 2;
+  auto prefixed = c10::make_intrusive<c10d::PrefixStore>("loco/gloo", g->store);
+  try {
+    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, pgOptions);
+  } catch (...) {
+    throw std::runtime_error("rendezvous: connecting the Gloo group failed on rank " + std::to_string(rank) + ": " +
+                             causeOf(std::current_exception()));
+  }
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    g->id = nextGroupId++;
+    registry[g->id] = g;
+  }
+  g->heartbeat = std::thread(runHeartbeat, g.get());
+  return g;
+}
+
+void finalizeGroup(Napi::Env, std::shared_ptr<Group>* holder) { delete holder; }
+
+// initProcessGroup({ masterAddr, masterPort, rank, worldSize, timeoutMs }) → Promise<group>
+Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsObject()) throw Napi::TypeError::New(env, "initProcessGroup: expected an options object");
+  auto o = info[0].As<Napi::Object>();
+  std::string addr = stringField(o, "masterAddr");
+  int port = int(numberField(o, "masterPort"));
+  int rank = int(numberField(o, "rank"));
+  int size = int(numberField(o, "worldSize"));
+  Milliseconds timeout(numberField(o, "timeoutMs"));
+  return settleOffThread(env, [=](std::function<Napi::Value(Napi::Env)>& makeResult) -> std::string {
+    try {
+      std::shared_ptr<Group> g = rendezvous(addr, port, rank, size, timeout);
+      makeResult = [g](Napi::Env env) -> Napi::Value {
+        return Napi::External<std::shared_ptr<Group>>::New(env, new std::shared_ptr<Group>(g), finalizeGroup);
+      };
+      return "";
+    } catch (...) {
+      return causeOf(std::current_exception());
+    }
+  });
+}
+
+// destroyProcessGroup(group) → Promise: stops the heartbeat and releases Gloo's threads.
+Napi::Value DestroyProcessGroup(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "destroyProcessGroup: expected a process group");
+  auto* holder = info[0].As<Napi::External<std::shared_ptr<Group>>>().Data();
+  std::shared_ptr<Group> g = std::move(*holder);
+  holder->reset();
+  return settleOffThread(env, [g](auto&) mutable -> std::string {
+    if (!g) return "";
+    g->stopHeartbeat();
+    g.reset();
+    return "";
+  });
+}
+
+// processGroupFailure(group) → the first failure's message, "" while healthy.
+Napi::Value ProcessGroupFailure(const Napi::CallbackInfo& info) {
+  std::shared_ptr<Group> g = groupOf(info[0], "processGroupFailure");
+  std::lock_guard<std::mutex> lock(g->stateMutex);
+  return Napi::String::New(info.Env(), g->failure);
+}
+
+// ---- operations -------------------------------------------------------------------------------
+
+c10d::ReduceOp reduceOpOf(Napi::Env env, int code) {
+  switch (code) {
+    case 0: return c10d::ReduceOp::SUM;
+    case 2: return c10d::ReduceOp::PRODUCT;
+    case 3: return c10d::ReduceOp::MIN;
+    case 4: return c10d::ReduceOp::MAX;
+    default: throw Napi::RangeError::New(env, "allReduce: unsupported reduce op code " + std::to_string(code));
+  }
+}
+
+// allReduce(group, tensor, opCode, timeoutMs) → Promise; in place.
+Napi::Value AllReduce(const Napi::CallbackInfo& info) {
+  std::shared_ptr<Group> g = groupOf(info[0], "allReduce");
+  at::Tensor t = commTensor(info[1], "allReduce");
+  c10d::AllreduceOptions options;
+  options.reduceOp = reduceOpOf(info.Env(), intArg(info, 2, "allReduce"));
+  options.timeout = timeoutArg(info, 3, *g);
+  return launch(info, "allReduce", true, -1, options.timeout, [&](Group& group) {
+    std::vector<at::Tensor> tensors{t};
+    return group.pg->allreduce(tensors, options);
+  });
+}
+
+// allGather(group, outputs[], input, timeoutMs) → Promise; fills outputs[r] with rank r's input.
+Napi::Value AllGather(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  std::shared_ptr<Group> g = groupOf(info[0], "allGather");
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "allGather: expected an array of output tensors");
+  auto array = info[1].As<Napi::Array>();
+  std::vector<at::Tensor> outputs;
+  for (uint32_t i = 0; i < array.Length(); i++) outputs.push_back(commTensor(array.Get(i), "allGather"));
+  at::Tensor input = commTensor(info[2], "allGather");
+  c10d::AllgatherOptions options;
+  options.timeout = timeoutArg(info, 3, *g);
+  return launch(info, "allGather", true, -1, options.timeout, [&](Group& group) {
+    std::vector<std::vector<at::Tensor>> out{outputs};
+    std::vector<at::Tensor> in{input};
+    return group.pg->allgather(out, in, options);
+  });
+}
+
+// broadcast(group, tensor, root, timeoutMs) → Promise; in place.
+Napi::Value Broadcast(const Napi::CallbackInfo& info) {
+  std::shared_ptr<Group> g = groupOf(info[0], "broadcast");
+  at::Tensor t = commTensor(info[1], "broadcast");
+  c10d::BroadcastOptions options;
+  options.rootRank = intArg(info, 2, "broadcast");
+  options.timeout = timeoutArg(info, 3, *g);
+  return launch(info, "broadcast", true, -1, options.timeout, [&](Group& group) {
+    std::vector<at::Tensor> tensors{t};
+    return group.pg->broadcast(tensors, options);
+  });
+}
+
+// barrier(group, timeoutMs) → Promise.
+Napi::Value Barrier(const Napi::CallbackInfo& info) {
+  std::shared_ptr<Group> g = groupOf(info[0], "barrier");
+  c10d::BarrierOptions options;
+  options.timeout = timeoutArg(info, 1, *g);
+  return launch(info, "barrier", true, -1, options.timeout, [&](Group& group) { return group.pg->barrier(options); });
+}
+
+// send(group, tensor, dst, tag, timeoutMs) / recv(group, tensor, src, tag, timeoutMs) → Promise.
+Napi::Value PointToPoint(const Napi::CallbackInfo& info, bool sending) {
+  const char* name = sending ? "send" : "recv";
+  std::shared_ptr<Group> g = groupOf(info[0], name);
+  at::Tensor t = commTensor(info[1], name);
+  int peer = intArg(info, 2, name);
+  int tag = intArg(info, 3, name);
+  if (peer < 0 || peer >= g->size || peer == g->rank) {
+    throw Napi::RangeError::New(info.Env(), std::string(name) + ": peer rank " + std::to_string(peer) +
+                                                " is not another rank of this group (world size " +
+                                                std::to_string(g->size) + ")");
+  }
+  Milliseconds timeout = timeoutArg(info, 4, *g);
+  std::string op = std::string(name) + (sending ? " to rank " : " from rank ") + std::to_string(peer);
+  return launch(info, op, false, peer, timeout, [&](Group& group) {
+    std::vector<at::Tensor> tensors{t};
+    return sending ? group.pg->send(tensors, peer, tag) : group.pg->recv(tensors, peer, tag);
+  });
+}
+
+Napi::Value Send(const Napi::CallbackInfo& info) { return PointToPoint(info, true); }
+Napi::Value Recv(const Napi::CallbackInfo& info) { return PointToPoint(info, false); }
+
+// ---- differentiable collectives (synchronous, bounded by the timeout) -------------------------
+
+// Runs a collective on the calling thread; throws the diagnosed message on failure.
+void runBlocking(Group& g, const std::string& op, const std::function<c10::intrusive_ptr<c10d::Work>()>& start) {
+  {
+    std::lock_guard<std::mutex> lock(g.stateMutex);
+    if (!g.failure.empty()) throw std::runtime_error(op + ": the process group failed earlier: " + g.failure);
+  }
+  int sequence = enterCollective(g, op);
+  auto started = Clock::now();
+  std::string error = waitWork(g, start(), op, sequence, -1, g.timeout, started);
+  if (!error.empty()) throw std::runtime_error(error);
+}
+
+std::shared_ptr<Group> groupForAutograd(int64_t id, const char* op) {
+  auto g = groupById(id);
+  if (!g) throw std::runtime_error(std::string(op) + ": the process group was destroyed before backward");
+  return g;
+}
+
+at::Tensor allReduceSumNow(Group& g, const at::Tensor& input, const std::string& op) {
+  at::Tensor buffer = input.detach().contiguous().clone();
+  runBlocking(g, op, [&] {
+    std::vector<at::Tensor> tensors{buffer};
+    return g.pg->allreduce(tensors);
+  });
+  return buffer;
+}
+
+// y = Σ_ranks x. Every rank's loss depends on y, so x's gradient is Σ_ranks ∂L_r/∂y.
+struct AllReduceSumFunction : public torch::autograd::Function<AllReduceSumFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t groupId) {
+    ctx->saved_data["group"] = groupId;
+    return allReduceSumNow(*groupForAutograd(groupId, "allReduceSumWithGrad"), input, "allReduceSumWithGrad");
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto g = groupForAutograd(ctx->saved_data["group"].toInt(), "allReduceSumWithGrad backward");
+    return {allReduceSumNow(*g, grads[0], "allReduceSumWithGrad backward"), at::Tensor()};
+  }
+};
+
+// y = cat over ranks of x along dim 0 (equal shapes on every rank). x's gradient is its own slice
+// of Σ_ranks ∂L_r/∂y, as in solo-learn's and lightly's gather layers.
+struct AllGatherFunction : public torch::autograd::Function<AllGatherFunction> {
+  static at::Tensor forward(torch::autograd::AutogradContext* ctx, const at::Tensor& input, int64_t groupId) {
+    auto g = groupForAutograd(groupId, "allGatherWithGrad");
+    ctx->saved_data["group"] = groupId;
+    ctx->saved_data["rows"] = input.size(0);
+    at::Tensor local = input.detach().contiguous();
+    std::vector<at::Tensor> outputs;
+    for (int r = 0; r < g->size; r++) outputs.push_back(at::empty_like(local));
+    runBlocking(*g, "allGatherWithGrad", [&] {
+      std::vector<std::vector<at::Tensor>> out{outputs};
+      std::vector<at::Tensor> in{local};
+      return g->pg->allgather(out, in);
+    });
+    return at::cat(outputs, 0);
+  }
+  static torch::autograd::variable_list backward(torch::autograd::AutogradContext* ctx,
+                                                 torch::autograd::variable_list grads) {
+    auto g = groupForAutograd(ctx->saved_data["group"].toInt(), "allGatherWithGrad backward");
+    int64_t rows = ctx->saved_data["rows"].toInt();
+    at::Tensor total = allReduceSumNow(*g, grads[0], "allGatherWithGrad backward");
+    return {total.narrow(0, rows * g->rank, rows).clone(), at::Tensor()};
+  }
+};
+
+// allReduceSumWithGrad(group, tensor) → tensor; allGatherWithGrad(group, tensor) → tensor.
+Napi::Value DifferentiableCollective(const Napi::CallbackInfo& info, bool gather) {
+  Napi::Env env = info.Env();
+  const char* name = gather ? "allGatherWithGrad" : "allReduceSumWithGrad";
+  std::shared_ptr<Group> g = groupOf(info[0], name);
+  const at::Tensor& input = unwrapTensor(info[1], name);
+  LOCO_GUARD(env, name, {
+    if (gather && input.dim() == 0) throw std::runtime_error("expected a tensor with at least one dimension");
+    at::Tensor out = gather ? AllGatherFunction::apply(input, g->id) : AllReduceSumFunction::apply(input, g->id);
+    return wrapTensor(env, std::move(out));
+  })
+}
+
+Napi::Value AllReduceSumWithGrad(const Napi::CallbackInfo& info) { return DifferentiableCollective(info, false); }
+Napi::Value AllGatherWithGrad(const Napi::CallbackInfo& info) { return DifferentiableCollective(info, true); }
+
+void stopAllHeartbeats() {
+  std::vector<std::shared_ptr<Group>> groups;
+  {
+    std::lock_guard<std::mutex> lock(registryMutex);
+    for (auto& entry : registry)
+      if (auto g = entry.second.lock()) groups.push_back(g);
+  }
+  for (auto& g : groups) g->stopHeartbeat();
+}
+
+}  // namespace
+
+void registerDistributed(Napi::Env env, Napi::Object exports) {
+  auto set = [&](const char* name, Napi::Function::Callback fn) {
+    exports.Set(name, Napi::Function::New(env, fn, name));
+  };
+  set("initProcessGroup", InitProcessGroup);
+  set("destroyProcessGroup", DestroyProcessGroup);
+  set("processGroupFailure", ProcessGroupFailure);
+  set("allReduce", AllReduce);
+  set("allGather", AllGather);
+  set("broadcast", Broadcast);
+  set("barrier", Barrier);
+  set("send", Send);
+  set("recv", Recv);
+  set("allReduceSumWithGrad", AllReduceSumWithGrad);
+  set("allGatherWithGrad", AllGatherWithGrad);
+  // No heartbeat thread may outlive the environment (it would race the process's exit).
+  env.AddCleanupHook([] { stopAllHeartbeats(); });
+}
+
+}  // namespace loco

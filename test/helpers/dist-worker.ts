@@ -1,0 +1,105 @@
+// One rank of a distributed test (test/distributed.test.ts starts two of these with RANK,
+// WORLD_SIZE, MASTER_ADDR and MASTER_PORT set). argv[2] names the scenario; the rank prints one line
+// `RESULT <json>` with what it computed or the error it got.
+import { type Tensor, arange, tensor, zeros } from "../../src/torch";
+import { type ProcessGroup, initProcessGroup } from "../../src/torch/distributed";
+
+/** Rank r's input: a [2, 3] float32 tensor that differs per rank. */
+export function rankInput(rank: number): Tensor {
+  return arange(0, 6, 1, { dtype: "float32" })
+    .reshape([2, 3])
+    .mul(rank + 1)
+    .add(0.5 - rank);
+}
+
+/** Rank r's loss weights for the differentiable collectives ([worldSize * 2, 3]). */
+export function rankWeights(rank: number, worldSize: number): Tensor {
+  return arange(0, worldSize * 6, 1, { dtype: "float32" })
+    .reshape([worldSize * 2, 3])
+    .sub(rank * 3)
+    .mul(0.25);
+}
+
+function print(result: unknown): void {
+  process.stdout.write(`RESULT ${JSON.stringify(result)}\n`);
+}
+
+async function operations(pg: ProcessGroup): Promise<Record<string, number[] | number[][]>> {
+  const r = pg.rank;
+  const out: Record<string, number[] | number[][]> = {};
+  for (const op of ["sum", "avg", "max", "min", "product"] as const) {
+    out[op] = (await pg.allReduce(rankInput(r), { op })).toArray();
+  }
+  out.sumInt64 = (await pg.allReduce(tensor([r + 1, 10 * r], { dtype: "int64" }))).toArray();
+  out.allGather = (await pg.allGather(rankInput(r))).map((t) => t.toArray());
+  out.broadcast = (await pg.broadcast(rankInput(r), 1)).toArray();
+  // Blocking send/recv: rank 0 → rank 1.
+  if (r === 0) await pg.send(rankInput(0).add(100), 1);
+  else out.recv = (await pg.recv(zeros([2, 3]), 0)).toArray();
+  // Asynchronous: rank 1 posts its recv, both meet at a barrier, then rank 0 sends; the work handle
+  // is waited on only afterwards.
+  if (r === 1) {
+    const pending = pg.recv(zeros([2, 3]), 0, { tag: 7 });
+    await pg.barrier();
+    out.recvAsync = (await pending.wait()).toArray();
+  } else {
+    await pg.barrier();
+    const sending = pg.send(rankInput(0).mul(-1), 1, { tag: 7 });
+    await sending.wait();
+  }
+  // Differentiable collectives.
+  const x = rankInput(r).requiresGrad_(true);
+  const gathered = pg.allGatherWithGrad(x);
+  gathered.mul(rankWeights(r, pg.worldSize)).sum().backward();
+  out.gatherWithGrad = gathered.detach().toArray();
+  out.gatherGrad = x.grad!.toArray();
+  const y = rankInput(r).requiresGrad_(true);
+  const summed = pg.allReduceWithGrad(y);
+  summed
+    .mul(summed)
+    .mul(rankWeights(r, pg.worldSize).narrow(0, 0, 2))
+    .sum()
+    .backward();
+  out.reduceWithGrad = summed.detach().toArray();
+  out.reduceGrad = y.grad!.toArray();
+  return out;
+}
+
+async function main(): Promise<void> {
+  const scenario = process.argv[2];
+  const started = Date.now();
+  let pg: ProcessGroup | undefined;
+  try {
+    pg = await initProcessGroup();
+    if (scenario === "operations") {
+      print(await operations(pg));
+    } else if (scenario === "killed") {
+      await pg.allReduce(rankInput(pg.rank));
+      const big = zeros([1 << 22]);
+      const started = Date.now();
+      const work = pg.allReduce(big);
+      // Rank 1 dies with its operation in flight; rank 0 must fail, not hang.
+      if (pg.rank === 1) process.kill(process.pid, "SIGKILL");
+      await work;
+      print({ error: null, elapsedMs: Date.now() - started });
+    } else if (scenario === "stalled") {
+      await pg.barrier();
+      if (pg.rank === 1) {
+        // Never reaches the all-reduce: waits past rank 0's timeout, then leaves.
+        await new Promise((resolve) => setTimeout(resolve, pg!.timeoutMs + 2000));
+        process.exit(0);
+      }
+      const started = Date.now();
+      await pg.allReduce(rankInput(pg.rank));
+      print({ error: null, elapsedMs: Date.now() - started });
+    } else {
+      throw new Error(`unknown scenario ${scenario}`);
+    }
+    await pg.destroy();
+  } catch (error) {
+    print({ error: (error as Error).message, elapsedMs: Date.now() - started });
+    process.exit(1);
+  }
+}
+
+if (require.main === module) void main();
