@@ -6,3 +6,4 @@ export * as models from "./models";
 export * as learning from "./learning";
 export * as evaluation from "./eval";
 export * as data from "./data";
+export * as parallel from "./parallel";

@@ -1,0 +1,2 @@
+// Scaling out: the launcher and data-parallel building blocks (docs/distributed.md).
+export * from "./launcher";
