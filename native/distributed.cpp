@@ -150,11 +150,24 @@ std::string secondsText(Milliseconds ms) {
   return out.str();
 }
 
+struct Snapshot {
+  std::vector<PeerState> peers;
+  Clock::time_point at;
+};
+
+Snapshot takeSnapshot(Group& g) {
+  auto at = Clock::now();
+  return Snapshot{readHeartbeats(g), at};
+}
+
 // Names the peers behind a failure. `sequence` is the collective's number (0 for send/recv).
-std::string diagnose(Group& g, int sequence, int peer) {
+// `early`: heartbeats read while the operation was still pending (saves waiting now).
+std::string diagnose(Group& g, int sequence, int peer, const Snapshot* early) {
   try {
-    auto first = readHeartbeats(g);
-    std::this_thread::sleep_for(kSilenceWindow);
+    Snapshot start = early ? *early : takeSnapshot(g);
+    auto waited = Clock::now() - start.at;
+    if (waited < kSilenceWindow) std::this_thread::sleep_for(kSilenceWindow - waited);
+    auto& first = start.peers;
     auto second = readHeartbeats(g);
     std::vector<int> silent, behind;
     std::string behindDetail;
@@ -203,8 +216,8 @@ std::string causeOf(std::exception_ptr error) {
 
 // Records the group's first failure and returns the message every later operation repeats.
 std::string recordFailure(Group& g, const std::string& op, int sequence, int peer, Milliseconds timeout,
-                          Clock::time_point started, const std::string& cause) {
-  std::string diagnosis = diagnose(g, sequence, peer);
+                          Clock::time_point started, const std::string& cause, const Snapshot* early) {
+  std::string diagnosis = diagnose(g, sequence, peer, early);
   auto elapsed = std::chrono::duration_cast<Milliseconds>(Clock::now() - started);
   std::string message = describeOp(op, sequence) + " failed on rank " + std::to_string(g.rank) + " of " +
                         std::to_string(g.size) + " after " + secondsText(elapsed) + " (timeout " +
@@ -215,15 +228,34 @@ std::string recordFailure(Group& g, const std::string& op, int sequence, int pee
 }
 
 // Waits for a Gloo work item; returns "" on success or the diagnosed failure message.
-// Collectives carry the timeout into Gloo, which reports it itself (the grace covers its lag);
-// send/recv (peer >= 0) time out in the wait.
+// Collectives carry the timeout into Gloo, which reports it itself (the grace covers its lag). A
+// collective still pending one silence window before its timeout has the peers' heartbeats read
+// then, so that a stalled peer is named when the timeout strikes, not a window later. send/recv
+// (peer >= 0) time out in the wait itself.
 std::string waitWork(Group& g, const c10::intrusive_ptr<c10d::Work>& work, const std::string& op, int sequence,
                      int peer, Milliseconds timeout, Clock::time_point started) {
+  std::unique_ptr<Snapshot> early;
   try {
-    work->wait(peer >= 0 ? timeout : timeout + kWaitGrace);
+    Milliseconds beforeDeadline = timeout - kSilenceWindow;
+    if (peer >= 0 || beforeDeadline <= Milliseconds(0)) {
+      work->wait(peer >= 0 ? timeout : timeout + kWaitGrace);
+      return "";
+    }
+    try {
+      work->wait(beforeDeadline);
+      return "";
+    } catch (...) {
+      if (work->isCompleted()) throw;  // a real failure, not the early wake-up
+    }
+    try {
+      early = std::make_unique<Snapshot>(takeSnapshot(g));
+    } catch (...) {
+      // The store is unreachable; the diagnosis will say so.
+    }
+    work->wait(timeout - beforeDeadline + kWaitGrace);
     return "";
   } catch (...) {
-    return recordFailure(g, op, sequence, peer, timeout, started, causeOf(std::current_exception()));
+    return recordFailure(g, op, sequence, peer, timeout, started, causeOf(std::current_exception()), early.get());
   }
 }
 
