@@ -57,13 +57,18 @@ struct Group {
   std::mutex heartbeatMutex;
   std::condition_variable heartbeatCv;
   bool stopping = false;
+  std::atomic<bool> heartbeatDone{false};
 
-  void stopHeartbeat() {
+  void signalStop() {
     {
       std::lock_guard<std::mutex> lock(heartbeatMutex);
       stopping = true;
     }
     heartbeatCv.notify_all();
+  }
+
+  void stopHeartbeat() {
+    signalStop();
     if (heartbeat.joinable() && heartbeat.get_id() != std::this_thread::get_id()) heartbeat.join();
   }
 
@@ -112,6 +117,7 @@ void runHeartbeat(Group* g) {
     lock.lock();
     g->heartbeatCv.wait_for(lock, kHeartbeatPeriod, [g] { return g->stopping; });
   }
+  g->heartbeatDone = true;
 }
 
 struct PeerState {
@@ -666,7 +672,19 @@ void stopAllHeartbeats() {
     for (auto& entry : registry)
       if (auto g = entry.second.lock()) groups.push_back(g);
   }
-  for (auto& g : groups) g->stopHeartbeat();
+  // The process is exiting: give each heartbeat a moment to finish its store call. One stuck on an
+  // unreachable store is left running, its group deliberately leaked, rather than hang the exit.
+  for (auto& g : groups) g->signalStop();
+  auto deadline = Clock::now() + Milliseconds(1000);
+  for (auto& g : groups) {
+    while (!g->heartbeatDone && Clock::now() < deadline) std::this_thread::sleep_for(Milliseconds(5));
+    if (g->heartbeatDone) {
+      g->stopHeartbeat();
+    } else {
+      g->heartbeat.detach();
+      new std::shared_ptr<Group>(g);
+    }
+  }
 }
 
 }  // namespace

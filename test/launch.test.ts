@@ -178,6 +178,9 @@ describe("loco launch", () => {
     assert.equal(nodes.code, 2);
     assert.match(nodes.stderr, /--master-addr is required with --nnodes > 1/);
     assert.doesNotMatch(nodes.stderr, /at .*\.js/);
+    const train = await run(["--nproc", "2", "--", "train", "--method", "simclr"]);
+    assert.equal(train.code, 2);
+    assert.match(train.stderr, /`loco train` does not run on several ranks yet/);
   });
 
   test("launches a real 2-rank process group", async () => {

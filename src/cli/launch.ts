@@ -3,7 +3,7 @@ import * as path from "node:path";
 import { launch } from "../parallel/launcher";
 import { type OptionSpec, UsageError } from "./options";
 
-export const launchUsage = "loco launch --nproc N [options] -- <loco command | program> [arguments]";
+export const launchUsage = "loco launch --nproc N [options] -- <program> [arguments]";
 
 export const launchSpecs: OptionSpec[] = [
   { flag: "nproc", type: "int", min: 1, description: "ranks to start on this machine", defaultText: "required" },
@@ -33,10 +33,19 @@ export const launchSpecs: OptionSpec[] = [
 ];
 
 const locoCommands = new Set(["train", "eval", "embed", "memory"]);
+// The loco commands that know they are one rank of several. None yet: `loco train --parallel data`
+// is not wired, and N independent copies of a command would write the same run directory.
+const rankAwareCommands = new Set<string>();
 
 export async function runLaunch(values: Record<string, unknown>, command: string[]): Promise<void> {
   if (values.nproc === undefined) throw new UsageError("--nproc is required (see `loco launch --help`)");
   if (command.length === 0) throw new UsageError(`nothing to launch: ${launchUsage}`);
+  if (locoCommands.has(command[0]) && !rankAwareCommands.has(command[0])) {
+    throw new UsageError(
+      `\`loco ${command[0]}\` does not run on several ranks yet (\`--parallel data\` is not implemented); ` +
+        "launch a script built on loco's parallel building blocks instead (docs/distributed.md)",
+    );
+  }
   // A loco command runs through this same CLI; anything else is a program on the PATH.
   const argv = locoCommands.has(command[0]) ? [process.execPath, path.join(__dirname, "main.js"), ...command] : command;
   const result = await launch({
