@@ -81,6 +81,35 @@ describe("process groups on c10d (2 ranks)", () => {
     assert.ok(elapsedMs < timeoutMs + 1500, `failed after ${elapsedMs} ms`);
   });
 
+  test("when rank 0 (the store's host) dies, the other rank says so", async () => {
+    const timeoutMs = 4000;
+    const outcomes = await runRanks(worker, "killed", {
+      worldSize: 2,
+      port: await freePort(),
+      timeoutMs,
+      extraEnv: { KILL_RANK: "0" },
+    });
+    assert.equal(outcomes[0].signal, "SIGKILL", show(outcomes));
+    const { error, elapsedMs } = outcomes[1].result as { error: string; elapsedMs: number };
+    assert.match(error, /^allReduce #2 failed on rank 1 of 2/);
+    assert.match(error, /rank 0 is not responding \(its rendezvous store at 127\.0\.0\.1:\d+ cannot be reached/);
+    assert.ok(elapsedMs < timeoutMs + 1500, `failed after ${elapsedMs} ms`);
+  });
+
+  test("a recv whose sender dies fails naming it, and the group refuses later operations", async () => {
+    const timeoutMs = 4000;
+    const outcomes = await runRanks(worker, "recvKilled", { worldSize: 2, port: await freePort(), timeoutMs });
+    const r = outcomes[0].result as { error: string; elapsedMs: number; laterError: string; failure: string | null };
+    assert.ok(r !== undefined, show(outcomes));
+    assert.match(
+      r.error,
+      /^recv from rank 1 failed on rank 0 of 2 after [\d.]+ s \(timeout 4\.0 s\): rank 1 is not responding/,
+    );
+    assert.ok(r.elapsedMs < timeoutMs + 1500, `failed after ${r.elapsedMs} ms`);
+    assert.equal(r.laterError, `barrier: the process group failed earlier and cannot be used: ${r.error}`);
+    assert.equal(r.failure, null, "destroyed groups report no failure");
+  });
+
   test("a rank that stalls before an operation makes the other time out, naming it", async () => {
     const timeoutMs = 3000;
     const outcomes = await runRanks(worker, "stalled", { worldSize: 2, port: await freePort(), timeoutMs });

@@ -183,6 +183,34 @@ describe("loco launch", () => {
     assert.match(train.stderr, /`loco train` does not run on several ranks yet/);
   });
 
+  test("two launchers as two nodes (--nnodes 2, one rank each) form one process group", async () => {
+    const worker = path.join(__dirname, "helpers", "dist-worker.js");
+    const port = await freePort();
+    const outs = [capture(), capture()];
+    const results = await Promise.all(
+      [0, 1].map((nodeRank) =>
+        launch({
+          command: [process.execPath, worker, "operations"],
+          nproc: 1,
+          nnodes: 2,
+          nodeRank,
+          masterAddr: "127.0.0.1",
+          masterPort: port,
+          cores: 2,
+          stdout: outs[nodeRank].stream,
+          env: { LOCO_DIST_TIMEOUT_MS: "30000" },
+        }),
+      ),
+    );
+    assert.deepEqual(
+      results.map((r) => r.exitCode),
+      [0, 0],
+      outs.map((o) => o.text()).join("\n"),
+    );
+    assert.match(outs[0].text(), /^\[rank 0\] RESULT \{"sum":\[0,3,6/m);
+    assert.match(outs[1].text(), /^\[rank 1\] RESULT .*"recv":\[100\.5/m);
+  });
+
   test("launches a real 2-rank process group", async () => {
     const worker = path.join(__dirname, "helpers", "dist-worker.js");
     const out = capture();

@@ -78,10 +78,31 @@ async function main(): Promise<void> {
       const big = zeros([1 << 22]);
       const started = Date.now();
       const work = pg.allReduce(big);
-      // Rank 1 dies with its operation in flight; rank 0 must fail, not hang.
-      if (pg.rank === 1) process.kill(process.pid, "SIGKILL");
+      // One rank (KILL_RANK, default 1) dies with its operation in flight; the other must fail, not hang.
+      if (pg.rank === Number(process.env.KILL_RANK ?? 1)) process.kill(process.pid, "SIGKILL");
       await work;
       print({ error: null, elapsedMs: Date.now() - started });
+    } else if (scenario === "recvKilled") {
+      await pg.barrier();
+      if (pg.rank === 1) process.kill(process.pid, "SIGKILL");
+      const started = Date.now();
+      let recvError = "";
+      try {
+        await pg.recv(zeros([4]), 1);
+      } catch (error) {
+        recvError = (error as Error).message;
+      }
+      const elapsedMs = Date.now() - started;
+      // The group refuses further operations, repeating the first failure.
+      let laterError = "";
+      try {
+        await pg.barrier();
+      } catch (error) {
+        laterError = (error as Error).message;
+      }
+      await pg.destroy();
+      print({ error: recvError, elapsedMs, laterError, failure: pg.failure });
+      process.exit(1);
     } else if (scenario === "stalled") {
       await pg.barrier();
       if (pg.rank === 1) {
