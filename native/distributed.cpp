@@ -11,6 +11,7 @@
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/distributed/c10d/PrefixStore.hpp>
 #include <torch/csrc/distributed/c10d/ProcessGroupGloo.hpp>
+#include <torch/csrc/distributed/c10d/ProcessGroupWrapper.hpp>
 #include <torch/csrc/distributed/c10d/TCPStore.hpp>
 
 #include <ATen/ops/cat.h>
@@ -40,7 +41,8 @@ constexpr Milliseconds kWaitGrace{2000};
 
 struct Group {
   c10::intrusive_ptr<c10d::Store> store;  // the TCPStore (rank 0 hosts its server)
-  c10::intrusive_ptr<c10d::ProcessGroupGloo> pg;
+  // ProcessGroupGloo, or with TORCH_DISTRIBUTED_DEBUG=DETAIL a ProcessGroupWrapper around it.
+  c10::intrusive_ptr<c10d::ProcessGroup> pg;
   int64_t id = 0;
   int rank = 0;
   int size = 1;
@@ -433,7 +435,17 @@ std::shared_ptr<Group> rendezvous(const std::string& addr, int port, int rank, i
   pgOptions->threads = 2;
   auto prefixed = c10::make_intrusive<c10d::PrefixStore>("loco/gloo", g->store);
   try {
-    g->pg = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, pgOptions);
+    auto gloo = c10::make_intrusive<c10d::ProcessGroupGloo>(prefixed, rank, size, pgOptions);
+    g->pg = gloo;
+    // PyTorch's debug mode: before every collective, the ranks compare its kind and tensor shapes
+    // over a second Gloo group and fail with a message naming both sides, instead of Gloo aborting
+    // the process on mismatched sizes. It costs a check collective per operation.
+    const char* debug = std::getenv("TORCH_DISTRIBUTED_DEBUG");
+    if (debug && std::string(debug) == "DETAIL") {
+      auto checker = c10::make_intrusive<c10d::ProcessGroupGloo>(
+          c10::make_intrusive<c10d::PrefixStore>("loco/gloo-check", g->store), rank, size, pgOptions);
+      g->pg = c10::make_intrusive<c10d::ProcessGroupWrapper>(gloo, checker);
+    }
   } catch (...) {
     throw std::runtime_error("rendezvous: connecting the Gloo group failed on rank " + std::to_string(rank) + ": " +
                              causeOf(std::current_exception()));

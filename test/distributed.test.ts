@@ -141,6 +141,32 @@ describe("process groups on c10d (2 ranks)", () => {
     );
   });
 
+  test("TORCH_DISTRIBUTED_DEBUG=DETAIL reports collectives whose shapes differ between ranks", async () => {
+    const outcomes = await runRanks(worker, "mismatch", {
+      worldSize: 2,
+      port: await freePort(),
+      timeoutMs: 10000,
+      extraEnv: { TORCH_DISTRIBUTED_DEBUG: "DETAIL" },
+    });
+    for (const o of outcomes) {
+      const own = o.rank === 0 ? "[4]" : "[6]";
+      const other = o.rank === 0 ? "[6]" : "[4]";
+      assert.equal(o.code, 1, show(outcomes));
+      const error = (o.result as { error: string }).error;
+      assert.ok(
+        error.startsWith(
+          `allReduce: Detected mismatch between collectives on ranks. Rank ${o.rank} is running collective: CollectiveFingerPrint(OpType=ALLREDUCE, TensorShape=${own}`,
+        ),
+        error,
+      );
+      assert.ok(
+        error.includes(
+          `but Rank ${1 - o.rank} is running collective: CollectiveFingerPrint(OpType=ALLREDUCE, TensorShape=${other}`,
+        ),
+      );
+    }
+  });
+
   test("rendezvous variables are checked by name", () => {
     const env = { ...process.env };
     try {

@@ -103,6 +103,10 @@ async function main(): Promise<void> {
       await pg.destroy();
       print({ error: recvError, elapsedMs, laterError, failure: pg.failure });
       process.exit(1);
+    } else if (scenario === "mismatch") {
+      // Different shapes on the two ranks: only caught with TORCH_DISTRIBUTED_DEBUG=DETAIL.
+      await pg.allReduce(zeros([pg.rank === 0 ? 4 : 6]));
+      print({ error: null });
     } else if (scenario === "stalled") {
       await pg.barrier();
       if (pg.rank === 1) {
