@@ -79,5 +79,5 @@ export class GradientAllReduce {
  */
 export async function broadcastState(group: ProcessGroup, module: Module, root = 0): Promise<void> {
   const tensors = [...module.parameters(), ...module.buffers()];
-  await Promise.all(tensors.map((t) => noGrad(() => group.broadcast(t, root).wait())));
+  await Promise.all(tensors.map((t) => group.broadcast(t, root).wait()));
 }
