@@ -127,4 +127,5 @@ async function main(): Promise<void> {
   }
 }
 
-if (require.main === module) void main();
+// Only as a rank: `node --test dist/test/` may load every file under test/.
+if (require.main === module && process.argv[2] !== undefined && process.env.WORLD_SIZE !== undefined) void main();
