@@ -5,7 +5,7 @@
   "targets": [
     {
       "target_name": "loco_native",
-      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/distributed.cpp"],
+      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/distributed.cpp", "native/distributed_health.cpp"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NAPI_EXPERIMENTAL", "USE_C10D_GLOO"],
       "cflags!": ["-fno-exceptions"],

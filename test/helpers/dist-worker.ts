@@ -1,6 +1,7 @@
 // One rank of a distributed test (test/distributed.test.ts starts two of these with RANK,
 // WORLD_SIZE, MASTER_ADDR and MASTER_PORT set). argv[2] names the scenario; the rank prints one line
 // `RESULT <json>` with what it computed or the error it got.
+import { setTimeout as sleep } from "node:timers/promises";
 import { type Tensor, arange, tensor, zeros } from "../../src/torch";
 import { type ProcessGroup, initProcessGroup } from "../../src/torch/distributed";
 
@@ -76,15 +77,23 @@ async function main(): Promise<void> {
     } else if (scenario === "killed") {
       await pg.allReduce(rankInput(pg.rank));
       const big = zeros([1 << 22]);
+      const victim = pg.rank === Number(process.env.KILL_RANK ?? 1);
+      // The victim lets the other finish the first all-reduce (its last messages may still be in
+      // flight) and enter the second before dying.
+      if (victim) await sleep(500);
       const started = Date.now();
       const work = pg.allReduce(big);
       // One rank (KILL_RANK, default 1) dies with its operation in flight; the other must fail, not hang.
-      if (pg.rank === Number(process.env.KILL_RANK ?? 1)) process.kill(process.pid, "SIGKILL");
+      if (victim) process.kill(process.pid, "SIGKILL");
       await work;
       print({ error: null, elapsedMs: Date.now() - started });
     } else if (scenario === "recvKilled") {
       await pg.barrier();
-      if (pg.rank === 1) process.kill(process.pid, "SIGKILL");
+      // Rank 1 dies once rank 0 is surely past the barrier and waiting in its recv.
+      if (pg.rank === 1) {
+        await sleep(500);
+        process.kill(process.pid, "SIGKILL");
+      }
       const started = Date.now();
       let recvError = "";
       try {
