@@ -66,11 +66,25 @@ Napi::Promise settleOffThread(Napi::Env env,
 
 // ---- argument helpers ------------------------------------------------------------------------
 
+// A process-group handle: tagged like tensor and generator handles, so that one kind can never be
+// read as another.
+struct GroupBox : HandleHeader {
+  std::shared_ptr<Group> group;
+};
+
+GroupBox* unwrapGroupBox(const Napi::Value& value, const char* what) {
+  void* data = nullptr;
+  if (napi_get_value_external(value.Env(), value, &data) != napi_ok ||
+      static_cast<HandleHeader*>(data)->kind != HandleKind::ProcessGroup) {
+    throw Napi::TypeError::New(value.Env(), std::string(what) + ": expected a process group");
+  }
+  return static_cast<GroupBox*>(static_cast<HandleHeader*>(data));
+}
+
 std::shared_ptr<Group>& groupOf(const Napi::Value& value, const char* what) {
-  if (!value.IsExternal()) throw Napi::TypeError::New(value.Env(), std::string(what) + ": expected a process group");
-  auto* holder = value.As<Napi::External<std::shared_ptr<Group>>>().Data();
-  if (!*holder) throw Napi::Error::New(value.Env(), std::string(what) + ": the process group was destroyed");
-  return *holder;
+  GroupBox* box = unwrapGroupBox(value, what);
+  if (!box->group) throw Napi::Error::New(value.Env(), std::string(what) + ": the process group was destroyed");
+  return box->group;
 }
 
 int32_t intArg(const Napi::CallbackInfo& info, size_t i, const char* what) {
@@ -215,7 +229,7 @@ std::shared_ptr<Group> rendezvous(const std::string& addr, int port, int rank, i
   return g;
 }
 
-void finalizeGroup(Napi::Env, std::shared_ptr<Group>* holder) { delete holder; }
+void finalizeGroup(Napi::Env, GroupBox* box) { delete box; }
 
 // initProcessGroup({ masterAddr, masterPort, rank, worldSize, timeoutMs }) → Promise<group>
 Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
@@ -227,11 +241,16 @@ Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
   int rank = int(numberField(o, "rank"));
   int size = int(numberField(o, "worldSize"));
   Milliseconds timeout(numberField(o, "timeoutMs"));
+  // No heartbeat thread may outlive the environment (it would race the process's exit).
+  env.AddCleanupHook([] { stopAllHeartbeats(); });
   return settleOffThread(env, [=](std::function<Napi::Value(Napi::Env)>& makeResult) -> std::string {
     try {
       std::shared_ptr<Group> g = rendezvous(addr, port, rank, size, timeout);
       makeResult = [g](Napi::Env env) -> Napi::Value {
-        return Napi::External<std::shared_ptr<Group>>::New(env, new std::shared_ptr<Group>(g), finalizeGroup);
+        auto* box = new GroupBox();
+        box->kind = HandleKind::ProcessGroup;
+        box->group = g;
+        return Napi::External<GroupBox>::New(env, box, finalizeGroup);
       };
       return "";
     } catch (...) {
@@ -243,10 +262,9 @@ Napi::Value InitProcessGroup(const Napi::CallbackInfo& info) {
 // destroyProcessGroup(group) → Promise: stops the heartbeat and releases Gloo's threads.
 Napi::Value DestroyProcessGroup(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "destroyProcessGroup: expected a process group");
-  auto* holder = info[0].As<Napi::External<std::shared_ptr<Group>>>().Data();
-  std::shared_ptr<Group> g = std::move(*holder);
-  holder->reset();
+  GroupBox* box = unwrapGroupBox(info[0], "destroyProcessGroup");
+  std::shared_ptr<Group> g = std::move(box->group);
+  box->group.reset();
   return settleOffThread(env, [g](auto&) mutable -> std::string {
     if (!g) return "";
     g->stopHeartbeat();
@@ -436,24 +454,21 @@ Napi::Value AllGatherWithGrad(const Napi::CallbackInfo& info) { return Different
 }  // namespace
 }  // namespace distributed
 
-void registerDistributed(Napi::Env env, Napi::Object exports) {
+std::vector<NativeExport> distributedExports() {
   using namespace distributed;
-  auto set = [&](const char* name, Napi::Function::Callback fn) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
+  return {
+      {"initProcessGroup", InitProcessGroup},
+      {"destroyProcessGroup", DestroyProcessGroup},
+      {"processGroupFailure", ProcessGroupFailure},
+      {"allReduce", AllReduce},
+      {"allGather", AllGather},
+      {"broadcast", Broadcast},
+      {"barrier", Barrier},
+      {"send", Send},
+      {"recv", Recv},
+      {"allReduceSumWithGrad", AllReduceSumWithGrad},
+      {"allGatherWithGrad", AllGatherWithGrad},
   };
-  set("initProcessGroup", InitProcessGroup);
-  set("destroyProcessGroup", DestroyProcessGroup);
-  set("processGroupFailure", ProcessGroupFailure);
-  set("allReduce", AllReduce);
-  set("allGather", AllGather);
-  set("broadcast", Broadcast);
-  set("barrier", Barrier);
-  set("send", Send);
-  set("recv", Recv);
-  set("allReduceSumWithGrad", AllReduceSumWithGrad);
-  set("allGatherWithGrad", AllGatherWithGrad);
-  // No heartbeat thread may outlive the environment (it would race the process's exit).
-  env.AddCleanupHook([] { stopAllHeartbeats(); });
 }
 
 }  // namespace loco

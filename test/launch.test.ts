@@ -35,20 +35,30 @@ console.log(["RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADD
 process.stdout.write("no newline at the end");`,
 );
 
-// Rank 1 fails at once; rank 0 would run for a minute (and says when SIGTERM reaches it).
+// Rank 1 fails once rank 0 has its SIGTERM handler (READY_FILE exists); rank 0 would run for a
+// minute, and says when SIGTERM reaches it.
 const failing = script(
   "failing.js",
-  `if (process.env.RANK === "1") { console.error("rank one gives up"); process.exit(3); }
-process.on("SIGTERM", () => { console.log("stopping on SIGTERM"); process.exit(143); });
-setTimeout(() => {}, 60000);`,
+  `const fs = require("node:fs");
+if (process.env.RANK === "1") {
+  setInterval(() => { if (fs.existsSync(process.env.READY_FILE)) { console.error("rank one gives up"); process.exit(3); } }, 20);
+} else {
+  process.on("SIGTERM", () => { console.log("stopping on SIGTERM"); process.exit(143); });
+  fs.writeFileSync(process.env.READY_FILE, "");
+  setTimeout(() => {}, 60000);
+}`,
 );
 
 const stubborn = script(
   "stubborn.js",
-  `if (process.env.RANK === "1") process.exit(1);
-process.on("SIGTERM", () => console.log("ignoring SIGTERM"));
-console.log("ready");
-setTimeout(() => {}, 60000);`,
+  `const fs = require("node:fs");
+if (process.env.RANK === "1") {
+  setInterval(() => { if (fs.existsSync(process.env.READY_FILE)) process.exit(1); }, 20);
+} else {
+  process.on("SIGTERM", () => console.log("ignoring SIGTERM"));
+  fs.writeFileSync(process.env.READY_FILE, "");
+  setTimeout(() => {}, 60000);
+}`,
 );
 
 const interruptible = script(
@@ -115,6 +125,7 @@ describe("loco launch", () => {
       command: [process.execPath, failing],
       nproc: 2,
       cores: 2,
+      env: { READY_FILE: path.join(tmp, "failing.ready") },
       stdout: out.stream,
       stderr: err.stream,
     });
@@ -133,6 +144,7 @@ describe("loco launch", () => {
       command: [process.execPath, stubborn],
       nproc: 2,
       cores: 2,
+      env: { READY_FILE: path.join(tmp, "stubborn.ready") },
       stopGraceMs: 1500,
       stdout: out.stream,
       stderr: capture().stream,
