@@ -7,11 +7,14 @@ import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
 import { reportSpecs, runReport } from "./report-command";
 import { experimentSpecs, runExperimentCommand } from "./experiment";
+import { launchSpecs, launchUsage, runLaunch } from "./launch";
 
 interface Command {
   summary: string;
   specs: OptionSpec[];
   usage?: string;
+  /** Everything after `--` is handed to run() untouched, as its positionals. */
+  passThrough?: boolean;
   run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
   /** Config-file fields that are read and ignored (a run's config.json carries its resolved options). */
   ignoreConfigFields?: string[];
@@ -58,6 +61,13 @@ const commands: Record<string, Command> = {
     specs: memorySpecs,
     run: runMemory,
   },
+  launch: {
+    summary: "Start the local ranks of a distributed job like torchrun (rendezvous variables, cores per rank).",
+    specs: launchSpecs,
+    usage: launchUsage,
+    passThrough: true,
+    run: runLaunch,
+  },
 };
 
 function mainHelp(): string {
@@ -82,12 +92,18 @@ async function main(argv: string[]): Promise<number> {
     console.error(`loco: unknown command '${name}'\n\n${mainHelp()}`);
     return 2;
   }
-  const parsed = parseArgs(rest, command.specs, name, { ignoreConfigFields: command.ignoreConfigFields });
+  const dashes = command.passThrough ? rest.indexOf("--") : -1;
+  const own = dashes >= 0 ? rest.slice(0, dashes) : rest;
+  const parsed = parseArgs(own, command.specs, name, { ignoreConfigFields: command.ignoreConfigFields });
   if (parsed.help) {
     console.log(formatHelp(name, command.summary, command.specs, command.usage));
     return 0;
   }
-  await command.run(parsed.values, parsed.positionals);
+  if (command.passThrough && parsed.positionals.length > 0) {
+    throw new UsageError(`unexpected argument '${parsed.positionals[0]}': put the command after \`--\``);
+  }
+  const passed = dashes >= 0 ? rest.slice(dashes + 1) : parsed.positionals;
+  await command.run(parsed.values, passed);
   return 0;
 }
 

@@ -299,6 +299,13 @@ export abstract class BatchNormBase extends Module {
     this.registerBuffer("num_batches_tracked", this.trackRunningStats ? zeros([], { dtype: "int64" }) : null);
   }
 
+  /**
+   * Training-mode normalisation over every rank's batch (SyncBatchNorm), installed by
+   * parallel.convertSyncBatchNorm: given this layer, the input and the running-statistics factor,
+   * it returns the output and updates the running statistics. Null: this process's batch only.
+   */
+  crossRankForward: ((layer: BatchNormBase, input: Tensor, factor: number) => Tensor) | null = null;
+
   get weight(): Tensor | null {
     return this.optionalParam("weight");
   }
@@ -361,6 +368,7 @@ export abstract class BatchNormBase extends Module {
       noGrad(() => tracked.add_(1));
       if (this.momentum === null) factor = 1 / tracked.item();
     }
+    if (this.training && this.crossRankForward !== null) return this.crossRankForward(this, input, factor);
     // Running statistics are passed only when they are used or updated, as PyTorch does.
     const passStats = !this.training || this.trackRunningStats;
     return F.batchNorm(input, passStats ? this.runningMean : null, passStats ? this.runningVar : null, {
