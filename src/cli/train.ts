@@ -15,7 +15,9 @@ import {
   simclrCifar,
   simclrImagenet,
 } from "../data/augment";
-import { METHOD_NAMES, type MethodName, methodPreset } from "../learning/methods";
+import { METHOD_NAMES, type MethodName, type SplitSpec, methodPreset } from "../learning/methods";
+import type { Overlap } from "../learning/router";
+import { parseSplit, stageCountOf } from "../learning/split";
 import {
   NON_FINITE_ACTIONS,
   type NonFiniteAction,
@@ -96,14 +98,14 @@ export const trainSpecs: OptionSpec[] = [
     type: "int-list",
     min: 1,
     description: "1-based stages with a loss",
-    defaultText: "the method's: simclr 4; gim, loco 1,2,3,4",
+    defaultText: "the method's: simclr K; gim, loco 1,...,K",
   },
   {
     flag: "reach",
     type: "int-list",
     min: 0,
     description: "stages below its own a loss's gradient reaches (one, or one per loss)",
-    defaultText: "simclr 3, gim 0, loco 1",
+    defaultText: "simclr K-1, gim 0, loco 1",
   },
   {
     flag: "conv-blocks",
@@ -114,6 +116,28 @@ export const trainSpecs: OptionSpec[] = [
   },
   { flag: "mlp-layers", type: "int", min: 1, default: 2, description: "linear layers in each decoder's MLP (m)" },
   { flag: "head-bn", type: "boolean", default: true, description: "batch norm in the MLP head (--no-head-bn to drop)" },
+  {
+    flag: "stages",
+    type: "int",
+    min: 1,
+    description: "encoder stages K, cut at block boundaries by --split",
+    defaultText: "4 (ResNet's own), or the --split list's length + 1",
+  },
+  {
+    flag: "split",
+    type: "string",
+    default: "resnet",
+    description:
+      "where stages are cut: resnet (ResNet's four), balanced-memory, balanced-compute (K groups of blocks with the least largest activation bytes or FLOPs), or block indices where stages 2..K begin (e.g. 4,8,14)",
+  },
+  {
+    flag: "overlap",
+    type: "enum",
+    choices: ["retain", "recompute"],
+    default: "retain",
+    description:
+      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients)",
+  },
   {
     flag: "schedule",
     type: "enum",
@@ -247,7 +271,15 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
       : presetName === "simclr-imagenet"
         ? simclrImagenet(nativeSize, { normalize })
         : simclrCifar(nativeSize, { normalize });
-  const preset = methodPreset(method, 4);
+  let split: SplitSpec;
+  try {
+    split = parseSplit(v.split as string);
+  } catch (error) {
+    throw new UsageError(`--split: ${(error as Error).message}`);
+  }
+  const stages = v.stages as number | undefined;
+  const stageCount = stageCountOf({ stages, split }, 4);
+  const preset = methodPreset(method, stageCount);
   const lossStages = (v.lossStages as number[] | undefined) ?? preset.lossStages;
   const reachList = v.reach as number[] | undefined;
   const temps = v.temperature as number[];
@@ -260,6 +292,9 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
     headBN: v.headBn as boolean,
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: v.schedule as "simultaneous" | "sequential",
+    stages: stageCount,
+    split,
+    overlap: v.overlap as Overlap,
   };
   const optimizer = v.optimizer as "lars" | "sgd" | "adam";
   const batchSize = v.batchSize as number;

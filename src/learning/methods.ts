@@ -1,8 +1,19 @@
 // The methods as presets of one mechanism (METHODS.md): losses at which stages, reach, decoder
 // conv blocks c, MLP depth m, head BN, temperature per stage, schedule.
 
+import type { Overlap } from "./router";
+
 export type MethodName = "simclr" | "gim" | "loco";
 export const METHOD_NAMES: readonly MethodName[] = ["simclr", "gim", "loco"];
+
+/**
+ * How the encoder's blocks are cut into stages: "resnet" keeps the encoder's own stages (ResNet's
+ * four); the balanced splits cut K contiguous groups minimising the largest group's activation
+ * bytes or FLOPs; a list gives the block indices where stages 2…K begin.
+ */
+export type SplitName = "resnet" | "balanced-memory" | "balanced-compute";
+export const SPLIT_NAMES: readonly SplitName[] = ["resnet", "balanced-memory", "balanced-compute"];
+export type SplitSpec = SplitName | number[];
 
 export interface LocalLearningConfig {
   /** 1-based stages that carry a loss (S_1 … S_K). */
@@ -19,6 +30,12 @@ export interface LocalLearningConfig {
   temperature: number | number[];
   /** simultaneous: every stage trains every step; sequential: one phase per loss stage, lower stages frozen. */
   schedule: "simultaneous" | "sequential";
+  /** Encoder stages K (default: the encoder's own count, or the split list's length + 1). */
+  stages?: number;
+  /** Where stages are cut (default "resnet"). */
+  split?: SplitSpec;
+  /** Keep a stage's graph for messages from higher losses, or recompute it (default "retain"; router.ts). */
+  overlap?: Overlap;
 }
 
 /** The preset for a method on an encoder with `stageCount` stages (K). */

@@ -29,6 +29,7 @@ import { Progress, formatDuration } from "../report/progress";
 import { LocalLearner } from "./learner";
 import { type BaselineName, type ReadoutReport, knnMonitor, readoutReport, strided } from "./readout";
 import { buildRunEncoder } from "./runs";
+import { describeSplit } from "./split";
 
 type AnyOptimizer = LARS | SGD | Adam;
 import type { LocalLearningConfig, MethodName } from "./methods";
@@ -285,10 +286,13 @@ export function compareRunConfigs(
   now: TrainOptions,
 ): { refused: string[]; changed: string[] } {
   const strip = (key: string, v: unknown): unknown =>
-    // The dataset may have moved: its folder is not part of the run's identity.
+    // The dataset may have moved: its folder is not part of the run's identity. The overlap mode
+    // changes memory and time, not gradients.
     key === "pretrainData" && v !== null && typeof v === "object"
       ? { ...(v as Record<string, unknown>), dir: undefined }
-      : v;
+      : key === "learning" && v !== null && typeof v === "object"
+        ? { ...(v as Record<string, unknown>), overlap: undefined }
+        : v;
   const differs = (key: string): boolean =>
     canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
   const describe = (key: string): string =>
@@ -491,7 +495,17 @@ async function trainLocked(
   const trainLabelled = await open(options.trainData, "readout train");
   const testSet = await open(options.testData, "test");
   const encoder = buildRunEncoder(options, trainSet.channels);
-  const learner = new LocalLearner(encoder, options.learning, { generator: new Generator(options.seed + 1) });
+  const side = options.augment.size;
+  const [viewHeight, viewWidth] = typeof side === "number" ? [side, side] : side;
+  let learner: LocalLearner;
+  try {
+    learner = new LocalLearner(encoder, options.learning, {
+      generator: new Generator(options.seed + 1),
+      inputShape: [trainSet.channels, viewHeight, viewWidth],
+    });
+  } catch (error) {
+    throw new TrainingError(`learning: ${(error as Error).message}`, 2);
+  }
   const named = namedLearnerParameters(encoder, learner);
   const optimizer = buildOptimizer(options, named);
   const groups = parameterGroups(encoder, learner);
@@ -566,6 +580,15 @@ async function trainLocked(
               `results can differ in the last bits from an uninterrupted run (pass --threads ${String(meta.config.threads)} to match)`,
           );
         }
+      }
+      // A balanced split is re-measured on resume: the stages must still be the ones trained.
+      // Checkpoints without a split are older than splits: they trained the encoder's own stages.
+      const savedSplit = meta.split ?? encoder.naturalSplit();
+      if (JSON.stringify(savedSplit) !== JSON.stringify(learner.split)) {
+        throw new TrainingError(
+          `${checkpoint.path}: the run's stages begin at blocks [${savedSplit.join(", ")}], this resume's at ` +
+            `[${learner.split.join(", ")}]; resuming would train other stages: resume with the run's own --stages/--split`,
+        );
       }
       if (meta.position.epoch * stepsPerEpoch + meta.position.batch !== meta.step) {
         throw new TrainingError(
@@ -654,6 +677,7 @@ async function trainLocked(
       generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
       schedule: { step: scheduler.stepCount, lrs: scheduler.lrs },
       config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
+      split: learner.split,
       extra: { trainSeconds, waitSeconds, skippedSteps, consecutiveSkips, lossSums, lossCounts, lastFinite },
     };
     let file: string;
@@ -684,6 +708,10 @@ async function trainLocked(
     `loco train: ${options.method} on ${trainSet.name} (${trainSet.count} images, ${trainSet.channels}x${trainSet.height}x${trainSet.width}), ` +
       `resnet${options.encoder.depth} width ${options.encoder.width} (${options.encoder.stem} stem), ${options.epochs} epochs x ${stepsPerEpoch} steps, ` +
       `batch ${options.batchSize}, ${options.optimizer} lr ${options.lr}, ${getNumThreads()} threads, run dir ${runDir}`,
+  );
+  log(
+    `stages: ${learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
+      `${describeSplit(learner.split, encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
   );
   const stopAfter = stopAfterStepForTests();
   const stopRequested = async (): Promise<boolean> => {
