@@ -143,7 +143,8 @@ export function runMemory(values: Record<string, unknown>): void {
   };
   // One forward per block at the measured batch: the per-stage bytes and the balanced splits' costs.
   progress("measuring blocks …");
-  const { profiles, naturalSplit: natural } = measureBlocks(options);
+  // A budget search measures other batches anyway: profile one image (bytes scale with the batch).
+  const { profiles, naturalSplit: natural } = measureBlocks(budget === null ? options : { ...options, batchSize: 1 });
   const settings = memorySettings(methods as MethodName[], splits, values.stages as number[], overlaps);
   for (const s of settings) {
     if (s.stages !== undefined && s.stages > profiles.length)
