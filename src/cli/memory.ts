@@ -61,7 +61,8 @@ export const memorySpecs: OptionSpec[] = [
   {
     flag: "budget",
     type: "string",
-    description: "a memory budget (e.g. 8GiB): per setting, the largest batch at --image-size and image size at batch 1",
+    description:
+      "a memory budget (e.g. 8GiB): per setting, the largest batch at --image-size and the largest image size at batch 2 (measured searches)",
   },
   { flag: "channels-last", type: "boolean", default: false, description: "run the encoder in channels-last layout" },
   { flag: "json", type: "boolean", default: false, description: "print JSON instead of tables" },
@@ -143,7 +144,7 @@ export function runMemory(values: Record<string, unknown>): void {
   };
   // One forward per block at the measured batch: the per-stage bytes and the balanced splits' costs.
   progress("measuring blocks …");
-  // A budget search measures other batches anyway: profile one image (bytes scale with the batch).
+  // A budget search measures other batches anyway: profile one image's views (bytes scale with the batch).
   const { profiles, naturalSplit: natural } = measureBlocks(budget === null ? options : { ...options, batchSize: 1 });
   const settings = memorySettings(methods as MethodName[], splits, values.stages as number[], overlaps);
   for (const s of settings) {
@@ -252,7 +253,7 @@ function runBudget(
   console.log(`${header}; budget ${mib(budget)} MiB (weights, gradients, activations; no optimizer state)`);
   console.log(
     formatTable(
-      ["setting", "blocks per stage", `largest batch at ${options.imageSize} px`, "largest image at batch 1"],
+      ["setting", "blocks per stage", `largest batch at ${options.imageSize} px`, "largest image at batch 2"],
       rows.map((r) => [
         label(r.setting, r.cuts),
         describeSplit(r.cuts, profiles.length),

@@ -124,25 +124,37 @@ export function settingOverrides(setting: MemorySetting, cuts: number[]): Partia
 }
 
 /**
- * The largest n ≥ min with fits(n), assuming fits is monotone (true up to a point). Starts from
- * `guess`, widens until it has a fitting and a failing n, then bisects: every answer is measured.
- * null when not even `min` fits; `max` when everything up to it fits.
+ * The largest n in [min, max] with fits(n), assuming fits is monotone (true up to a point). Gallops
+ * from `guess` (steps 1, 2, 4, … up or down) until it holds a fitting and a failing n, then bisects:
+ * every answer is measured, and a good guess costs few probes. null when not even `min` fits.
  */
 export function largestFitting(fits: (n: number) => boolean, guess: number, min: number, max: number): number | null {
-  if (!fits(min)) return null;
-  let lo = min;
-  let hi: number | null = null;
-  let probe = Math.min(max, Math.max(min + 1, Math.round(guess)));
-  while (hi === null && probe > lo) {
-    if (fits(probe)) {
-      lo = probe;
-      if (probe === max) return max;
-      probe = Math.min(max, lo + Math.max(1, lo - min));
-    } else {
+  let probe = Math.min(max, Math.max(min, Math.round(guess)));
+  let lo: number;
+  let hi: number;
+  if (fits(probe)) {
+    lo = probe;
+    for (let step = 1; ; step *= 2) {
+      if (lo === max) return max;
+      const next = Math.min(max, lo + step);
+      if (!fits(next)) {
+        hi = next;
+        break;
+      }
+      lo = next;
+    }
+  } else {
+    hi = probe;
+    for (let step = 1; ; step *= 2) {
+      if (hi === min) return null;
+      probe = Math.max(min, hi - step);
+      if (fits(probe)) {
+        lo = probe;
+        break;
+      }
       hi = probe;
     }
   }
-  if (hi === null) return lo;
   while (hi - lo > 1) {
     const mid = Math.floor((lo + hi) / 2);
     if (fits(mid)) lo = mid;
@@ -151,18 +163,21 @@ export function largestFitting(fits: (n: number) => boolean, guess: number, min:
   return lo;
 }
 
+/** The smallest contrastive batch: NT-Xent needs another image's views as negatives. */
+export const SMALLEST_BATCH = 2;
+
 export interface BudgetResult {
-  /** Largest batch (images, two views each) at the options' image size; null: not even 1 fits. */
+  /** Largest batch (images, two views each) at the options' image size; null: not even the smallest fits. */
   batchSize: number | null;
-  /** Largest square image size (a multiple of `imageStep`) at batch 1; null: not even one step fits. */
+  /** Largest square image size (a multiple of `imageStep`) at the smallest batch; null: none fits. */
   imageSize: number | null;
 }
 
 /**
  * Under `budgetBytes` of peak memory (weights, gradients and activations; optimizer state not
- * included), the largest batch at the options' image size and the largest image size at batch 1,
- * each by a measured search. The first guesses extrapolate two small measurements linearly (peak
- * memory grows about linearly in the batch and in the pixel count).
+ * included), the largest batch at the options' image size and the largest image size at the
+ * smallest batch (2 images), each by a measured search. The first guesses extrapolate two
+ * measurements linearly (peak memory grows about linearly in the batch and in the pixel count).
  */
 export function budgetSearch(
   method: MethodName,
@@ -183,20 +198,21 @@ export function budgetSearch(
     return bytes;
   };
   const size = options.imageSize;
+  const b0 = SMALLEST_BATCH;
   const extrapolate = (x1: number, y1: number, x2: number, y2: number): number =>
     y2 > y1 ? x1 + ((budgetBytes - y1) * (x2 - x1)) / (y2 - y1) : x2;
-  const batchGuess = peak(1, size) > budgetBytes ? 1 : extrapolate(1, peak(1, size), 2, peak(2, size));
-  const batchSize = largestFitting((b) => peak(b, size) <= budgetBytes, batchGuess, 1, 1 << 16);
+  const batchGuess = peak(b0, size) > budgetBytes ? b0 : extrapolate(b0, peak(b0, size), 2 * b0, peak(2 * b0, size));
+  const batchSize = largestFitting((b) => peak(b, size) <= budgetBytes, batchGuess, b0, 1 << 16);
   // Image sizes in steps of imageStep (ResNet downsamples by 32): search over the step count.
   const minSteps = Math.max(1, Math.ceil(64 / imageStep));
   const px = (steps: number): number => steps * imageStep;
   const base = Math.max(minSteps, Math.round(size / imageStep));
   const area = (steps: number): number => px(steps) ** 2;
   const sizeGuess =
-    peak(1, px(base)) > budgetBytes
+    peak(b0, px(base)) > budgetBytes
       ? minSteps
-      : Math.sqrt(extrapolate(area(base), peak(1, px(base)), area(base + 2), peak(1, px(base + 2)))) / imageStep;
-  const steps = largestFitting((s) => peak(1, px(s)) <= budgetBytes, Math.floor(sizeGuess), minSteps, 1 << 10);
+      : Math.sqrt(extrapolate(area(base), peak(b0, px(base)), area(base + 2), peak(b0, px(base + 2)))) / imageStep;
+  const steps = largestFitting((s) => peak(b0, px(s)) <= budgetBytes, Math.floor(sizeGuess), minSteps, 1 << 10);
   return { batchSize, imageSize: steps === null ? null : px(steps) };
 }
 
