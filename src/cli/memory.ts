@@ -101,7 +101,12 @@ export function memorySettings(
       }
     }
   }
-  return [...first, ...rest];
+  // Ratios are to plain end to end: measured whenever simclr is listed, whatever the filters.
+  const reference: MemorySetting = { method: "simclr", split: "resnet", overlap: "retain" };
+  const isReference = (s: MemorySetting): boolean =>
+    s.method === "simclr" && s.split === "resnet" && s.overlap === "retain";
+  const all = [...first, ...rest];
+  return methods.includes("simclr") && !all.some(isReference) ? [reference, ...all] : all;
 }
 
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);

@@ -204,6 +204,13 @@ export function routeStep(
       hasGraph[k] = record;
       previous = h;
 
+      // Stage outputs no pass and no recompute will read again are released as the step goes on,
+      // instead of at its end: x_j once S_j's passes are done, h_j once S_{j+1} has run too.
+      for (let j = 1; j <= k; j++) {
+        if (j < k && passesLeft[j] === 0 && !inputs[j].isDisposed) inputs[j].dispose();
+        if (passesLeft[j - 1] === 0 && !outputs[j - 1].isDisposed) outputs[j - 1].dispose();
+      }
+
       const entry = lossAt.get(k);
       if (entry === undefined) continue;
       // The decoder's graph is its own: backprop the loss into the decoder and a detached h_k,
