@@ -218,7 +218,7 @@ describe("exact resume and interruption", { skip }, () => {
     fs.writeFileSync(configFile, JSON.stringify(config));
     const refused = await loco(["train", "--resume", dir]);
     assert.equal(refused.status, 1, show(refused));
-    assert.match(refused.stderr, /the run was started with other settings \(learning .*balanced-memory/);
+    assert.match(refused.stderr, /other settings \(learning\.split "balanced-memory" → "balanced-compute"\)/);
     assert.deepEqual(checkpointsOf(dir), ["step-000000002.safetensors"], "nothing was written");
     // Recompute computes the same gradients: a run may continue in the other mode.
     const recompute = JSON.parse(original);
