@@ -241,9 +241,10 @@ describe("loco memory", () => {
 
   test("--budget: the largest batch and image size that fit, each measured", () => {
     const args = ["--splits", "resnet", "--overlaps", "retain", "--methods", "simclr,gim"];
-    const rows = JSON.parse(
-      loco(["memory", ...TINY_MEMORY, ...args, "--budget", "6MiB"]).stdout,
-    ) as (MemoryRow & { batchSize: number; imageSize: number })[];
+    const rows = JSON.parse(loco(["memory", ...TINY_MEMORY, ...args, "--budget", "6MiB"]).stdout) as (MemoryRow & {
+      batchSize: number;
+      imageSize: number;
+    })[];
     assert.deepEqual(
       rows.map((r) => r.method),
       ["simclr", "gim"],

@@ -7,14 +7,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Tensor, Generator, manualSeed, memoryStats, noGrad, randn, resetPeakMemory, scope } from "../src/torch";
 import { resnet18 } from "../src/models";
-import {
-  LocalLearner,
-  type LocalLearningConfig,
-  methodPreset,
-  ntXent,
-  routeStep,
-  stageCountOf,
-} from "../src/learning";
+import { LocalLearner, type LocalLearningConfig, methodPreset, ntXent, routeStep, stageCountOf } from "../src/learning";
 import { SGD } from "../src/optim";
 
 function makeLearner(

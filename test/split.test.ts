@@ -49,11 +49,24 @@ function bruteForce(costs: number[], k: number): number {
   let best = Infinity;
   const visit = (start: number, groups: number, worst: number): void => {
     if (groups === 1) {
-      best = Math.min(best, Math.max(worst, costs.slice(start).reduce((a, b) => a + b, 0)));
+      best = Math.min(
+        best,
+        Math.max(
+          worst,
+          costs.slice(start).reduce((a, b) => a + b, 0),
+        ),
+      );
       return;
     }
     for (let end = start + 1; end <= costs.length - groups + 1; end++) {
-      visit(end, groups - 1, Math.max(worst, costs.slice(start, end).reduce((a, b) => a + b, 0)));
+      visit(
+        end,
+        groups - 1,
+        Math.max(
+          worst,
+          costs.slice(start, end).reduce((a, b) => a + b, 0),
+        ),
+      );
     }
   };
   visit(0, k, 0);
@@ -91,7 +104,10 @@ test("splits parse and validate with messages naming what is wrong", () => {
   assert.throws(() => resolveSplit(r18, { split: [0, 2] }), /increasing block indices/);
   assert.throws(() => resolveSplit(r18, { split: [2, 6], stages: 4 }), /stages: 4 stages need 3 block indices/);
   assert.throws(() => resolveSplit(r18, { stages: 8 }), /split "resnet" has the encoder's own 4 stages, not 8/);
-  assert.throws(() => resolveSplit(r18, { stages: 10, split: "balanced-memory" }, [3, 8, 8]), /stages: expected an integer in 1\.\.9/);
+  assert.throws(
+    () => resolveSplit(r18, { stages: 10, split: "balanced-memory" }, [3, 8, 8]),
+    /stages: expected an integer in 1\.\.9/,
+  );
   assert.throws(() => resolveSplit(r18, { stages: 3, split: "balanced-compute" }), /needs the input shape/);
   assert.throws(
     () => new LocalLearner(r18, { ...methodPreset("gim", 8), stages: 8 }),

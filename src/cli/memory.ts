@@ -73,7 +73,8 @@ function listOf<T extends string>(flag: string, value: unknown, allowed: readonl
     .split(",")
     .map((m) => m.trim());
   for (const m of items) {
-    if (!allowed.includes(m as T)) throw new UsageError(`--${flag}: unknown value '${m}' (expected ${allowed.join(", ")})`);
+    if (!allowed.includes(m as T))
+      throw new UsageError(`--${flag}: unknown value '${m}' (expected ${allowed.join(", ")})`);
   }
   return items as T[];
 }
@@ -154,7 +155,9 @@ export function runMemory(values: Record<string, unknown>): void {
   const settings = memorySettings(methods as MethodName[], splits, values.stages as number[], overlaps);
   for (const s of settings) {
     if (s.stages !== undefined && s.stages > profiles.length)
-      throw new UsageError(`--stages: ${s.stages} stages need ${s.stages} blocks, resnet${depth} has ${profiles.length}`);
+      throw new UsageError(
+        `--stages: ${s.stages} stages need ${s.stages} blocks, resnet${depth} has ${profiles.length}`,
+      );
   }
   const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}, batch ${batchSize} (${2 * batchSize} views), ${getNumThreads()} threads`;
 
@@ -165,7 +168,13 @@ export function runMemory(values: Record<string, unknown>): void {
       console.log(
         formatTable(
           ["block", "index", "activation MiB", "GFLOPs", "output"],
-          profiles.map((p, i) => [p.name, String(i), mib(p.activationBytes), (p.flops / 1e9).toFixed(2), p.shape.join("x")]),
+          profiles.map((p, i) => [
+            p.name,
+            String(i),
+            mib(p.activationBytes),
+            (p.flops / 1e9).toFixed(2),
+            p.shape.join("x"),
+          ]),
         ),
       );
     }
@@ -181,7 +190,9 @@ export function runMemory(values: Record<string, unknown>): void {
     const r = measureMethodMemory(s.method, { ...options, overrides: settingOverrides(s, cuts) });
     return { setting: s, cuts, result: r, stages: stageBytes(profiles, cuts) };
   });
-  const e2e = rows.find((r) => r.setting.method === "simclr" && r.setting.split === "resnet" && r.setting.overlap === "retain");
+  const e2e = rows.find(
+    (r) => r.setting.method === "simclr" && r.setting.split === "resnet" && r.setting.overlap === "retain",
+  );
   if (values.json) {
     console.log(
       JSON.stringify(
@@ -205,7 +216,16 @@ export function runMemory(values: Record<string, unknown>): void {
   console.log(header);
   console.log(
     formatTable(
-      ["setting", "blocks per stage", "largest stage MiB", "peak MiB", "activation peak MiB", "e2e / peak", "e2e / activations", "step / e2e step"],
+      [
+        "setting",
+        "blocks per stage",
+        "largest stage MiB",
+        "peak MiB",
+        "activation peak MiB",
+        "e2e / peak",
+        "e2e / activations",
+        "step / e2e step",
+      ],
       rows.map((r) => [
         label(r.setting, r.cuts),
         describeSplit(r.cuts, profiles.length),

@@ -59,7 +59,10 @@ export function measureMethodMemory(method: MethodName, options: MemoryMeasureOp
   return scope(() => {
     const encoder = buildEncoder(options);
     const overrides = options.overrides ?? {};
-    const config = { ...methodPreset(method, stageCountOf(overrides, encoder.naturalSplit().length + 1)), ...overrides };
+    const config = {
+      ...methodPreset(method, stageCountOf(overrides, encoder.naturalSplit().length + 1)),
+      ...overrides,
+    };
     const learner = new LocalLearner(encoder, config, {
       generator: new Generator(1),
       inputShape: [options.inChannels ?? 3, options.imageSize, options.imageSize],
@@ -105,7 +108,11 @@ export interface MemorySetting {
 }
 
 /** A setting's cuts, from block profiles already measured (the balanced splits' costs). */
-export function settingCuts(setting: MemorySetting, profiles: readonly BlockProfile[], naturalSplit: number[]): number[] {
+export function settingCuts(
+  setting: MemorySetting,
+  profiles: readonly BlockProfile[],
+  naturalSplit: number[],
+): number[] {
   const split = setting.split;
   if (split === "resnet") return naturalSplit;
   if (Array.isArray(split)) return split;

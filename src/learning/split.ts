@@ -144,17 +144,15 @@ export interface SplitRequest {
  * The block indices where stages 2…K begin. Balanced splits profile the blocks on a batch of
  * `inputShape` ([C, H, W]), which they then need.
  */
-export function resolveSplit(
-  encoder: StagedEncoder,
-  request: SplitRequest,
-  inputShape?: readonly number[],
-): number[] {
+export function resolveSplit(encoder: StagedEncoder, request: SplitRequest, inputShape?: readonly number[]): number[] {
   const blockCount = encoder.blocks().length;
   const natural = encoder.naturalSplit();
   const split = request.split ?? "resnet";
   const k = request.stages;
   if (k !== undefined && (!Number.isInteger(k) || k < 1 || k > blockCount)) {
-    throw new RangeError(`stages: expected an integer in 1..${blockCount} (the encoder has ${blockCount} blocks), got ${k}`);
+    throw new RangeError(
+      `stages: expected an integer in 1..${blockCount} (the encoder has ${blockCount} blocks), got ${k}`,
+    );
   }
   if (Array.isArray(split)) {
     validateCuts(split, blockCount);
@@ -164,7 +162,9 @@ export function resolveSplit(
     return [...split];
   }
   if (!SPLIT_NAMES.includes(split)) {
-    throw new RangeError(`split: expected ${SPLIT_NAMES.join(", ")} or a list of block indices, got ${JSON.stringify(split)}`);
+    throw new RangeError(
+      `split: expected ${SPLIT_NAMES.join(", ")} or a list of block indices, got ${JSON.stringify(split)}`,
+    );
   }
   if (split === "resnet") {
     if (k !== undefined && k !== natural.length + 1) {

@@ -295,12 +295,15 @@ export function compareRunConfigs(
         : v;
   const differs = (key: string): boolean =>
     canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
-  const isObject = (v: unknown): v is Record<string, unknown> => v !== null && typeof v === "object" && !Array.isArray(v);
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
   const describe = (key: string): string => {
     const [a, b] = [strip(key, saved[key]), strip(key, now[key as keyof TrainOptions])];
     if (!isObject(a) || !isObject(b)) return `${key} ${shortJson(saved[key])} → ${shortJson(b)}`;
     // Name the fields that differ inside an object setting (learning.split, encoder.width).
-    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter((f) => canonical(a[f]) !== canonical(b[f]));
+    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+      (f) => canonical(a[f]) !== canonical(b[f]),
+    );
     return fields.map((f) => `${key}.${f} ${shortJson(a[f])} → ${shortJson(b[f])}`).join("; ");
   };
   return {
