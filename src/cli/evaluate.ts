@@ -6,6 +6,7 @@ import { type DatasetSpec, openDataset } from "../data/datasets";
 import { evalBatches } from "../learning/readout";
 import { openRun, readRunConfig, runDirOf } from "../learning/runs";
 import { encoderFeatures } from "../learning/encoders";
+import { naturalStages } from "../learning/split";
 import { evaluateRun } from "../learning/evaluate";
 import { type TrainOptions, parseBaselines } from "../learning/options";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
@@ -109,7 +110,7 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
   const set =
     stage === 4
       ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
-      : (await extractStageFeatures(run.encoder.stages(), batches(), [stage - 1], { module: run.encoder }))[0];
+      : (await extractStageFeatures(naturalStages(run.encoder), batches(), [stage - 1], { module: run.encoder }))[0];
   const out =
     (values.out as string | undefined) ??
     path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);

@@ -57,7 +57,7 @@ const commands: Record<string, Command> = {
   },
   memory: {
     summary:
-      "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
+      "Measure peak training-step memory of SimCLR end to end, GIM and LoCo per split and overlap mode, per block (--blocks) and under a budget (--budget), with the engine's counting allocator.",
     specs: memorySpecs,
     run: runMemory,
   },

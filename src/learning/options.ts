@@ -17,7 +17,10 @@ import {
   METHOD_NAMES,
   type MethodName,
   methodPreset,
+  type SplitSpec,
 } from "./methods";
+import { OVERLAP_MODES, type Overlap } from "./router";
+import { parseSplit, stageCountOf } from "./split";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
@@ -129,6 +132,12 @@ export interface TrainInput {
   schedule?: ScheduleName;
   /** Backward pass of conv and linear layers: exact backprop, or feedback alignment. */
   feedback?: FeedbackMode;
+  /** Encoder stages K (default: 4, ResNet's own, or the split list's length + 1). */
+  stages?: number;
+  /** Where stages are cut: "resnet", "balanced-memory", "balanced-compute", or block indices ("4,8,14"). */
+  split?: string | SplitSpec;
+  /** A stage graph awaiting a message from a higher loss: keep it, or recompute it. */
+  overlap?: Overlap;
   augment?: AugmentPreset;
   seed?: number;
   /** Default: the machine's cores. */
@@ -175,6 +184,8 @@ export const TRAIN_DEFAULTS = {
   headBn: true,
   schedule: "simultaneous",
   feedback: "backprop",
+  split: "resnet",
+  overlap: "retain",
   augment: "auto",
   seed: 0,
   workers: 1,
@@ -257,7 +268,15 @@ export function completeTrainInput(input: TrainInput): TrainInput & typeof TRAIN
 
 /** The method's settings after the user's overrides (losses, reach, c, m, temperature, schedule). */
 function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: MethodName): LocalLearningConfig {
-  const preset = methodPreset(method, 4);
+  let split: SplitSpec;
+  try {
+    split = typeof v.split === "string" ? parseSplit(v.split) : parseSplit(String(v.split));
+  } catch (error) {
+    throw new TrainingError(`split: ${(error as Error).message}`, 2);
+  }
+  const stages = v.stages === undefined ? undefined : integer("stages", v.stages, 1);
+  const stageCount = stageCountOf({ stages, split }, 4);
+  const preset = methodPreset(method, stageCount);
   const list = (field: string, value: unknown, min: number): number[] => {
     const items = Array.isArray(value) ? value : [value];
     if (items.length === 0) throw invalid(field, "one number or a list", value);
@@ -276,6 +295,9 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
     feedback: oneOf("feedback", v.feedback, FEEDBACK_MODES),
+    stages: stageCount,
+    split,
+    overlap: oneOf("overlap", v.overlap, OVERLAP_MODES),
   };
 }
 

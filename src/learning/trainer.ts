@@ -12,6 +12,7 @@ import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
+import { describeSplit } from "./split";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFinite } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
@@ -189,6 +190,10 @@ async function runTraining(
         `${describeEncoder(options)}, ${options.epochs} epochs x ${stepsPerEpoch} steps, batch ${options.batchSize}, ` +
         `${options.optimizer} lr ${options.lr}, ${getNumThreads()} threads, run dir ${options.runDir}`,
     );
+    log(
+      `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
+        `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
+    );
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
@@ -315,6 +320,7 @@ function writeCheckpoint(ctx: TrainContext): string {
     generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
     schedule: { step: ctx.scheduler.stepCount, lrs: ctx.scheduler.lrs },
     config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
+    split: model.learner.split,
     extra: checkpointExtra(state),
   };
   let file: string;
