@@ -11,12 +11,19 @@
 // augment them (each with one libtorch thread by default) and transfer the float32 pixels back, and
 // the main thread only wraps them in tensors. Each batch reports waitMs, the time next() kept the
 // caller waiting, so a trainer can log the share of step time spent waiting for data.
+//
+// Streamed image folders (./stream.ts) go through the same loader: the workers decode each image
+// with its crop as they prepare a batch (one batch at a time per worker), under the same
+// determinism contract; files found bad are collected here (badImages, onBadImage, badImagesFile).
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import { type Tensor, fromTypedArray, keep } from "../torch";
 import { Augmentation, type AugmentConfig } from "./augment";
 import type { ImageDataset } from "./dataset";
+import { type BadImage, BadImageError } from "./folder";
 import { type PreparedBatch, prepareBatch } from "./prepare";
+import { type StreamedFiles, prepareStreamingBatch, streamedFiles } from "./stream";
 import { Rng } from "./rng";
 import type { WorkerInit, WorkerReply, WorkerRequest } from "./worker";
 
@@ -51,6 +58,10 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Start here instead of (0, 0): resume from a saved `position`. */
   start?: LoaderPosition;
+  /** Streamed image folders: told about each bad file skipped (once per file). */
+  onBadImage?: (bad: BadImage) => void;
+  /** Streamed image folders: keep the list of skipped files here ("path<TAB>reason" lines, rewritten atomically). */
+  badImagesFile?: string;
 }
 
 /** One batch: the caller owns its tensors (dispose() frees them). */
@@ -77,13 +88,16 @@ export interface LoaderStats {
   prepareMs: number;
 }
 
+/** A prepared batch; streamed folders add the dataset index behind each position and the bad files found. */
+type Prepared = PreparedBatch & { indices?: Int32Array; bad?: BadImage[] };
+
 interface Job {
-  promise: Promise<PreparedBatch>;
+  promise: Promise<Prepared>;
   indices: Int32Array;
 }
 
 interface Pending {
-  resolve: (b: PreparedBatch) => void;
+  resolve: (b: Prepared) => void;
   reject: (e: Error) => void;
   worker: number;
 }
@@ -116,6 +130,10 @@ export class DataLoader {
   #failure: Error | null = null;
   #closed = false;
   #stats: LoaderStats = { batches: 0, waitMs: 0, prepareMs: 0 };
+  readonly #streamed: StreamedFiles | null;
+  readonly #bad = new Map<string, string>();
+  readonly #onBadImage?: (bad: BadImage) => void;
+  readonly #badImagesFile?: string;
 
   constructor(dataset: ImageDataset, options: LoaderOptions) {
     this.dataset = dataset;
@@ -157,7 +175,19 @@ export class DataLoader {
     const workers = options.workers ?? 1;
     positiveInt(workers, "workers", 0);
     const threads = positiveInt(options.workerThreads ?? 1, "workerThreads");
-    const init: WorkerInit = { source: dataset.images.spec(), configs: this.configs, seed: this.seed };
+    const spec = dataset.images.spec();
+    this.#streamed = streamedFiles(spec);
+    this.#onBadImage = options.onBadImage;
+    this.#badImagesFile = options.badImagesFile;
+    if (this.#badImagesFile !== undefined && fs.existsSync(this.#badImagesFile)) {
+      // A resumed run: keep the files an earlier part of it skipped.
+      for (const line of fs.readFileSync(this.#badImagesFile, "utf8").split("\n")) {
+        const [file, reason] = line.split("\t");
+        if (file) this.#bad.set(file, reason ?? "");
+      }
+    }
+    if (this.#streamed !== null) this.#noteBad(this.#streamed.listedBad);
+    const init: WorkerInit = { source: spec, configs: this.configs, seed: this.seed };
     for (let w = 0; w < workers; w++) this.#workers.push(this.#spawn(w, init, threads));
   }
 
@@ -169,6 +199,11 @@ export class DataLoader {
   /** Cumulative timings since construction (or resetStats). */
   get stats(): LoaderStats {
     return { ...this.#stats };
+  }
+
+  /** Streamed image folders: the files skipped so far (listed when opened, or found bad while decoding). */
+  get badImages(): BadImage[] {
+    return [...this.#bad].map(([file, reason]) => ({ file, reason }));
   }
 
   resetStats(): void {
@@ -221,6 +256,8 @@ export class DataLoader {
     }
     this.#jobs.delete(`${epoch}:${batch}`);
     const prepared = await job.promise;
+    if (prepared.bad !== undefined) this.#noteBad(prepared.bad);
+    const indices = prepared.indices ?? job.indices;
     const views = prepared.views.map((v, i) => keep(fromTypedArray(v, prepared.shapes[i])));
     const labels = this.dataset.labels;
     const labelTensor =
@@ -228,8 +265,8 @@ export class DataLoader {
         ? null
         : keep(
             fromTypedArray(
-              BigInt64Array.from(job.indices, (i) => BigInt(labels[i])),
-              [job.indices.length],
+              BigInt64Array.from(indices, (i) => BigInt(labels[i])),
+              [indices.length],
             ),
           );
     const next = this.#after({ epoch, batch });
@@ -242,7 +279,7 @@ export class DataLoader {
     return {
       views,
       labels: labelTensor,
-      indices: job.indices,
+      indices,
       epoch,
       batch,
       waitMs,
@@ -287,6 +324,22 @@ export class DataLoader {
     this.#workers = [];
   }
 
+  /** Records newly found bad files: tells onBadImage and rewrites badImagesFile. */
+  #noteBad(found: readonly BadImage[]): void {
+    const fresh = found.filter((b) => !this.#bad.has(b.file));
+    if (fresh.length === 0) return;
+    for (const b of fresh) {
+      this.#bad.set(b.file, b.reason);
+      this.#onBadImage?.(b);
+    }
+    if (this.#badImagesFile !== undefined) {
+      const text = this.badImages.map((b) => `${b.file}\t${b.reason.replace(/\s+/g, " ")}\n`).join("");
+      const tmp = `${this.#badImagesFile}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, text);
+      fs.renameSync(tmp, this.#badImagesFile);
+    }
+  }
+
   #normalise(): void {
     this.#epoch += Math.floor(this.#batch / this.batchesPerEpoch);
     this.#batch %= this.batchesPerEpoch;
@@ -303,7 +356,12 @@ export class DataLoader {
     let job = this.#jobs.get(key);
     if (job !== undefined) return job;
     const indices = this.batchIndices(epoch, batch);
-    if (this.#workers.length === 0) {
+    if (this.#workers.length === 0 && this.#streamed !== null) {
+      const known = new Set(this.#bad.keys());
+      const promise = prepareStreamingBatch(this.#streamed, this.#augmentations, indices, this.seed, epoch, batch, known);
+      promise.catch(() => {}); // as below: reported when awaited
+      job = { promise, indices };
+    } else if (this.#workers.length === 0) {
       let result: PreparedBatch;
       try {
         result = prepareBatch(this.dataset.images, this.#augmentations, indices, this.seed, epoch, batch);
@@ -316,7 +374,7 @@ export class DataLoader {
       const id = this.#nextJobId++;
       const w = this.#jobsSent++ % this.#workers.length;
       const worker = this.#workers[w];
-      const promise = new Promise<PreparedBatch>((resolve, reject) =>
+      const promise = new Promise<Prepared>((resolve, reject) =>
         this.#pending.set(id, { resolve, reject, worker: w }),
       );
       promise.catch(() => {}); // a discarded job's failure is reported only if someone awaits it
@@ -342,9 +400,11 @@ export class DataLoader {
       if ([...this.#pending.values()].every((p) => p.worker !== index)) worker.unref();
       if ("error" in reply)
         pending.reject(
-          new Error(`DataLoader: preparing a batch of ${this.dataset.name} failed in a worker: ${reply.error}`),
+          reply.badImage !== undefined
+            ? new BadImageError(reply.badImage.file, reply.badImage.reason)
+            : new Error(`DataLoader: preparing a batch of ${this.dataset.name} failed in a worker: ${reply.error}`),
         );
-      else pending.resolve({ views: reply.views, shapes: reply.shapes, prepareMs: reply.prepareMs });
+      else pending.resolve(reply);
     });
     const fail = (error: Error): void => {
       if (this.#closed) return;
