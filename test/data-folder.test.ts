@@ -58,8 +58,8 @@ describe("image folder layouts", () => {
     await assert.rejects(
       () => openDataset({ name: "folder", dir: d, split: "test", size: 6 }),
       (error: Error) => {
-        assert.ok(error.message.startsWith(`${d}: has no test/ folder`), error.message);
-        assert.match(error.message, /val\/ or test\//);
+        assert.ok(error.message.startsWith(`${d}: has no val/ or test/ folder`), error.message);
+        assert.match(error.message, /needs labelled images there, in class folders/);
         return true;
       },
     );
@@ -81,7 +81,7 @@ describe("image folder layouts", () => {
     // The readout needs labels: asking for a test split of a flat folder says what layout is needed.
     await assert.rejects(
       () => openDataset({ name: "folder", dir: d, split: "test", size: 6 }),
-      /has no test\/ folder.*class folders/,
+      /has no val\/ or test\/ folder; evaluation \(linear readout, kNN\) needs labelled images.*--readout-data-dir/,
     );
   });
 

@@ -4,6 +4,7 @@ import * as path from "node:path";
 import { getNumThreads } from "../torch";
 import { installInterruptHandler } from "../torch/signals";
 import { DATASET_NAMES, type DatasetName, type DatasetSpec } from "../data/datasets";
+import { BAD_IMAGE_POLICIES, type BadImagePolicy } from "../data/folder";
 import {
   type AugmentConfig,
   type NormalizeConfig,
@@ -43,6 +44,19 @@ export const trainSpecs: OptionSpec[] = [
     defaultText: "/usr/share/datasets/fashion-mnist for fashion-mnist",
   },
   { flag: "image-size", type: "int", min: 8, description: "image folder: resize to this size", defaultText: "96" },
+  {
+    flag: "readout-data-dir",
+    type: "string",
+    description: "image folder: labelled folder (train/ + val/ class folders) for the readout and kNN",
+    defaultText: "--data-dir",
+  },
+  {
+    flag: "on-bad-image",
+    type: "enum",
+    choices: BAD_IMAGE_POLICIES,
+    default: "stop",
+    description: "image folder: a file that is not a readable image stops the run, or is skipped (listed in bad-images.txt)",
+  },
   {
     flag: "train-subset",
     type: "int",
@@ -220,18 +234,28 @@ export function resolveTrainOptions(v: Record<string, unknown>): TrainOptions {
           ? imageSize
           : 32;
   const channels = dataset === "fashion-mnist" || dataset === "mnist" ? 1 : 3;
-  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
+  const base: DatasetSpec = {
+    name: dataset,
+    dir,
+    ...(dataset === "folder" ? { size: imageSize, onBadImage: v.onBadImage as BadImagePolicy } : {}),
+  };
   const trainSubset = v.trainSubset as number;
   const subsetSpec = trainSubset > 0 ? { subset: { count: trainSubset, seed: v.seed as number } } : {};
   // STL-10 pretrains on its unlabeled images plus train; readout uses the labelled train split.
+  // Image folders stream the pretraining images (decoded and cropped as they are loaded).
   const pretrainData: DatasetSpec = {
     ...base,
     split: dataset === "stl10" ? "train+unlabeled" : "train",
+    ...(dataset === "folder" ? { stream: true } : {}),
     ...subsetSpec,
   };
   // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
-  const trainData: DatasetSpec = { ...base, split: "train" };
-  const testData: DatasetSpec = { ...base, split: "test" };
+  // An unlabelled pretraining folder is read out on a labelled one (--readout-data-dir).
+  const readoutDir = v.readoutDataDir as string | undefined;
+  if (readoutDir !== undefined && dataset !== "folder")
+    throw new UsageError(`--readout-data-dir: only for --dataset folder (${dataset} has its own labelled splits)`);
+  const trainData: DatasetSpec = { ...base, dir: readoutDir ?? dir, split: "train" };
+  const testData: DatasetSpec = { ...base, dir: readoutDir ?? dir, split: "test" };
   const normalize = normalizationFor(dataset, channels);
   const presetName =
     v.augment === "auto"

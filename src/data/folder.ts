@@ -58,7 +58,7 @@ export interface ImageFolderOptions {
   channels?: 1 | 3;
   /** A file that is not a readable image: stop with an error naming it (default), or skip it and report it. */
   onBadImage?: BadImagePolicy;
-  /** Told about each skipped file (default: a process warning). */
+  /** Told about each skipped file (default: a warning through `log`, else a process warning). */
   onSkip?: (file: string, reason: string) => void;
   /** Told what was found (e.g. the images of each class). */
   log?: (message: string) => void;
@@ -133,10 +133,12 @@ export function folderSplitRoot(dir: string, split: string | undefined): string 
   if (standIn !== null && isDirectory(path.join(dir, standIn))) return path.join(dir, standIn);
   if (split === "train" && !isDirectory(path.join(dir, "val")) && !isDirectory(path.join(dir, "test"))) return dir;
   if (!isDirectory(dir)) throw new Error(`${dir}: cannot list image folder (not a readable directory)`);
-  const want = split === "test" || split === "val" ? "a val/ or test/" : `a ${split}/`;
+  const layout = `the ImageNet layout: ${path.join(dir, "train", "<class>", "*.jpg")} and ${path.join(dir, "val", "<class>", "*.jpg")}`;
   throw new Error(
-    `${dir}: has no ${split}/ folder; expected ${want} sub-folder of class folders ` +
-      `(the ImageNet layout: ${path.join(dir, "train", "<class>", "*.jpg")} and ${path.join(dir, "val", "<class>", "*.jpg")})`,
+    split === "test" || split === "val"
+      ? `${dir}: has no val/ or test/ folder; evaluation (linear readout, kNN) needs labelled images there, in class folders (${layout}); ` +
+          `an unlabelled folder is for pretraining only (loco train: give a labelled one with --readout-data-dir)`
+      : `${dir}: has no ${split}/ folder of images or class folders (${layout})`,
   );
 }
 
@@ -286,9 +288,12 @@ export function checkFolderOptions(
 /** Reads an image folder (validating every file) into memory. */
 export async function openImageFolder(options: ImageFolderOptions): Promise<ImageFolderDataset> {
   const { height, width, channels, fit, onBad } = checkFolderOptions("openImageFolder", options);
+  const log = options.log;
   const onSkip =
     options.onSkip ??
-    ((file: string, reason: string) => process.emitWarning(`${file}: skipped (${reason})`, "ImageFolder"));
+    (log !== undefined
+      ? (file: string, reason: string) => log(`warning: skipped ${file} (${reason})`)
+      : (file: string, reason: string) => process.emitWarning(`${file}: skipped (${reason})`, "ImageFolder"));
   const listing = listImageFolder(options.dir, options.split);
   const { root, classNames } = listing;
   if (onBad === "stop" && listing.bad.length > 0) throw new BadImageError(listing.bad[0].file, listing.bad[0].reason);

@@ -482,14 +482,19 @@ async function trainLocked(
 
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
-      return await openDataset(spec);
+      return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });
     } catch (error) {
       throw new TrainingError(`${role} data (${spec.name}): ${(error as Error).message}`);
     }
   };
   const trainSet = await open({ ...options.pretrainData, labelFree: true }, "pretraining");
-  const trainLabelled = await open(options.trainData, "readout train");
   const testSet = await open(options.testData, "test");
+  const trainLabelled = await open(options.trainData, "readout train");
+  if (trainLabelled.labels === null) {
+    throw new TrainingError(
+      `readout train data (${options.trainData.name}): ${trainLabelled.name} has no labels; the linear readout and kNN need labelled images (class folders)`,
+    );
+  }
   const encoder = buildRunEncoder(options, trainSet.channels);
   const learner = new LocalLearner(encoder, options.learning, { generator: new Generator(options.seed + 1) });
   const named = namedLearnerParameters(encoder, learner);
@@ -699,6 +704,9 @@ async function trainLocked(
     seed: options.seed,
     workers: options.workers,
     start: startPosition,
+    // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+    onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
+    badImagesFile: path.join(runDir, "bad-images.txt"),
   });
   try {
     while (step < totalSteps) {
