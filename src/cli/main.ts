@@ -4,6 +4,7 @@ import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
+import { exportSpecs, runExport } from "./export";
 
 interface Command {
   summary: string;
@@ -31,6 +32,13 @@ const commands: Record<string, Command> = {
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
     run: runEmbed,
+  },
+  export: {
+    summary:
+      "Write a run's encoder alone as safetensors with torchvision's parameter names, and a JSON of its input size and normalisation.",
+    specs: exportSpecs,
+    usage: "loco export <run dir | checkpoint file> [--out encoder.safetensors]",
+    run: runExport,
   },
   memory: {
     summary:

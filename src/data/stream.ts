@@ -224,6 +224,7 @@ export async function prepareStreamingBatch(
   epoch: number,
   batch: number,
   knownBad: Set<string>,
+  control: { cancelled?: () => boolean } = {},
 ): Promise<StreamingBatch> {
   const start = performance.now();
   const n = indices.length;
@@ -233,6 +234,7 @@ export async function prepareStreamingBatch(
   const used = new Int32Array(n);
   const bad: BadImage[] = [];
   for (let k = 0; k < n; k++) {
+    if (control.cancelled?.()) throw new Error("the loader was closed");
     const slots = augmentations.map((a, v) => {
       const size = channels * a.outHeight * a.outWidth;
       return pixels[v].subarray(k * size, (k + 1) * size);

@@ -39,15 +39,21 @@ const knownBad = new Set<string>();
 
 // Streamed folders decode asynchronously: jobs are taken one at a time, in arrival order, so that a
 // worker is one busy core and its jobs finish in the order the loader asked for them.
+// On close, jobs not yet started are dropped and a streamed batch stops between images, so that the
+// worker exits before the loader's grace period ends (terminating it mid-call would abort).
 let queue: Promise<void> = Promise.resolve();
+let closing = false;
 
 async function prepare(msg: Extract<WorkerRequest, { type: "job" }>): Promise<void> {
+  if (closing) return;
   let reply: WorkerReply;
   try {
     const prepared =
       streamed === null
         ? prepareBatch(source, augmentations, msg.indices, init.seed, msg.epoch, msg.batch)
-        : await prepareStreamingBatch(streamed, augmentations, msg.indices, init.seed, msg.epoch, msg.batch, knownBad);
+        : await prepareStreamingBatch(streamed, augmentations, msg.indices, init.seed, msg.epoch, msg.batch, knownBad, {
+            cancelled: () => closing,
+          });
     reply = { id: msg.id, ...prepared };
     port.postMessage(
       reply,
@@ -66,6 +72,7 @@ async function prepare(msg: Extract<WorkerRequest, { type: "job" }>): Promise<vo
 
 port.on("message", (msg: WorkerRequest) => {
   if (msg.type === "close") {
+    closing = true;
     void queue.then(() => {
       source.close();
       port.close();
