@@ -5,6 +5,7 @@ import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
 import { exportSpecs, runExport } from "./export";
+import { finetuneSpecs, runFinetune } from "./finetune";
 
 interface Command {
   summary: string;
@@ -32,6 +33,13 @@ const commands: Record<string, Command> = {
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
     run: runEmbed,
+  },
+  finetune: {
+    summary:
+      "Fine-tune a run's encoder with a fresh linear head on 1%/10%/100% of the labels (SimCLR's recipe), or from random init.",
+    specs: finetuneSpecs,
+    usage: "loco finetune <run dir | checkpoint file> [--fraction 0.01,0.1] [--from-random-init] [options]",
+    run: runFinetune,
   },
   export: {
     summary:

@@ -28,6 +28,8 @@ import { Rng } from "./rng";
 import type { WorkerInit, WorkerReply, WorkerRequest } from "./worker";
 
 const SHUFFLE_STREAM = 0x5f1;
+/** How long close() waits for a worker to exit before terminating it. */
+const CLOSE_GRACE_MS = 10_000;
 
 /** Where a loader stands: the next batch it returns is batch `batch` of epoch `epoch`. */
 export interface LoaderPosition {
@@ -309,7 +311,9 @@ export class DataLoader {
     const exits = this.#workers.map(
       (w) =>
         new Promise<void>((resolve) => {
-          const timer = setTimeout(() => void w.terminate(), 2000);
+          // A worker finishes its current image (streamed folders) or batch first; terminating it
+          // inside a native call would abort the process, so the grace period is generous.
+          const timer = setTimeout(() => void w.terminate(), CLOSE_GRACE_MS);
           w.once("exit", () => {
             clearTimeout(timer);
             resolve();
