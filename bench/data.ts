@@ -14,8 +14,8 @@
 //            of mixed sizes (160–500 px a side, like ImageNet's; bench/make-folder.ts), SimCLR's
 //            ImageNet preset at 224 and at 96 px, with 1 and 2 worker threads: images per second
 //            (two views each, decoded, cropped and augmented), and the process's resident memory
-//            (RSS, workers included) after the first batch and at its highest over the timed batches
-//            (flat: the pixels of an image live only while its batch is prepared).
+//            (RSS, workers included) after the first batch, half-way and at the end of the timed
+//            batches (flat once warm: an image's pixels live only while its batch is prepared).
 //
 // augment and loader use random uint8 pixels held in memory (no decoding, no file reads). Options:
 // --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json;
@@ -171,7 +171,8 @@ interface StreamRow {
   workers: number;
   imagesPerS: number;
   rssFirstMiB: number;
-  rssPeakMiB: number;
+  rssMidMiB: number;
+  rssEndMiB: number;
 }
 
 /** The benchmark's folder: --folder, or a generated one kept under the OS temp folder for reuse. */
@@ -201,14 +202,14 @@ async function benchStream(dir: string, size: number, workers: number, o: Option
   try {
     (await loader.next()).dispose(); // starts the workers, warms them up
     const rssFirstMiB = mib();
-    let rssPeakMiB = rssFirstMiB;
+    let rssMidMiB = rssFirstMiB;
     const t0 = performance.now();
     for (let b = 0; b < o.streamBatches; b++) {
       (await loader.next()).dispose();
-      rssPeakMiB = Math.max(rssPeakMiB, mib());
+      if (b === Math.floor(o.streamBatches / 2) - 1) rssMidMiB = mib();
     }
     const imagesPerS = ((o.streamBatches * o.streamBatchSize) / (performance.now() - t0)) * 1000;
-    return { size, workers, imagesPerS, rssFirstMiB, rssPeakMiB };
+    return { size, workers, imagesPerS, rssFirstMiB, rssMidMiB, rssEndMiB: mib() };
   } finally {
     await loader.close();
   }
@@ -237,13 +238,14 @@ async function main(): Promise<void> {
       `streaming folder: simclrImagenet, batch ${o.streamBatchSize}, ${o.streamBatches} batches timed, one libtorch thread per worker`,
     );
     printTable([
-      ["size", "workers", "images/s (2 views)", "RSS after batch 1 (MiB)", "RSS peak (MiB)"],
+      ["size", "workers", "images/s (2 views)", "RSS (MiB): after batch 1", "half-way", "end"],
       ...stream.map((r) => [
         `${r.size}x${r.size}`,
         String(r.workers),
         r.imagesPerS.toFixed(1),
         r.rssFirstMiB.toFixed(0),
-        r.rssPeakMiB.toFixed(0),
+        r.rssMidMiB.toFixed(0),
+        r.rssEndMiB.toFixed(0),
       ]),
     ]);
   }

@@ -131,7 +131,7 @@ describe("image folder layouts", () => {
       () => openImageFolder({ dir: d, size: 6 }),
       (error: Error) => {
         // The first bad file in name order.
-        assert.ok(error.message.startsWith(`${empty}: not a readable image (empty file`), error.message);
+        assert.ok(error.message.startsWith(`${empty}: empty file (0 bytes)`), error.message);
         assert.equal((error as { userFacing?: boolean }).userFacing, true);
         return true;
       },

@@ -40,7 +40,7 @@ describe("loco train --dataset folder", () => {
     const r = loco(["train", "--dataset", "folder", "--data-dir", labelled, ...TINY, "--run-dir", path.join(root, "r0")]);
     assert.equal(r.status, 1, r.stderr);
     const bad = path.join(labelled, "train", "class002", "readme.jpg");
-    assert.match(r.stderr, new RegExp(`loco: .*${bad.replace(/[/.]/g, "\\$&")}: not a readable image`));
+    assert.ok(r.stderr.includes(`${bad}: cannot decode image (`), r.stderr);
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   });
 

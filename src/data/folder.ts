@@ -23,6 +23,15 @@ export interface BadImage {
   reason: string;
 }
 
+/** A library's (possibly multi-line, repetitive) message as one line. */
+export function oneLine(message: string): string {
+  const lines = message
+    .split("\n")
+    .map((l) => l.trim())
+    .filter((l) => l.length > 0);
+  return [...new Set(lines)].join("; ");
+}
+
 /** A bad image under the "stop" policy (a user-facing error: the CLI prints it without a stack). */
 export class BadImageError extends Error {
   override name = "BadImageError";
@@ -32,9 +41,7 @@ export class BadImageError extends Error {
     readonly file: string,
     readonly reason: string,
   ) {
-    super(
-      `${file}: not a readable image (${reason}); remove or replace it, or skip such files with --on-bad-image skip`,
-    );
+    super(`${file}: ${reason}; remove or replace it, or skip such files with --on-bad-image skip`);
   }
 }
 
@@ -309,9 +316,9 @@ export async function openImageFolder(options: ImageFolderOptions): Promise<Imag
       try {
         decoded[k] = await decode(file, height, width, channels, fit);
       } catch (error) {
-        const reason = (error as Error).message;
-        if (onBad === "stop") throw new BadImageError(file, `cannot decode image: ${reason}`);
-        skipped.push({ file, reason });
+        const reason = oneLine((error as Error).message);
+        if (onBad === "stop") throw new BadImageError(file, `cannot decode image (${reason})`);
+        skipped.push({ file, reason: `cannot decode image (${reason})` });
       }
     }
   };

@@ -36,6 +36,7 @@ import {
   describeListing,
   listImageFolder,
   loadSharp,
+  oneLine,
 } from "./folder";
 import type { PreparedBatch } from "./prepare";
 import { Rng } from "./rng";
@@ -132,7 +133,8 @@ export function streamedFiles(spec: SourceSpec): StreamedFiles | null {
 
 function reasonOf(error: unknown): string {
   const e = error as NodeJS.ErrnoException;
-  return e.code !== undefined && !e.message.includes(e.code) ? `${e.code}: ${e.message}` : e.message;
+  const message = oneLine(e.message);
+  return e.code !== undefined && !message.includes(e.code) ? `${e.code}: ${message}` : message;
 }
 
 let configured = false;
@@ -191,18 +193,27 @@ async function decodeViews(
   outs: Uint8Array[],
 ): Promise<SampleParams[]> {
   const sharp = await streamingSharp();
-  const bytes = await fs.promises.readFile(file);
-  if (bytes.length === 0) throw new Error("empty file (0 bytes)");
-  const meta = await sharp(bytes).metadata();
-  if (!(meta.width! > 0 && meta.height! > 0)) throw new Error("no image size in its header");
-  const params: SampleParams[] = [];
-  for (let v = 0; v < augmentations.length; v++) {
-    const aug = augmentations[v];
-    const p = aug.sample(rngs[v], 1, meta.height!, meta.width!)[0];
-    await decodeView(bytes, aug.config.crop ? p.crop : null, aug.outHeight, aug.outWidth, channels, outs[v]);
-    params.push(p);
+  let bytes: Buffer;
+  try {
+    bytes = await fs.promises.readFile(file);
+  } catch (error) {
+    throw new Error(`cannot read (${reasonOf(error)})`);
   }
-  return params;
+  if (bytes.length === 0) throw new Error("empty file (0 bytes)");
+  try {
+    const meta = await sharp(bytes).metadata();
+    if (!(meta.width! > 0 && meta.height! > 0)) throw new Error("no image size in its header");
+    const params: SampleParams[] = [];
+    for (let v = 0; v < augmentations.length; v++) {
+      const aug = augmentations[v];
+      const p = aug.sample(rngs[v], 1, meta.height!, meta.width!)[0];
+      await decodeView(bytes, aug.config.crop ? p.crop : null, aug.outHeight, aug.outWidth, channels, outs[v]);
+      params.push(p);
+    }
+    return params;
+  } catch (error) {
+    throw new Error(`cannot decode image (${oneLine((error as Error).message)})`);
+  }
 }
 
 export interface StreamingBatch extends PreparedBatch {

@@ -487,7 +487,8 @@ async function trainLocked(
       throw new TrainingError(`${role} data (${spec.name}): ${(error as Error).message}`);
     }
   };
-  const trainSet = await open({ ...options.pretrainData, labelFree: true }, "pretraining");
+  // The labelled splits first: they are read (an image folder's decoded) in full, so that a missing
+  // val/ folder or a bad image is reported before anything else.
   const testSet = await open(options.testData, "test");
   const trainLabelled = await open(options.trainData, "readout train");
   if (trainLabelled.labels === null) {
@@ -495,6 +496,7 @@ async function trainLocked(
       `readout train data (${options.trainData.name}): ${trainLabelled.name} has no labels; the linear readout and kNN need labelled images (class folders)`,
     );
   }
+  const trainSet = await open({ ...options.pretrainData, labelFree: true }, "pretraining");
   const encoder = buildRunEncoder(options, trainSet.channels);
   const learner = new LocalLearner(encoder, options.learning, { generator: new Generator(options.seed + 1) });
   const named = namedLearnerParameters(encoder, learner);
