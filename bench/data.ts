@@ -21,7 +21,8 @@
 // --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json;
 // stream: --folder DIR (a folder written by bench/make-folder.ts; default: one of --folder-count
 // images generated once under the OS temp folder), --folder-count N (20000), --stream-batch-size N
-// (64), --stream-batches N (8), --only stream|memory (one part only).
+// (64), --stream-batches N (8), --stream-cases SIZE:WORKERS,… (224:1,224:2,96:1,96:2), --only
+// stream|memory (one part only).
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -50,6 +51,8 @@ interface Options {
   streamBatchSize: number;
   streamBatches: number;
   only?: "stream" | "memory";
+  /** Streaming cases as [size, workers]. */
+  streamCases: [number, number][];
 }
 
 function parseArgs(argv: string[]): Options {
@@ -61,6 +64,12 @@ function parseArgs(argv: string[]): Options {
     folderCount: 20000,
     streamBatchSize: 64,
     streamBatches: 8,
+    streamCases: [
+      [224, 1],
+      [224, 2],
+      [96, 1],
+      [96, 2],
+    ],
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -77,12 +86,20 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--folder-count") o.folderCount = int();
     else if (a === "--stream-batch-size") o.streamBatchSize = int();
     else if (a === "--stream-batches") o.streamBatches = int();
-    else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
+    else if (a === "--stream-cases") {
+      const text = argv[++i] ?? "";
+      o.streamCases = text.split(",").map((c) => {
+        const [size, workers] = c.split(":").map(Number);
+        if (!Number.isInteger(size) || size < 8 || !Number.isInteger(workers) || workers < 0)
+          throw new Error(`--stream-cases: expected SIZE:WORKERS[,…] (e.g. 224:1,96:2), got ${text}`);
+        return [size, workers];
+      });
+    } else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
       o.only = argv[++i] as "stream" | "memory";
     else
       throw new Error(
         `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json] ` +
-          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--only stream|memory]`,
+          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] [--only stream|memory]`,
       );
   }
   return o;
@@ -227,7 +244,7 @@ async function main(): Promise<void> {
   const stream: StreamRow[] = [];
   if (o.only !== "memory") {
     const dir = await benchFolder(o);
-    for (const size of [224, 96]) for (const workers of [1, 2]) stream.push(await benchStream(dir, size, workers, o));
+    for (const [size, workers] of o.streamCases) stream.push(await benchStream(dir, size, workers, o));
   }
   if (o.json) {
     console.log(JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), rows, stream }));

@@ -105,7 +105,8 @@ describe("image folder layouts", () => {
     const d = path.join(root, "linked");
     fs.mkdirSync(path.join(d, "cat"), { recursive: true });
     await png(path.join(d, "cat", "own.png"), 7);
-    for (let i = 0; i < 4; i++) fs.symlinkSync(path.join(store, "real", `${i}.png`), path.join(d, "cat", `link${i}.png`));
+    for (let i = 0; i < 4; i++)
+      fs.symlinkSync(path.join(store, "real", `${i}.png`), path.join(d, "cat", `link${i}.png`));
     // A class folder that is itself a link (a common way to assemble a subset).
     fs.symlinkSync(path.join(store, "real"), path.join(d, "dog"));
     const listing = listImageFolder(d);

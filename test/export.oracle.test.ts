@@ -37,13 +37,36 @@ after(() => {
   fs.rmSync(root, { recursive: true, force: true });
 });
 
-const TRAIN = ["--dataset", "folder", "--image-size", "32", "--epochs", "1", "--batch-size", "4", "--train-subset", "0"];
+const TRAIN = [
+  "--dataset",
+  "folder",
+  "--image-size",
+  "32",
+  "--epochs",
+  "1",
+  "--batch-size",
+  "4",
+  "--train-subset",
+  "0",
+];
 const QUICK = ["--readout-epochs", "1", "--baselines", "none", "--knn-every", "0", "--threads", "1", "--workers", "0"];
 
 describe("loco export", () => {
   test("torchvision's resnet18 loads the file (only fc missing) and computes loco's features", { skip }, () => {
     const runDir = path.join(root, "run64");
-    const r = loco(["train", "--data-dir", data, ...TRAIN, "--width", "64", "--stem", "imagenet", ...QUICK, "--run-dir", runDir]);
+    const r = loco([
+      "train",
+      "--data-dir",
+      data,
+      ...TRAIN,
+      "--width",
+      "64",
+      "--stem",
+      "imagenet",
+      ...QUICK,
+      "--run-dir",
+      runDir,
+    ]);
     assert.equal(r.status, 0, r.stderr);
     const out = path.join(root, "encoder.safetensors");
     const e = loco(["export", runDir, "--out", out]);

@@ -29,9 +29,33 @@ before(async () => {
   await writeSyntheticFolder(data, { classes: 4, train: 10, val: 3, sizes: [40, 64], seed: 6 });
   runDir = path.join(root, "run");
   const r = loco([
-    "train", "--dataset", "folder", "--data-dir", data, "--image-size", "24", "--epochs", "1", "--batch-size", "8",
-    "--width", "4", "--train-subset", "0", "--readout-epochs", "1", "--baselines", "none", "--knn-every", "0",
-    "--threads", "1", "--workers", "0", "--run-dir", runDir,
+    "train",
+    "--dataset",
+    "folder",
+    "--data-dir",
+    data,
+    "--image-size",
+    "24",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "8",
+    "--width",
+    "4",
+    "--train-subset",
+    "0",
+    "--readout-epochs",
+    "1",
+    "--baselines",
+    "none",
+    "--knn-every",
+    "0",
+    "--threads",
+    "1",
+    "--workers",
+    "0",
+    "--run-dir",
+    runDir,
   ]);
   assert.equal(r.status, 0, r.stderr);
 });

@@ -37,7 +37,16 @@ after(() => {
 
 describe("loco train --dataset folder", () => {
   test("a bad file stops the run by default, naming it", () => {
-    const r = loco(["train", "--dataset", "folder", "--data-dir", labelled, ...TINY, "--run-dir", path.join(root, "r0")]);
+    const r = loco([
+      "train",
+      "--dataset",
+      "folder",
+      "--data-dir",
+      labelled,
+      ...TINY,
+      "--run-dir",
+      path.join(root, "r0"),
+    ]);
     assert.equal(r.status, 1, r.stderr);
     const bad = path.join(labelled, "train", "class002", "readme.jpg");
     assert.ok(r.stderr.includes(`${bad}: cannot decode image (`), r.stderr);
@@ -75,7 +84,16 @@ describe("loco train --dataset folder", () => {
       fs.copyFileSync(path.join(labelled, "train", "class000", f), path.join(flat, f));
     for (const f of fs.readdirSync(path.join(labelled, "train", "class001")))
       fs.copyFileSync(path.join(labelled, "train", "class001", f), path.join(flat, `b-${f}`));
-    const refused = loco(["train", "--dataset", "folder", "--data-dir", flat, ...TINY, "--run-dir", path.join(root, "r2")]);
+    const refused = loco([
+      "train",
+      "--dataset",
+      "folder",
+      "--data-dir",
+      flat,
+      ...TINY,
+      "--run-dir",
+      path.join(root, "r2"),
+    ]);
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /has no val\/ or test\/ folder; evaluation .* needs labelled images/);
     assert.match(refused.stderr, /--readout-data-dir/);

@@ -18,12 +18,24 @@ export const finetuneSpecs: OptionSpec[] = [
   },
   { flag: "epochs", type: "int", min: 1, description: "epochs", defaultText: "60 at <= 1% of the labels, else 30" },
   { flag: "batch-size", type: "int", min: 1, description: "images per step", defaultText: "the run's" },
-  { flag: "lr", type: "number", min: 0, description: "peak learning rate (cosine decay)", defaultText: "0.05 x batch/256" },
+  {
+    flag: "lr",
+    type: "number",
+    min: 0,
+    description: "peak learning rate (cosine decay)",
+    defaultText: "0.05 x batch/256",
+  },
   { flag: "momentum", type: "number", min: 0, max: 1, default: 0.9, description: "SGD momentum" },
   { flag: "nesterov", type: "boolean", default: true, description: "Nesterov momentum" },
   { flag: "weight-decay", type: "number", min: 0, default: 0, description: "weight decay" },
   { flag: "warmup-epochs", type: "int", min: 0, default: 0, description: "linear warmup epochs" },
-  { flag: "crop-scale", type: "number-list", min: 0, default: [0.08, 1], description: "random resized crop area range" },
+  {
+    flag: "crop-scale",
+    type: "number-list",
+    min: 0,
+    default: [0.08, 1],
+    description: "random resized crop area range",
+  },
   { flag: "subset-seed", type: "int", min: 0, default: 0, description: "seed of the labelled subset" },
   { flag: "seed", type: "int", min: 0, description: "seed of order, augmentations and head", defaultText: "the run's" },
   { flag: "workers", type: "int", min: 0, default: 1, description: "data worker threads" },
@@ -33,7 +45,8 @@ export async function runFinetune(values: Record<string, unknown>, positionals: 
   if (positionals.length !== 1)
     throw new UsageError(`loco finetune: expected one run directory or checkpoint file, got ${positionals.length}`);
   const fractions = values.fraction as number[];
-  for (const f of fractions) if (!(f > 0 && f <= 1)) throw new UsageError(`--fraction: each must be in (0, 1], got ${f}`);
+  for (const f of fractions)
+    if (!(f > 0 && f <= 1)) throw new UsageError(`--fraction: each must be in (0, 1], got ${f}`);
   const crop = values.cropScale as number[];
   if (crop.length !== 2 || !(crop[0] > 0 && crop[0] <= crop[1] && crop[1] <= 1))
     throw new UsageError(`--crop-scale: expected two numbers 0 < low <= high <= 1, got ${crop.join(",")}`);

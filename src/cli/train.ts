@@ -55,7 +55,8 @@ export const trainSpecs: OptionSpec[] = [
     type: "enum",
     choices: BAD_IMAGE_POLICIES,
     default: "stop",
-    description: "image folder: a file that is not a readable image stops the run, or is skipped (listed in bad-images.txt)",
+    description:
+      "image folder: a file that is not a readable image stops the run, or is skipped (listed in bad-images.txt)",
   },
   {
     flag: "train-subset",

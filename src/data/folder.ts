@@ -283,9 +283,11 @@ export function checkFolderOptions(
     );
   }
   const channels = options.channels ?? 3;
-  if (channels !== 1 && channels !== 3) throw new RangeError(`${what}: channels must be 1 or 3, got ${String(channels)}`);
+  if (channels !== 1 && channels !== 3)
+    throw new RangeError(`${what}: channels must be 1 or 3, got ${String(channels)}`);
   const fit = options.fit ?? "cover";
-  if (fit !== "cover" && fit !== "fill") throw new RangeError(`${what}: fit must be "cover" or "fill", got ${String(fit)}`);
+  if (fit !== "cover" && fit !== "fill")
+    throw new RangeError(`${what}: fit must be "cover" or "fill", got ${String(fit)}`);
   const onBad = options.onBadImage ?? "stop";
   if (onBad !== "stop" && onBad !== "skip")
     throw new RangeError(`${what}: onBadImage must be "stop" or "skip", got ${String(onBad)}`);

@@ -362,7 +362,15 @@ export class DataLoader {
     const indices = this.batchIndices(epoch, batch);
     if (this.#workers.length === 0 && this.#streamed !== null) {
       const known = new Set(this.#bad.keys());
-      const promise = prepareStreamingBatch(this.#streamed, this.#augmentations, indices, this.seed, epoch, batch, known);
+      const promise = prepareStreamingBatch(
+        this.#streamed,
+        this.#augmentations,
+        indices,
+        this.seed,
+        epoch,
+        batch,
+        known,
+      );
       promise.catch(() => {}); // as below: reported when awaited
       job = { promise, indices };
     } else if (this.#workers.length === 0) {
@@ -378,9 +386,7 @@ export class DataLoader {
       const id = this.#nextJobId++;
       const w = this.#jobsSent++ % this.#workers.length;
       const worker = this.#workers[w];
-      const promise = new Promise<Prepared>((resolve, reject) =>
-        this.#pending.set(id, { resolve, reject, worker: w }),
-      );
+      const promise = new Promise<Prepared>((resolve, reject) => this.#pending.set(id, { resolve, reject, worker: w }));
       promise.catch(() => {}); // a discarded job's failure is reported only if someone awaits it
       worker.ref();
       const msg: WorkerRequest = { type: "job", id, indices, epoch, batch };

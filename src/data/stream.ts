@@ -175,7 +175,9 @@ async function decodeView(
   p = channels === 1 ? p.grayscale() : p.toColourspace("srgb");
   const { data, info } = await p.raw().toBuffer({ resolveWithObject: true });
   if (info.width !== width || info.height !== height || info.channels !== channels) {
-    throw new Error(`decoded to ${info.channels}x${info.height}x${info.width}, expected ${channels}x${height}x${width}`);
+    throw new Error(
+      `decoded to ${info.channels}x${info.height}x${info.width}, expected ${channels}x${height}x${width}`,
+    );
   }
   const plane = height * width;
   for (let q = 0; q < plane; q++) for (let c = 0; c < channels; c++) out[c * plane + q] = data[q * channels + c];
@@ -278,10 +280,12 @@ export async function prepareStreamingBatch(
       const images = fromTypedArray(pixels[v], [n, channels, aug.outHeight, aug.outWidth]);
       // The crop is done: what is left acts on the whole decoded image.
       const whole = { top: 0, left: 0, height: aug.outHeight, width: aug.outWidth };
-      return aug.apply(
-        images,
-        params[v].map((p) => ({ ...p, crop: whole })),
-      ).data() as Float32Array;
+      return aug
+        .apply(
+          images,
+          params[v].map((p) => ({ ...p, crop: whole })),
+        )
+        .data() as Float32Array;
     }),
   );
   const shapes = augmentations.map((a): [number, number, number, number] => [n, channels, a.outHeight, a.outWidth]);

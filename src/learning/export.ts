@@ -72,7 +72,9 @@ export function exportEncoder(target: string, out: string, warn?: (m: string) =>
     const notes: string[] = [];
     if (e.width !== 64) notes.push(`base width ${e.width} (torchvision's is 64): every layer is narrower`);
     if (e.stem === "cifar")
-      notes.push("cifar stem: set model.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False) and model.maxpool = nn.Identity()");
+      notes.push(
+        "cifar stem: set model.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False) and model.maxpool = nn.Identity()",
+      );
     if (e.inChannels !== 3) notes.push(`${e.inChannels} input channels: conv1 takes ${e.inChannels}, not 3`);
     const info: EncoderInfo = {
       format: "loco-encoder/1",

@@ -122,7 +122,10 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
     seed: options.seed ?? config.seed,
   };
   // Image folders stream their training images (only the chosen fraction is ever decoded).
-  const trainSpec: DatasetSpec = { ...config.trainData, ...(config.trainData.name === "folder" ? { stream: true } : {}) };
+  const trainSpec: DatasetSpec = {
+    ...config.trainData,
+    ...(config.trainData.name === "folder" ? { stream: true } : {}),
+  };
   const full = await openDataset(trainSpec, { log: (m) => log(`fine-tuning data: ${m}`) });
   const test = await openDataset(config.testData);
   if (full.labels === null) throw new Error(`${full.name}: fine-tuning needs labels`);
@@ -165,7 +168,9 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
         seed: settings.seed,
         disposeBatches: true,
         onEpoch: (e) =>
-          log(`epoch ${e.epoch + 1}/${epochs}: loss ${e.loss.toFixed(4)}, train top-1 ${(e.trainTop1 * 100).toFixed(1)}%`),
+          log(
+            `epoch ${e.epoch + 1}/${epochs}: loss ${e.loss.toFixed(4)}, train top-1 ${(e.trainTop1 * 100).toFixed(1)}%`,
+          ),
       },
     );
     let correct = 0;
@@ -174,7 +179,9 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
     try {
       for (const batch of evalBatches(test, batchSize, config.normalize)) {
         correct += scope(() =>
-          noGrad(() => result.head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item()),
+          noGrad(() =>
+            result.head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item(),
+          ),
         );
         batch.images.release();
         batch.labels.release();
