@@ -14,14 +14,17 @@
 // image folder streams), so a fine-tuning run is a function of its options and the checkpoint.
 import * as path from "node:path";
 import { noGrad, scope } from "../torch";
-import type { AugmentConfig } from "../data/augment";
+import type { AugmentConfig, NormalizeConfig } from "../data/augment";
+import type { ImageDataset } from "../data/dataset";
+import type { ResNet } from "../models/resnet";
+import type { Linear } from "../nn/layers";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { subset } from "../data/dataset";
 import { DataLoader } from "../data/loader";
 import { type SupervisedEpoch, trainSupervisedAsync } from "../eval/baselines";
 import { evalBatches } from "./readout";
 import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "./runs";
-import { writeJsonAtomic } from "./trainer";
+import { type TrainOptions, writeJsonAtomic } from "./trainer";
 
 export interface FinetuneOptions {
   /** Fraction of the labelled training images, in (0, 1] (1%: 0.01). */
@@ -100,11 +103,92 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
   check(typeof fraction === "number" && fraction > 0 && fraction <= 1, `fraction must be in (0, 1], got ${fraction}`);
   const runDir = runDirOf(target);
   const config = readRunConfig(runDir);
-  const epochs = options.epochs ?? defaultFinetuneEpochs(fraction);
+  const settings = resolveSettings(options, config);
+  // Image folders stream their training images (only the chosen fraction is ever decoded).
+  const trainSpec: DatasetSpec = {
+    ...config.trainData,
+    ...(config.trainData.name === "folder" ? { stream: true } : {}),
+  };
+  const full = await openDataset(trainSpec, { log: (m) => log(`fine-tuning data: ${m}`) });
+  const test = await openDataset(config.testData);
+  if (full.labels === null) throw new Error(`${full.name}: fine-tuning needs labels`);
+  const count = Math.max(full.numClasses, Math.round(fraction * full.count));
+  const labelled = count >= full.count ? full : subset(full, { count, seed: settings.subsetSeed, balanced: true });
+  check(
+    labelled.count >= settings.batchSize,
+    `batchSize ${settings.batchSize} exceeds the ${labelled.count} labelled images`,
+  );
+  const random = options.fromRandomInit ?? false;
+  const loaded = random ? null : openRun(target, full.channels);
+  const encoder = loaded?.encoder ?? buildRunEncoder(config, full.channels);
+  log(
+    `fine-tuning ${random ? "a randomly initialised" : "the pretrained"} resnet${encoder.depth} on ${labelled.count} of ${full.count} labelled images ` +
+      `(${(fraction * 100).toPrecision(3)}%), ${settings.epochs} epochs, batch ${settings.batchSize}, lr ${settings.lr.toPrecision(3)}`,
+  );
+  let loader: DataLoader | null = null;
+  try {
+    const data = new DataLoader(labelled, {
+      batchSize: settings.batchSize,
+      augment: settings.augment,
+      views: 1,
+      seed: settings.seed,
+      workers: options.workers ?? 1,
+    });
+    loader = data;
+    const result = await trainSupervisedAsync(
+      encoder,
+      encoder.featureDim,
+      full.numClasses,
+      () =>
+        (async function* () {
+          for await (const b of data.epochBatches()) {
+            yield { images: b.views[0], labels: b.labels!, dispose: () => b.dispose() };
+          }
+        })(),
+      {
+        ...settings,
+        stepsPerEpoch: data.batchesPerEpoch,
+        disposeBatches: true,
+        onEpoch: (e) =>
+          log(
+            `epoch ${e.epoch + 1}/${settings.epochs}: loss ${e.loss.toFixed(4)}, train top-1 ${(e.trainTop1 * 100).toFixed(1)}%`,
+          ),
+      },
+    );
+    const top1 = testTop1(encoder, result.head, test, settings.batchSize, config.normalize);
+    const out: FinetuneResult = {
+      run: runDir,
+      checkpoint: loaded?.checkpoint ?? null,
+      step: loaded?.step ?? null,
+      method: config.method,
+      init: random ? "random" : "pretrained",
+      fraction,
+      labelledImages: labelled.count,
+      testImages: test.count,
+      top1,
+      settings,
+      history: result.history,
+      seconds: (performance.now() - started) / 1000,
+    };
+    const file =
+      options.out === undefined
+        ? path.join(runDir, `finetune-${+(fraction * 100).toPrecision(3)}pct${random ? "-random-init" : ""}.json`)
+        : options.out;
+    if (file !== null) writeJsonAtomic(file, out);
+    return out;
+  } finally {
+    await loader?.close();
+    encoder.dispose();
+  }
+}
+
+/** The protocol's settings: the options given, else SimCLR's recipe at the run's batch size and image size. */
+function resolveSettings(options: FinetuneOptions, config: TrainOptions): FinetuneResult["settings"] {
+  const epochs = options.epochs ?? defaultFinetuneEpochs(options.fraction);
   const batchSize = options.batchSize ?? config.batchSize;
   check(Number.isInteger(epochs) && epochs >= 1, `epochs must be a positive integer, got ${epochs}`);
   check(Number.isInteger(batchSize) && batchSize >= 1, `batchSize must be a positive integer, got ${batchSize}`);
-  const settings = {
+  return {
     epochs,
     batchSize,
     lr: options.lr ?? (0.05 * batchSize) / 256,
@@ -121,96 +205,29 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
     subsetSeed: options.subsetSeed ?? 0,
     seed: options.seed ?? config.seed,
   };
-  // Image folders stream their training images (only the chosen fraction is ever decoded).
-  const trainSpec: DatasetSpec = {
-    ...config.trainData,
-    ...(config.trainData.name === "folder" ? { stream: true } : {}),
-  };
-  const full = await openDataset(trainSpec, { log: (m) => log(`fine-tuning data: ${m}`) });
-  const test = await openDataset(config.testData);
-  if (full.labels === null) throw new Error(`${full.name}: fine-tuning needs labels`);
-  const count = Math.max(full.numClasses, Math.round(fraction * full.count));
-  const labelled = count >= full.count ? full : subset(full, { count, seed: settings.subsetSeed, balanced: true });
-  check(labelled.count >= batchSize, `batchSize ${batchSize} exceeds the ${labelled.count} labelled images`);
-  const random = options.fromRandomInit ?? false;
-  const loaded = random ? null : openRun(target, full.channels);
-  const encoder = loaded?.encoder ?? buildRunEncoder(config, full.channels);
-  log(
-    `fine-tuning ${random ? "a randomly initialised" : "the pretrained"} resnet${encoder.depth} on ${labelled.count} of ${full.count} labelled images ` +
-      `(${(fraction * 100).toPrecision(3)}%), ${epochs} epochs, batch ${batchSize}, lr ${settings.lr.toPrecision(3)}`,
-  );
-  const loader = new DataLoader(labelled, {
-    batchSize,
-    augment: settings.augment,
-    views: 1,
-    seed: settings.seed,
-    workers: options.workers ?? 1,
-  });
+}
+
+/** Top-1 of encoder + head (eval mode, no augmentation) on a labelled split; disposes the head. */
+function testTop1(
+  encoder: ResNet,
+  head: Linear,
+  test: ImageDataset,
+  batchSize: number,
+  normalize: NormalizeConfig | null,
+): number {
+  let correct = 0;
+  encoder.eval();
+  head.eval();
   try {
-    const result = await trainSupervisedAsync(
-      encoder,
-      encoder.featureDim,
-      full.numClasses,
-      () =>
-        (async function* () {
-          for await (const b of loader.epochBatches()) {
-            yield { images: b.views[0], labels: b.labels!, dispose: () => b.dispose() };
-          }
-        })(),
-      {
-        epochs,
-        lr: settings.lr,
-        momentum: settings.momentum,
-        nesterov: settings.nesterov,
-        weightDecay: settings.weightDecay,
-        warmupEpochs: settings.warmupEpochs,
-        stepsPerEpoch: loader.batchesPerEpoch,
-        seed: settings.seed,
-        disposeBatches: true,
-        onEpoch: (e) =>
-          log(
-            `epoch ${e.epoch + 1}/${epochs}: loss ${e.loss.toFixed(4)}, train top-1 ${(e.trainTop1 * 100).toFixed(1)}%`,
-          ),
-      },
-    );
-    let correct = 0;
-    encoder.eval();
-    result.head.eval();
-    try {
-      for (const batch of evalBatches(test, batchSize, config.normalize)) {
-        correct += scope(() =>
-          noGrad(() =>
-            result.head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item(),
-          ),
-        );
-        batch.images.release();
-        batch.labels.release();
-      }
-    } finally {
-      result.head.dispose();
+    for (const batch of evalBatches(test, batchSize, normalize)) {
+      correct += scope(() =>
+        noGrad(() => head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item()),
+      );
+      batch.images.release();
+      batch.labels.release();
     }
-    const out: FinetuneResult = {
-      run: runDir,
-      checkpoint: loaded?.checkpoint ?? null,
-      step: loaded?.step ?? null,
-      method: config.method,
-      init: random ? "random" : "pretrained",
-      fraction,
-      labelledImages: labelled.count,
-      testImages: test.count,
-      top1: correct / test.count,
-      settings,
-      history: result.history,
-      seconds: (performance.now() - started) / 1000,
-    };
-    const file =
-      options.out === undefined
-        ? path.join(runDir, `finetune-${+(fraction * 100).toPrecision(3)}pct${random ? "-random-init" : ""}.json`)
-        : options.out;
-    if (file !== null) writeJsonAtomic(file, out);
-    return out;
   } finally {
-    await loader.close();
-    encoder.dispose();
+    head.dispose();
   }
+  return correct / test.count;
 }
