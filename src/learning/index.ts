@@ -10,3 +10,5 @@ export {
   type ResolvedLoss,
 } from "./methods";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult } from "./learner";
+export { finetune, defaultFinetuneEpochs, type FinetuneOptions, type FinetuneResult } from "./finetune";
+export { exportEncoder, infoPathFor, type EncoderInfo, type ExportResult } from "./export";
