@@ -111,13 +111,14 @@ struct Installer {
 };
 Installer installer;
 
-Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+Napi::Value memoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto out = Napi::Object::New(env);
   out.Set("currentBytes", double(currentBytes.load()));
   out.Set("peakBytes", double(peakBytes.load()));
   out.Set("allocations", double(allocationCount.load()));
   out.Set("liveTensors", double(liveTensorCount.load()));
+  out.Set("liveGenerators", double(liveGeneratorCount.load()));
   {
     std::lock_guard<std::mutex> lock(cacheMutex);
     out.Set("cachedBytes", double(cachedBytes));
@@ -126,7 +127,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 }
 
 // Returns every cached block to the system.
-Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+Napi::Value emptyCache(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(cacheMutex);
   for (auto& [size, blocks] : cache) {
     for (void* base : blocks) c10::free_cpu(base);
@@ -138,17 +139,19 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
 }
 
 // Sets the peak to the bytes held now, so the next peak is measured from this point.
-Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+Napi::Value resetPeakMemory(const Napi::CallbackInfo& info) {
   peakBytes.store(currentBytes.load());
   return info.Env().Undefined();
 }
 
 }  // namespace
 
-void registerAllocator(Napi::Env env, Napi::Object exports) {
-  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
-  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeak, "resetPeakMemory"));
-  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
+std::vector<NativeExport> allocatorExports() {
+  return {
+      {"memoryStats", memoryStats},
+      {"resetPeakMemory", resetPeakMemory},
+      {"emptyCache", emptyCache},
+  };
 }
 
 }  // namespace loco

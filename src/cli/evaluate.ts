@@ -1,7 +1,7 @@
 // `loco eval`: the readout report of a run's checkpoint; `loco embed`: its features of a dataset
 // split, written as safetensors for downstream use.
 import * as path from "node:path";
-import { noGrad, saveSafetensors } from "../torch";
+import { saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { evalBatches, readoutReport } from "../learning/readout";
 import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "../learning/runs";
@@ -75,7 +75,7 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
   const run = openRun(where, train.channels, warn);
   const o = run.options;
   process.stderr.write(`evaluating ${run.checkpoint} (step ${run.step}) …\n`);
-  const report = readoutReport(run.encoder, train, test, {
+  const report = (await readoutReport(run.encoder, train, test, {
     normalize: o.normalize,
     readoutEpochs: (values.readoutEpochs as number | undefined) ?? o.readoutEpochs,
     readoutTrainSize: (values.readoutTrainSize as number | undefined) ?? o.readoutTrainSize,
@@ -85,7 +85,7 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
     batchSize: o.batchSize,
     seed: o.seed,
     freshEncoder: () => buildRunEncoder(o, train.channels),
-  })!;
+  }))!;
   const out = (values.out as string | undefined) ?? path.join(run.runDir, `eval-step-${run.step}.json`);
   const result = { method: o.method, dataset: o.trainData.name, checkpoint: run.checkpoint, step: run.step, ...report };
   writeJsonAtomic(out, result);
@@ -102,12 +102,10 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
   const run = openRun(where, dataset.channels, warn);
   const stage = (values.stage as number | undefined) ?? 4;
   const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);
-  const set = noGrad(() => {
-    run.encoder.eval();
-    return stage === 4
-      ? extractFeatures((x) => run.encoder.forwardFeatures(x), batches(), {})
-      : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
-  });
+  const set =
+    stage === 4
+      ? await extractFeatures((x) => run.encoder.forwardFeatures(x), batches(), { module: run.encoder })
+      : (await extractStageFeatures(run.encoder.stages(), batches(), [stage - 1], { module: run.encoder }))[0];
   const out =
     (values.out as string | undefined) ??
     path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);

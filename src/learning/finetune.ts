@@ -21,7 +21,7 @@ import type { Linear } from "../nn/layers";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { subset } from "../data/dataset";
 import { DataLoader } from "../data/loader";
-import { type SupervisedEpoch, trainSupervisedAsync } from "../eval/baselines";
+import { type SupervisedEpoch, trainSupervised } from "../eval/baselines";
 import { evalBatches } from "./readout";
 import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "./runs";
 import { type TrainOptions, writeJsonAtomic } from "./trainer";
@@ -135,7 +135,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
       workers: options.workers ?? 1,
     });
     loader = data;
-    const result = await trainSupervisedAsync(
+    const result = await trainSupervised(
       encoder,
       encoder.featureDim,
       full.numClasses,

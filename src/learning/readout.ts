@@ -8,7 +8,13 @@ import type { ResNet } from "../models/resnet";
 import type { NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
-import { type EvaluateResult, evaluateEncoder, featureForward, trainSupervised } from "../eval/baselines";
+import {
+  type EvaluateResult,
+  type EvaluateStage,
+  evaluateEncoder,
+  featureForward,
+  trainSupervised,
+} from "../eval/baselines";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
 export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
@@ -32,6 +38,8 @@ export interface ReadoutOptions {
   readoutEpochs: number;
   /** Train images read out (0: all), chosen by a fixed stride. */
   readoutTrainSize: number;
+  /** Test images read out (0 or absent: all), chosen by a fixed stride. */
+  readoutTestSize?: number;
   baselines: readonly BaselineName[];
   perStage: boolean;
   supervisedEpochs: number;
@@ -41,6 +49,12 @@ export interface ReadoutOptions {
   freshEncoder: () => ResNet;
   /** Checked between evaluations: true ends the report early (readoutReport returns null). */
   shouldStop?: () => boolean;
+  /**
+   * Progress of each evaluation: `what` names the encoder ("trained", "stage 2", "raw-pixels", …),
+   * `stage` what it is doing (train features, test features: images done of total; linear
+   * readout: epochs done of total).
+   */
+  onProgress?: (what: string, stage: EvaluateStage, done: number, total: number | undefined) => void;
 }
 
 /** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
@@ -100,13 +114,13 @@ export function strided(dataset: ImageDataset, size: number): ImageDataset {
 }
 
 /** kNN top-1 of an encoder's features (the per-epoch monitor). */
-export function knnMonitor(
+export async function knnMonitor(
   encoder: ResNet,
   bank: ImageDataset,
   queries: ImageDataset,
   normalize: NormalizeConfig | null,
-): number {
-  const result = evaluateEncoder(
+): Promise<number> {
+  const result = await evaluateEncoder(
     featureForward(encoder),
     () => evalBatches(bank, 256, normalize),
     () => evalBatches(queries, 256, normalize),
@@ -119,24 +133,29 @@ export function knnMonitor(
  * Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified.
  * Returns null when options.shouldStop asked to stop between two evaluations.
  */
-export function readoutReport(
+export async function readoutReport(
   encoder: ResNet,
   train: ImageDataset,
   test: ImageDataset,
   options: ReadoutOptions,
-): ReadoutReport | null {
+): Promise<ReadoutReport | null> {
   const stop = (): boolean => options.shouldStop?.() ?? false;
   const readoutTrain = strided(train, options.readoutTrainSize);
-  const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
+  const readoutTest = strided(test, options.readoutTestSize ?? 0);
+  const report = options.onProgress;
+  const evaluate = (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): Promise<EvaluateResult> =>
     evaluateEncoder(
       forward,
       () => evalBatches(readoutTrain, 256, options.normalize),
-      () => evalBatches(test, 256, options.normalize),
+      () => evalBatches(readoutTest, 256, options.normalize),
       {
         module: modules,
         numClasses: train.numClasses,
         linear: { epochs: options.readoutEpochs, seed: options.seed },
         knn: { k: 200, temperature: 0.1 },
+        trainTotal: readoutTrain.count,
+        testTotal: readoutTest.count,
+        onProgress: report === undefined ? undefined : (stage, done, total) => report(what, stage, done, total),
       },
     );
   const score = (r: EvaluateResult): Score => ({
@@ -144,39 +163,39 @@ export function readoutReport(
     linear: { top1: r.linear!.top1 },
     knn: { top1: r.knn!.top1 },
   });
-  const trained = evaluate(featureForward(encoder), [encoder]);
+  const trained = await evaluate("trained", featureForward(encoder), [encoder]);
   if (stop()) return null;
-  const report: ReadoutReport = {
+  const result: ReadoutReport = {
     linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
     knn: { top1: trained.knn!.top1, k: 200 },
     baselines: {},
     readout: {
       trainImages: readoutTrain.count,
-      testImages: test.count,
+      testImages: readoutTest.count,
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
     },
   };
   if (options.perStage) {
     const stages = encoder.stages();
-    report.perStage = [];
+    result.perStage = [];
     for (let k = 0; k < stages.length; k++) {
-      const r = evaluate(stageForward(stages, k), [encoder]);
-      report.perStage.push({ stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
+      const r = await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
+      result.perStage.push({ stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }
   }
   for (const baseline of options.baselines) {
     if (stop()) return null;
     if (baseline === "raw-pixels") {
-      report.baselines.rawPixels = score(evaluate(rawPixelsFeatures, []));
+      result.baselines.rawPixels = score(await evaluate(baseline, rawPixelsFeatures, []));
       continue;
     }
     const fresh = options.freshEncoder();
     try {
       if (baseline === "supervised") {
         // Supervised end to end on the readout split's labelled images (no augmentation).
-        const supervised = trainSupervised(
+        const supervised = await trainSupervised(
           fresh,
           fresh.featureDim,
           train.numClasses,
@@ -184,13 +203,13 @@ export function readoutReport(
           { epochs: options.supervisedEpochs, seed: options.seed, disposeBatches: true },
         );
         supervised.head.dispose();
-        report.baselines.supervised = score(evaluate(featureForward(fresh), [fresh]));
+        result.baselines.supervised = score(await evaluate(baseline, featureForward(fresh), [fresh]));
       } else {
-        report.baselines.randomInit = score(evaluate(featureForward(fresh), [fresh]));
+        result.baselines.randomInit = score(await evaluate(baseline, featureForward(fresh), [fresh]));
       }
     } finally {
       fresh.dispose();
     }
   }
-  return report;
+  return result;
 }

@@ -682,7 +682,7 @@ async function trainLocked(
 
   const knnBank = strided(trainLabelled, options.knnTrainSize);
   const knnQueries = strided(testSet, options.knnTestSize);
-  const runKnnMonitor = (): number | null =>
+  const runKnnMonitor = async (): Promise<number | null> =>
     options.knnEvery <= 0 || trainLabelled.labels === null
       ? null
       : knnMonitor(encoder, knnBank, knnQueries, options.normalize);
@@ -845,7 +845,7 @@ async function trainLocked(
         writeCheckpoint();
       if (stepInEpoch === stepsPerEpoch) {
         const meanLoss = lossSums.map((s, i) => (lossCounts[i] > 0 ? s / lossCounts[i] : NaN));
-        const knn = (epoch + 1) % Math.max(1, options.knnEvery) === 0 ? runKnnMonitor() : null;
+        const knn = (epoch + 1) % Math.max(1, options.knnEvery) === 0 ? await runKnnMonitor() : null;
         progress.end();
         log(
           `epoch ${epoch + 1}/${options.epochs}: loss ${meanLoss.map((l) => (Number.isFinite(l) ? l.toFixed(4) : "-")).join(" ")}` +
@@ -894,7 +894,7 @@ async function trainLocked(
 
   // ---- readout ----
   log("evaluating: linear readout on frozen features, kNN, baselines …");
-  const report = readoutReport(encoder, trainLabelled, testSet, {
+  const report = await readoutReport(encoder, trainLabelled, testSet, {
     normalize: options.normalize,
     readoutEpochs: options.readoutEpochs,
     readoutTrainSize: options.readoutTrainSize,

@@ -1,5 +1,5 @@
 // Layers: PyTorch's torch.nn layers with the same parameter names, shapes and default init.
-import { Tensor, callTensor } from "../torch/tensor";
+import { Tensor } from "../torch/tensor";
 import { empty, ones, zeros } from "../torch/creation";
 import { noGrad } from "../torch/autograd";
 import type { DType } from "../torch/dtype";
@@ -106,19 +106,6 @@ export class Conv2d extends Module {
     if (c !== this.inChannels) {
       throw new RangeError(
         `Conv2d: expected input with ${this.inChannels} channels, got shape [${input.shape.join(", ")}]`,
-      );
-    }
-    if (typeof this.padding === "string") {
-      const bias = this.bias;
-      return callTensor(
-        "conv2d.padding",
-        input.handle,
-        this.weight.handle,
-        bias ? bias.handle : null,
-        this.stride,
-        this.padding,
-        this.dilation,
-        this.groups,
       );
     }
     return F.conv2d(input, this.weight, this.bias, {

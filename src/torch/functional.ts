@@ -6,14 +6,15 @@ type IntPair = number | [number, number];
 
 export interface Conv2dOptions {
   stride?: IntPair;
-  padding?: IntPair;
+  /** Zero padding per side, or "same" (output as large as the input; stride 1) or "valid" (none). */
+  padding?: IntPair | "same" | "valid";
   dilation?: IntPair;
   groups?: number;
 }
 
 export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
   return callTensor(
-    "conv2d",
+    typeof options.padding === "string" ? "conv2d.padding" : "conv2d",
     input.handle,
     weight.handle,
     bias ? bias.handle : null,
@@ -239,4 +240,38 @@ export function pad(
 /** Cosine similarity along `dim`. */
 export function cosineSimilarity(a: Tensor, b: Tensor, dim = 1, eps = 1e-8): Tensor {
   return callTensor("cosine_similarity", a.handle, b.handle, dim, eps);
+}
+
+export interface GridSampleOptions {
+  /** Interpolation (default "bilinear"). */
+  mode?: "bilinear" | "nearest" | "bicubic";
+  /** Values read outside the input (default "zeros"). */
+  paddingMode?: "zeros" | "border" | "reflection";
+  /** Whether -1 and 1 are the centres of the corner pixels (true) or their outer edges (default false). */
+  alignCorners?: boolean;
+}
+
+const gridModeCode = { bilinear: 0, nearest: 1, bicubic: 2 } as const;
+const gridPaddingCode = { zeros: 0, border: 1, reflection: 2 } as const;
+
+/**
+ * Samples `input` (N, C, H, W) at the normalised (x, y) locations of `grid` (N, Ho, Wo, 2), in
+ * [-1, 1], like F.grid_sample: the result is N × C × Ho × Wo. Differentiable in input and grid.
+ */
+export function gridSample(input: Tensor, grid: Tensor, options: GridSampleOptions = {}): Tensor {
+  const mode = options.mode ?? "bilinear";
+  const paddingMode = options.paddingMode ?? "zeros";
+  if (!(mode in gridModeCode))
+    throw new TypeError(`gridSample: unknown mode '${String(mode)}' (bilinear, nearest, bicubic)`);
+  if (!(paddingMode in gridPaddingCode)) {
+    throw new TypeError(`gridSample: unknown paddingMode '${String(paddingMode)}' (zeros, border, reflection)`);
+  }
+  return callTensor(
+    "grid_sampler",
+    input.handle,
+    grid.handle,
+    gridModeCode[mode],
+    gridPaddingCode[paddingMode],
+    options.alignCorners ?? false,
+  );
 }

@@ -11,6 +11,8 @@ export interface MemoryStats {
   allocations: number;
   /** Tensor handles neither disposed nor collected. */
   liveTensors: number;
+  /** Generators neither disposed nor collected (libtorch's default generator not counted). */
+  liveGenerators: number;
   /**
    * Bytes of freed large blocks the allocator keeps for reuse (not counted in currentBytes; capped
    * by LOCO_CACHE_MB, default 2048). emptyCache() returns them to the system.

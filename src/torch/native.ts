@@ -1,16 +1,20 @@
 // Loads the compiled addon (build/Release/loco_native.node) and types its surface. Nothing above
-// src/torch touches this module directly.
+// src/torch touches this module directly. Every export is registered through one guard in
+// native/addon.cpp, so a C++ exception becomes a JS Error whose message starts with its name.
 import * as fs from "node:fs";
 import * as path from "node:path";
 
 /** An opaque handle to a libtorch tensor owned by the addon. */
 export type NativeHandle = { readonly __nativeTensor: unique symbol };
+/** An opaque handle to a libtorch random generator owned by the addon. */
+export type NativeGeneratorHandle = { readonly __nativeGenerator: unique symbol };
 
 export interface MemoryStatsRaw {
   currentBytes: number;
   peakBytes: number;
   allocations: number;
   liveTensors: number;
+  liveGenerators: number;
   cachedBytes: number;
 }
 
@@ -26,6 +30,8 @@ export interface NativeAddon {
   shape(handle: NativeHandle): number[];
   strides(handle: NativeHandle): number[];
   scalarType(handle: NativeHandle): number;
+  /** The tensor's device as libtorch names it ("cpu", "cuda:0"). */
+  device(handle: NativeHandle): string;
   numel(handle: NativeHandle): number;
   dim(handle: NativeHandle): number;
   isContiguous(handle: NativeHandle, memoryFormat: number): boolean;
@@ -54,15 +60,18 @@ export interface NativeAddon {
   setGradEnabled(enabled: boolean): boolean;
   isGradEnabled(): boolean;
   manualSeed(seed: number): void;
-  newGenerator(seed: number): number;
-  generatorSeed(id: number, seed: number): void;
-  generatorGetState(id: number): ArrayBuffer;
-  generatorSetState(id: number, state: Uint8Array): void;
+  newGenerator(seed: number): NativeGeneratorHandle;
+  /** A handle to libtorch's default generator (never released). */
+  defaultGenerator(): NativeGeneratorHandle;
+  disposeGenerator(generator: NativeGeneratorHandle): boolean;
+  generatorSeed(generator: NativeGeneratorHandle, seed: number): void;
+  generatorGetState(generator: NativeGeneratorHandle): ArrayBuffer;
+  generatorSetState(generator: NativeGeneratorHandle, state: Uint8Array): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   hardwareConcurrency(): number;
   /**
-   * SIGINT/SIGTERM handled in native code (see addon.cpp): the first prints `first` and is
+   * SIGINT/SIGTERM handled in native code (native/signals.cpp): the first prints `first` and is
    * counted, the second prints `second` and exits with 128 + signal at once.
    */
   installInterruptHandler(first: string, second: string): void;
@@ -71,6 +80,10 @@ export interface NativeAddon {
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
   emptyCache(): void;
+  /** Device types this libtorch build can use ("cpu" always). */
+  availableDevices(): string[];
+  /** The canonical name of an available device, or an error naming what is available. */
+  checkDevice(name: string): string;
 }
 
 function findPackageRoot(start: string): string {
