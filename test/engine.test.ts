@@ -10,6 +10,7 @@ import {
   arange,
   cat,
   empty,
+  emptyCache,
   enableGrad,
   eye,
   fromTypedArray,
@@ -695,6 +696,28 @@ describe("memory gauges", () => {
     resetPeakMemory();
     assert.equal(memoryStats().peakBytes, memoryStats().currentBytes);
   });
+
+  test(
+    "freed large blocks are cached and reused for requests up to 1/4 smaller; emptyCache() frees them",
+    { skip: process.env.LOCO_CACHE_MB !== undefined && "LOCO_CACHE_MB is set" },
+    () => {
+      emptyCache();
+      assert.equal(memoryStats().cachedBytes, 0);
+      empty([1 << 18]).dispose(); // 1 MiB: its block is cached
+      const block = memoryStats().cachedBytes;
+      assert.ok(block >= 1 << 20, `cachedBytes ${block}`);
+      const near = empty([240000]); // 0.92 MiB, another size class: takes the cached block
+      assert.equal(memoryStats().cachedBytes, 0);
+      near.dispose();
+      assert.equal(memoryStats().cachedBytes, block); // back in its own class
+      const half = empty([1 << 17]); // 0.5 MiB: too small for that block, a new one
+      assert.equal(memoryStats().cachedBytes, block);
+      half.dispose();
+      assert.ok(memoryStats().cachedBytes > block);
+      emptyCache();
+      assert.equal(memoryStats().cachedBytes, 0);
+    },
+  );
 });
 
 describe("threads and workers", () => {

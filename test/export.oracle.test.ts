@@ -11,6 +11,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { Generator, noGrad, randn, scope } from "../src/torch";
 import { writeSyntheticFolder } from "../src/data";
+import type { ResNet } from "../src/models";
 import { openRun } from "../src/learning/runs";
 import { type EncoderInfo, exportEncoder } from "../src/learning/export";
 import { oracleAvailable, oracleScript, runOracle } from "./helpers/oracle";
@@ -84,7 +85,8 @@ describe("loco export", () => {
       const run = openRun(runDir, 3);
       try {
         run.encoder.eval();
-        const features = noGrad(() => run.encoder.forwardFeatures(x));
+        const encoder = run.encoder as ResNet;
+        const features = noGrad(() => encoder.forwardFeatures(x));
         assert.equal(oracle.loaded.item(), run.encoder.stateDict().size);
         assertClose(features, oracle.features, { rtol: 1e-4, atol: 1e-5, name: "exported features" });
       } finally {

@@ -11,6 +11,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { saveSafetensors } from "../torch";
+import { ResNet } from "../models/resnet";
 import { openRun, runDirOf } from "./runs";
 
 export interface EncoderInfo {
@@ -63,6 +64,7 @@ export function exportEncoder(target: string, out: string, warn?: (m: string) =>
   const run = openRun(target, probeOptions.inChannels, warn);
   try {
     const o = run.options;
+    if (!(run.encoder instanceof ResNet)) throw new Error(`${target}: export writes ResNet encoders only`);
     const e = run.encoder;
     const state = e.stateDict();
     const size = o.augment.size;

@@ -16,15 +16,17 @@ import * as path from "node:path";
 import { noGrad, scope } from "../torch";
 import type { AugmentConfig, NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
-import type { ResNet } from "../models/resnet";
+import { ResNet as ResNetModel, type ResNet } from "../models/resnet";
 import type { Linear } from "../nn/layers";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { subset } from "../data/dataset";
 import { DataLoader } from "../data/loader";
 import { type SupervisedEpoch, trainSupervised } from "../eval/baselines";
 import { evalBatches } from "./readout";
-import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "./runs";
-import { type TrainOptions, writeJsonAtomic } from "./trainer";
+import { buildRunEncoder } from "./encoders";
+import type { TrainOptions } from "./options";
+import { writeJsonAtomic } from "./rundir";
+import { openRun, readRunConfig, runDirOf } from "./runs";
 
 export interface FinetuneOptions {
   /** Fraction of the labelled training images, in (0, 1] (1%: 0.01). */
@@ -120,7 +122,9 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
   );
   const random = options.fromRandomInit ?? false;
   const loaded = random ? null : openRun(target, full.channels);
-  const encoder = loaded?.encoder ?? buildRunEncoder(config, full.channels);
+  const built = loaded?.encoder ?? buildRunEncoder(config, full.channels);
+  if (!(built instanceof ResNetModel)) throw new Error(`${runDir}: fine-tuning needs a ResNet encoder`);
+  const encoder = built;
   log(
     `fine-tuning ${random ? "a randomly initialised" : "the pretrained"} resnet${encoder.depth} on ${labelled.count} of ${full.count} labelled images ` +
       `(${(fraction * 100).toPrecision(3)}%), ${settings.epochs} epochs, batch ${settings.batchSize}, lr ${settings.lr.toPrecision(3)}`,

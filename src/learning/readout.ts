@@ -1,20 +1,14 @@
-// The readout report of a pretrained encoder (METHODS.md, "Evaluation protocols"): linear readout
+// The readout report of a pretrained encoder (docs/methods.md, "Evaluation as implemented"): linear readout
 // and kNN on frozen features, optionally per stage, beside the baselines on the same protocol.
 // Used by `loco train` at the end of a run and by `loco eval` on any checkpoint.
 import type { Tensor } from "../torch";
 import { fromTypedArray, scope } from "../torch";
 import type { Module } from "../nn/module";
-import type { ResNet } from "../models/resnet";
 import type { NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
-import {
-  type EvaluateResult,
-  type EvaluateStage,
-  evaluateEncoder,
-  featureForward,
-  trainSupervised,
-} from "../eval/baselines";
+import { type EvaluateResult, type EvaluateStage, evaluateEncoder, trainSupervised } from "../eval/baselines";
+import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
 export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
@@ -46,7 +40,7 @@ export interface ReadoutOptions {
   batchSize: number;
   seed: number;
   /** A fresh encoder of the same architecture and init (random-init and supervised baselines). */
-  freshEncoder: () => ResNet;
+  freshEncoder: () => RunEncoder;
   /** Checked between evaluations: true ends the report early (readoutReport returns null). */
   shouldStop?: () => boolean;
   /**
@@ -55,6 +49,8 @@ export interface ReadoutOptions {
    * readout: epochs done of total).
    */
   onProgress?: (what: string, stage: EvaluateStage, done: number, total: number | undefined) => void;
+  /** A line before and after each evaluation (what is read out, on how many images, its result). */
+  log?: (message: string) => void;
 }
 
 /** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
@@ -115,13 +111,13 @@ export function strided(dataset: ImageDataset, size: number): ImageDataset {
 
 /** kNN top-1 of an encoder's features (the per-epoch monitor). */
 export async function knnMonitor(
-  encoder: ResNet,
+  encoder: RunEncoder,
   bank: ImageDataset,
   queries: ImageDataset,
   normalize: NormalizeConfig | null,
 ): Promise<number> {
   const result = await evaluateEncoder(
-    featureForward(encoder),
+    encoderFeatures(encoder),
     () => evalBatches(bank, 256, normalize),
     () => evalBatches(queries, 256, normalize),
     { module: encoder, linear: false, knn: { k: 200, temperature: 0.1 }, numClasses: bank.numClasses },
@@ -134,7 +130,7 @@ export async function knnMonitor(
  * Returns null when options.shouldStop asked to stop between two evaluations.
  */
 export async function readoutReport(
-  encoder: ResNet,
+  encoder: RunEncoder,
   train: ImageDataset,
   test: ImageDataset,
   options: ReadoutOptions,
@@ -143,8 +139,14 @@ export async function readoutReport(
   const readoutTrain = strided(train, options.readoutTrainSize);
   const readoutTest = strided(test, options.readoutTestSize ?? 0);
   const report = options.onProgress;
-  const evaluate = (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): Promise<EvaluateResult> =>
-    evaluateEncoder(
+  const log = options.log ?? ((): void => {});
+  const evaluate = async (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): Promise<EvaluateResult> => {
+    const started = performance.now();
+    log(
+      `readout: ${what}: features of ${readoutTrain.count} train and ${readoutTest.count} test images, ` +
+        `linear readout (${options.readoutEpochs} epochs), kNN …`,
+    );
+    const r = await evaluateEncoder(
       forward,
       () => evalBatches(readoutTrain, 256, options.normalize),
       () => evalBatches(readoutTest, 256, options.normalize),
@@ -158,12 +160,18 @@ export async function readoutReport(
         onProgress: report === undefined ? undefined : (stage, done, total) => report(what, stage, done, total),
       },
     );
+    log(
+      `readout: ${what}: linear ${(r.linear!.top1 * 100).toFixed(2)}%, kNN ${(r.knn!.top1 * 100).toFixed(2)}% ` +
+        `(${((performance.now() - started) / 1000).toFixed(1)} s)`,
+    );
+    return r;
+  };
   const score = (r: EvaluateResult): Score => ({
     top1: r.linear!.top1,
     linear: { top1: r.linear!.top1 },
     knn: { top1: r.knn!.top1 },
   });
-  const trained = await evaluate("trained", featureForward(encoder), [encoder]);
+  const trained = await evaluate("trained", encoderFeatures(encoder), [encoder]);
   if (stop()) return null;
   const result: ReadoutReport = {
     linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
@@ -197,15 +205,20 @@ export async function readoutReport(
         // Supervised end to end on the readout split's labelled images (no augmentation).
         const supervised = await trainSupervised(
           fresh,
-          fresh.featureDim,
+          encoderFeatureDim(fresh),
           train.numClasses,
           () => evalBatches(readoutTrain, options.batchSize, options.normalize),
-          { epochs: options.supervisedEpochs, seed: options.seed, disposeBatches: true },
+          {
+            epochs: options.supervisedEpochs,
+            seed: options.seed,
+            disposeBatches: true,
+            forward: encoderFeatures(fresh),
+          },
         );
         supervised.head.dispose();
-        result.baselines.supervised = score(await evaluate(baseline, featureForward(fresh), [fresh]));
+        result.baselines.supervised = score(await evaluate(baseline, encoderFeatures(fresh), [fresh]));
       } else {
-        result.baselines.randomInit = score(await evaluate(baseline, featureForward(fresh), [fresh]));
+        result.baselines.randomInit = score(await evaluate(baseline, encoderFeatures(fresh), [fresh]));
       }
     } finally {
       fresh.dispose();
