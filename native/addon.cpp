@@ -406,7 +406,8 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
   static const std::vector<NativeExport> table = [] {
     std::vector<NativeExport> all;
     for (auto part :
-         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports}) {
+         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports,
+          distributedExports, feedbackExports}) {
       auto exports = part();
       all.insert(all.end(), exports.begin(), exports.end());
     }

@@ -19,7 +19,7 @@ namespace loco {
 
 // Every External the addon hands out points at a HandleHeader, so an unwrap can tell a tensor
 // handle from a generator handle (passing one where the other belongs is an error, not a crash).
-enum class HandleKind : uint32_t { Tensor = 0x544e5352, Generator = 0x47454e52 };
+enum class HandleKind : uint32_t { Tensor = 0x544e5352, Generator = 0x47454e52, ProcessGroup = 0x50475250 };
 
 struct HandleHeader {
   HandleKind kind;
@@ -65,6 +65,8 @@ std::vector<NativeExport> allocatorExports();  // allocator.cpp: memory gauges
 std::vector<NativeExport> randomExports();     // random.cpp: generators
 std::vector<NativeExport> signalExports();     // signals.cpp: SIGINT/SIGTERM handling
 std::vector<NativeExport> deviceExports();     // devices.cpp: device names and availability
+std::vector<NativeExport> feedbackExports();   // feedback.cpp: feedback alignment's conv2d and linear
+std::vector<NativeExport> distributedExports();  // distributed.cpp: process groups on c10d
 
 // A c10::Device from a device name ("cpu", "cuda:0"), or a JS error naming the device and what
 // this libtorch build offers.

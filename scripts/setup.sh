@@ -16,6 +16,7 @@ APT_PACKAGES=(
   python3-torchvision     # torchvision 0.14: ResNet oracle
   libjemalloc2            # jemalloc: the tuned-allocator PyTorch baseline of bench:engine
   dataset-fashion-mnist   # the embedded default dataset
+  chromium                # headless browser: the report test renders report.html
   g++ make python3        # node-gyp toolchain
 )
 

@@ -19,7 +19,7 @@ import { evaluateRun } from "../src/learning/evaluate";
 import type { RunEncoder } from "../src/learning/encoders";
 import { trainSpecs } from "../src/cli/train";
 import { parseArgs } from "../src/cli/options";
-import { Progress } from "../src/report/progress";
+import { Progress } from "../src/learning/progress";
 import { ENV, MAIN, haveFashionMnist, makeTinyFashionMnist, tinyInput } from "./helpers/runs";
 
 const skip = haveFashionMnist ? false : "Fashion-MNIST is not installed at /usr/share/datasets/fashion-mnist";

@@ -340,10 +340,15 @@ export class Augmentation {
     return out;
   }
 
-  /** Samples choices and applies them: `images` is float NCHW in [0, 1] (or uint8, converted). */
-  run(images: Tensor, rng: Rng): { output: Tensor; params: SampleParams[] } {
+  /**
+   * Samples choices and applies them: `images` is float NCHW in [0, 1] (or uint8, converted). The
+   * first `skip` images' choices are drawn and dropped: a rank's shard of a global batch continues
+   * the batch's stream where the ranks before it stop, so the shards together are augmented exactly
+   * as the whole batch in one process.
+   */
+  run(images: Tensor, rng: Rng, skip = 0): { output: Tensor; params: SampleParams[] } {
     const [n, , h, w] = images.shape;
-    const params = this.sample(rng, n, h, w);
+    const params = this.sample(rng, skip + n, h, w).slice(skip);
     return { output: this.apply(images, params), params };
   }
 

@@ -15,7 +15,7 @@ export interface WorkerInit {
 }
 
 export type WorkerRequest =
-  { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number } | { type: "close" };
+  { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number; skip: number } | { type: "close" };
 
 export type WorkerReply =
   | {
@@ -50,7 +50,7 @@ async function prepare(msg: Extract<WorkerRequest, { type: "job" }>): Promise<vo
   try {
     const prepared =
       streamed === null
-        ? prepareBatch(source, augmentations, msg.indices, init.seed, msg.epoch, msg.batch)
+        ? prepareBatch(source, augmentations, msg.indices, init.seed, msg.epoch, msg.batch, msg.skip)
         : await prepareStreamingBatch(streamed, augmentations, msg.indices, init.seed, msg.epoch, msg.batch, knownBad, {
             cancelled: () => closing,
           });

@@ -13,6 +13,7 @@ import { openRun, readRunConfig, runDirOf } from "./runs";
 export interface EvaluateRunOptions {
   /** Default: the run's. */
   readoutEpochs?: number;
+  readoutWeightDecays?: number[];
   readoutTrainSize?: number;
   readoutTestSize?: number;
   baselines?: BaselineName[];
@@ -52,6 +53,8 @@ export async function evaluateRun(
     const report = (await readoutReport(run.encoder, train, test, {
       normalize: o.normalize,
       readoutEpochs: options.readoutEpochs ?? o.readoutEpochs,
+      // Runs made before the option existed read out with one fixed weight decay of 0, as then.
+      readoutWeightDecays: options.readoutWeightDecays ?? o.readoutWeightDecays ?? [0],
       readoutTrainSize: options.readoutTrainSize ?? o.readoutTrainSize,
       readoutTestSize: options.readoutTestSize ?? o.readoutTestSize ?? 0,
       baselines: options.baselines ?? [],

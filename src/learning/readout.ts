@@ -8,6 +8,7 @@ import type { NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
 import { type EvaluateResult, type EvaluateStage, evaluateEncoder, trainSupervised } from "../eval/baselines";
+import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
@@ -24,12 +25,27 @@ export interface ReadoutReport {
   knn: { top1: number; k: number };
   perStage?: { stage: number; linear: { top1: number }; knn: { top1: number } }[];
   baselines: Partial<Record<"randomInit" | "supervised" | "rawPixels", Score>>;
-  readout: { trainImages: number; testImages: number; epochs: number; features: string };
+  readout: {
+    trainImages: number;
+    testImages: number;
+    epochs: number;
+    features: string;
+    /** The weight decays the linear readout chose from (on held-out train features), or the one it used. */
+    weightDecays: number[];
+    /** The weight decay chosen for the trained encoder's readout. */
+    weightDecay: number;
+  };
 }
 
 export interface ReadoutOptions {
   normalize: NormalizeConfig | null;
   readoutEpochs: number;
+  /**
+   * The linear readout's L2 weight decay: one value is used as is; several are a grid, and each
+   * encoder (baselines included) gets the value that scores best on a held-out 20% of its train
+   * features, then is refitted on all of them (default: eval's DEFAULT_WEIGHT_DECAY_GRID).
+   */
+  readoutWeightDecays?: readonly number[];
   /** Train images read out (0: all), chosen by a fixed stride. */
   readoutTrainSize: number;
   /** Test images read out (0 or absent: all), chosen by a fixed stride. */
@@ -140,6 +156,9 @@ export async function readoutReport(
   const readoutTest = strided(test, options.readoutTestSize ?? 0);
   const report = options.onProgress;
   const log = options.log ?? ((): void => {});
+  const weightDecays = [...(options.readoutWeightDecays ?? DEFAULT_WEIGHT_DECAY_GRID)];
+  const weightDecay =
+    weightDecays.length > 1 ? { selectWeightDecay: weightDecays } : { weightDecay: weightDecays[0] ?? 0 };
   const evaluate = async (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): Promise<EvaluateResult> => {
     const started = performance.now();
     log(
@@ -153,7 +172,7 @@ export async function readoutReport(
       {
         module: modules,
         numClasses: train.numClasses,
-        linear: { epochs: options.readoutEpochs, seed: options.seed },
+        linear: { epochs: options.readoutEpochs, seed: options.seed, ...weightDecay },
         knn: { k: 200, temperature: 0.1 },
         trainTotal: readoutTrain.count,
         testTotal: readoutTest.count,
@@ -182,6 +201,8 @@ export async function readoutReport(
       testImages: readoutTest.count,
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
+      weightDecays,
+      weightDecay: trained.linear!.weightDecay,
     },
   };
   if (options.perStage) {

@@ -3,6 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Tensor } from "../torch";
+import { useFeedbackAlignment } from "../nn/layers";
 import { type Checkpoint, loadCheckpoint, loadLatestCheckpoint } from "./checkpoint";
 import { type RunEncoder, buildRunEncoder } from "./encoders";
 import { TrainingError } from "./errors";
@@ -102,6 +103,8 @@ export function openRun(
   const checkpoint: Checkpoint | null = isFile ? loadCheckpoint(target) : loadLatestCheckpoint(runDir, warn);
   if (checkpoint === null) throw new TrainingError(`${runDir}: the run has no checkpoint yet`);
   const encoder = buildRunEncoder(options, inChannels);
+  // A feedback-alignment run's checkpoint holds the feedback matrices (buffers) too.
+  if (options.learning.feedback === "alignment") useFeedbackAlignment(encoder);
   const state = new Map<string, Tensor>();
   for (const [k, v] of checkpoint.model) if (k.startsWith("encoder.")) state.set(k.slice("encoder.".length), v);
   try {

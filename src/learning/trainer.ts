@@ -10,7 +10,8 @@ import { type ImageDataset, subset } from "../data/dataset";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
-import { Progress, formatDuration } from "../report/progress";
+import { Progress, formatDuration } from "./progress";
+import { writeMetricsCsv } from "./metrics-csv";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFinite } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
@@ -130,6 +131,7 @@ export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Pro
     if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
     return await runTraining(options, data, { ...hooks, log });
   } finally {
+    writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
     runDir.release();
   }
 }
@@ -527,6 +529,7 @@ async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null
     const report = await readoutReport(model.encoder, data.train, data.test, {
       normalize: options.normalize,
       readoutEpochs: options.readoutEpochs,
+      readoutWeightDecays: options.readoutWeightDecays,
       readoutTrainSize: options.readoutTrainSize,
       readoutTestSize: options.readoutTestSize,
       baselines: options.baselines,

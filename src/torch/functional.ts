@@ -1,5 +1,6 @@
 // Functional neural-network ops, PyTorch's torch.nn.functional in camelCase.
 import { type DType, scalarTypeCode } from "./dtype";
+import { native } from "./native";
 import { Tensor, callTensor, callTensors } from "./tensor";
 
 type IntPair = number | [number, number];
@@ -23,6 +24,44 @@ export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, opti
     options.dilation ?? 1,
     options.groups ?? 1,
   );
+}
+
+const intPair = (v: IntPair | undefined, fallback: number): number[] =>
+  v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+
+/**
+ * Feedback alignment (Lillicrap et al. 2016): the same output as conv2d, but the backward pass
+ * sends the output gradient to the input through the fixed `feedback` tensor (the weight's shape)
+ * instead of the weight: grad_input = conv_transpose2d(grad_output, feedback). The weight and
+ * bias gradients are exact; `feedback` gets none. Padding is numeric (resolve "same" first).
+ */
+export function feedbackConv2d(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  feedback: Tensor,
+  options: Omit<Conv2dOptions, "padding"> & { padding?: IntPair } = {},
+): Tensor {
+  return new Tensor(
+    native.feedbackConv2d(
+      input.handle,
+      weight.handle,
+      bias ? bias.handle : null,
+      feedback.handle,
+      intPair(options.stride, 1),
+      intPair(options.padding, 0),
+      intPair(options.dilation, 1),
+      options.groups ?? 1,
+    ),
+  );
+}
+
+/**
+ * Feedback alignment for a linear layer: y = x Wᵀ + b forward, grad_input = grad_output · B
+ * backward (B = `feedback`, the weight's shape); the weight and bias gradients are exact.
+ */
+export function feedbackLinear(input: Tensor, weight: Tensor, bias: Tensor | null, feedback: Tensor): Tensor {
+  return new Tensor(native.feedbackLinear(input.handle, weight.handle, bias ? bias.handle : null, feedback.handle));
 }
 
 export interface BatchNormOptions {

@@ -31,3 +31,4 @@ export {
   type SafetensorsHeader,
   type TensorDict,
 } from "./safetensors";
+export * as distributed from "./distributed";

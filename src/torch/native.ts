@@ -18,6 +18,17 @@ export interface MemoryStatsRaw {
   cachedBytes: number;
 }
 
+/** An opaque handle to a c10d process group (distributed.cpp). */
+export type NativeGroup = { readonly __nativeGroup: unique symbol };
+
+export interface NativeGroupOptions {
+  masterAddr: string;
+  masterPort: number;
+  rank: number;
+  worldSize: number;
+  timeoutMs: number;
+}
+
 export interface NativeAddon {
   resolveOp(name: string, overload: string): number;
   callOp(id: number, ...args: unknown[]): unknown;
@@ -84,6 +95,36 @@ export interface NativeAddon {
   availableDevices(): string[];
   /** The canonical name of an available device, or an error naming what is available. */
   checkDevice(name: string): string;
+  feedbackConv2d(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+    stride: number[],
+    padding: number[],
+    dilation: number[],
+    groups: number,
+  ): NativeHandle;
+  feedbackLinear(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+  ): NativeHandle;
+  // Process groups (distributed.cpp). Each operation returns a Promise settled off the main thread.
+  initProcessGroup(options: NativeGroupOptions): Promise<NativeGroup>;
+  destroyProcessGroup(group: NativeGroup): Promise<void>;
+  /** The group's first failure message, "" while healthy. */
+  processGroupFailure(group: NativeGroup): string;
+  /** opCode: 0 sum, 2 product, 3 min, 4 max (c10d::ReduceOp). */
+  allReduce(group: NativeGroup, tensor: NativeHandle, opCode: number, timeoutMs?: number): Promise<void>;
+  allGather(group: NativeGroup, outputs: NativeHandle[], input: NativeHandle, timeoutMs?: number): Promise<void>;
+  broadcast(group: NativeGroup, tensor: NativeHandle, root: number, timeoutMs?: number): Promise<void>;
+  barrier(group: NativeGroup, timeoutMs?: number): Promise<void>;
+  send(group: NativeGroup, tensor: NativeHandle, dst: number, tag: number, timeoutMs?: number): Promise<void>;
+  recv(group: NativeGroup, tensor: NativeHandle, src: number, tag: number, timeoutMs?: number): Promise<void>;
+  allReduceSumWithGrad(group: NativeGroup, tensor: NativeHandle): NativeHandle;
+  allGatherWithGrad(group: NativeGroup, tensor: NativeHandle): NativeHandle;
 }
 
 function findPackageRoot(start: string): string {

@@ -179,6 +179,33 @@ const cases = new Map<string, Case[]>([
     ["an unknown device", ["nonsense"]],
     ["a CPU index other than 0", ["cpu:7"]],
   ),
+  // ---- process groups (a live group is exercised by test/distributed.test.ts) ----
+  c(
+    "initProcessGroup",
+    none,
+    ["a number", [5]],
+    ["no masterAddr", [{ masterPort: 1, rank: 0, worldSize: 1, timeoutMs: 1 }]],
+    ["a string rank", [{ masterAddr: "127.0.0.1", masterPort: 1, rank: "0", worldSize: 1, timeoutMs: 1 }]],
+  ),
+  ...[
+    "destroyProcessGroup",
+    "processGroupFailure",
+    "allReduce",
+    "allGather",
+    "broadcast",
+    "barrier",
+    "send",
+    "recv",
+    "allReduceSumWithGrad",
+    "allGatherWithGrad",
+  ].map((name) =>
+    c(
+      name,
+      none,
+      ["a tensor where a process group belongs", [h, h, 0, 0]],
+      ["a generator where a process group belongs", [g, h, 0, 0]],
+    ),
+  ),
 ]);
 for (const name of takesNoArguments) cases.set(name, [["junk arguments", () => api[name]("junk", {}, 5)]]);
 
