@@ -12,6 +12,8 @@ import * as path from "node:path";
 import { trainSpecs } from "../src/cli/train";
 import { resolveTrainOptions } from "../src/learning/options";
 import { memorySpecs } from "../src/cli/memory";
+import { finetuneSpecs } from "../src/cli/finetune";
+import { exportSpecs } from "../src/cli/export";
 import { type OptionSpec, parseArgs } from "../src/cli/options";
 import { readMetrics } from "../src/learning/metrics";
 
@@ -355,9 +357,10 @@ const METHODS_DOC = path.join(__dirname, "..", "..", "docs", "methods.md");
 describe("docs/methods.md", { skip: fs.existsSync(METHODS_DOC) ? false : "docs/methods.md not found" }, () => {
   const doc = fs.existsSync(METHODS_DOC) ? fs.readFileSync(METHODS_DOC, "utf8") : "";
 
-  test("every --flag it mentions is an option of loco train or loco memory", () => {
-    const known = new Set([...trainSpecs, ...memorySpecs].map((s) => s.flag));
-    for (const s of [...trainSpecs, ...memorySpecs]) if (s.type === "boolean") known.add(`no-${s.flag}`);
+  test("every --flag it mentions is an option of loco train, memory, finetune or export", () => {
+    const specs = [...trainSpecs, ...memorySpecs, ...finetuneSpecs, ...exportSpecs];
+    const known = new Set(specs.map((s) => s.flag));
+    for (const s of specs) if (s.type === "boolean") known.add(`no-${s.flag}`);
     known.add("config").add("help");
     const mentioned = new Set([...doc.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((m) => m[1]));
     assert.ok(mentioned.size > 10, "the doc mentions flags");

@@ -34,6 +34,20 @@ export const trainSpecs: OptionSpec[] = [
   },
   { flag: "image-size", type: "int", min: 8, description: "image folder: resize to this size", defaultText: "96" },
   {
+    flag: "readout-data-dir",
+    type: "string",
+    description: "image folder: labelled folder (train/ + val/ class folders) for the readout and kNN",
+    defaultText: "--data-dir",
+  },
+  {
+    flag: "on-bad-image",
+    type: "enum",
+    choices: ["stop", "skip"],
+    description:
+      "image folder: a file that is not a readable image stops the run, or is skipped (listed in bad-images.txt)",
+    defaultText: "stop",
+  },
+  {
     flag: "train-subset",
     type: "int",
     min: 0,

@@ -60,6 +60,8 @@ export {
   balancedCuts,
   buildStages,
   describeSplit,
+  naturalStages,
+  naturalStageChannels,
   parseSplit,
   profileBlocks,
   resolveSplit,
@@ -68,3 +70,5 @@ export {
   type BlockProfile,
   type SplitRequest,
 } from "./split";
+export { finetune, defaultFinetuneEpochs, type FinetuneOptions, type FinetuneResult } from "./finetune";
+export { exportEncoder, infoPathFor, type EncoderInfo, type ExportResult } from "./export";

@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { getNumThreads } from "../torch";
 import { type AugmentConfig, type NormalizeConfig, grayscale, simclrCifar, simclrImagenet } from "../data/augment";
 import { DATASET_NAMES, type DatasetName, type DatasetSpec } from "../data/datasets";
+import { BAD_IMAGE_POLICIES, type BadImagePolicy } from "../data/folder";
 import { datasetFacts } from "../data/registry";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { TrainingError } from "./errors";
@@ -106,6 +107,10 @@ export interface TrainInput {
   dataDir?: string;
   /** Image folders: resize to this size (default 96). */
   imageSize?: number;
+  /** Image folders: a file that is not a readable image stops the run (default), or is skipped and listed. */
+  onBadImage?: BadImagePolicy;
+  /** Image folders: a labelled folder for the readout and kNN (default: dataDir). */
+  readoutDataDir?: string;
   /** Pretrain on a deterministic subset of this many images (0: all). */
   trainSubset?: number;
   encoder?: EncoderName;
@@ -170,6 +175,7 @@ export const TRAIN_DEFAULTS = {
   method: "simclr",
   dataset: "fashion-mnist",
   imageSize: 96,
+  onBadImage: "stop",
   trainSubset: 0,
   encoder: "resnet18",
   width: 16,
@@ -312,7 +318,12 @@ function resolveData(
   if (dir === undefined) throw new TrainingError(`dataDir: required for the dataset ${dataset}`, 2);
   const imageSize = integer("imageSize", v.imageSize, 8);
   const nativeSize = facts.nativeSize ?? imageSize;
-  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
+  const onBadImage = oneOf("onBadImage", v.onBadImage, BAD_IMAGE_POLICIES);
+  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize, onBadImage } : {}) };
+  // An unlabelled pretraining folder is read out on a labelled one (readoutDataDir).
+  const readoutDir = v.readoutDataDir;
+  if (readoutDir !== undefined && dataset !== "folder")
+    throw new TrainingError(`readoutDataDir (--readout-data-dir): only for the folder dataset, not ${dataset}`, 2);
   const trainSubset = integer("trainSubset", v.trainSubset, 0);
   const normalize = facts.normalize;
   const augmentPreset = oneOf("augment", v.augment, AUGMENT_PRESETS);
@@ -335,11 +346,13 @@ function resolveData(
     pretrainData: {
       ...base,
       split: facts.pretrainSplit,
+      // Image folders stream the pretraining images (decoded and cropped as they are loaded).
+      ...(dataset === "folder" ? { stream: true } : {}),
       ...(trainSubset > 0 ? { subset: { count: trainSubset, seed } } : {}),
     },
     // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
-    trainData: { ...base, split: "train" },
-    testData: { ...base, split: "test" },
+    trainData: { ...base, dir: readoutDir ?? dir, split: "train" },
+    testData: { ...base, dir: readoutDir ?? dir, split: "test" },
     augment,
     normalize,
   };
