@@ -453,7 +453,7 @@ describe("loco train (tiny Fashion-MNIST runs)", { skip: trainSkip }, () => {
       assert.match(
         r.stdout,
         new RegExp(
-          `${method} \\(losses [\\d,]+, reach \\d, c \\d, m \\d, t 0\\.5, simultaneous\\), resnet18-w4-cifar, 1 epochs`,
+          `${method} \\(losses [\\d,]+, reach \\d, c \\d, m \\d, t [\\d.]+, simultaneous\\), resnet18-w4-cifar, 1 epochs`,
         ),
         "the results table names the run with its full method settings",
       );

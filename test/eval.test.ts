@@ -559,6 +559,9 @@ test("readoutReport: a test-set size limit (strided subset), progress per evalua
   const report = await readoutReport(encoder, train, testSet, {
     normalize: null,
     readoutEpochs: 2,
+    // Two weight decays: each fit runs 2 epochs per candidate on 80% of the train features, then
+    // once more on all of them (2 × 3 epochs in all).
+    readoutWeightDecays: [0, 1e-3],
     readoutTrainSize: 0,
     readoutTestSize: 10,
     baselines: ["raw-pixels"],
@@ -577,10 +580,12 @@ test("readoutReport: a test-set size limit (strided subset), progress per evalua
   assert.deepEqual(Object.fromEntries(last), {
     "trained train features": "40/40",
     "trained test features": "10/10",
-    "trained linear readout": "2/2",
+    "trained linear readout": "6/6",
     "raw-pixels train features": "40/40",
     "raw-pixels test features": "10/10",
-    "raw-pixels linear readout": "2/2",
+    "raw-pixels linear readout": "6/6",
   });
+  assert.deepEqual(report.readout.weightDecays, [0, 1e-3]);
+  assert.ok([0, 1e-3].includes(report.readout.weightDecay), "the chosen weight decay comes from the grid");
   encoder.dispose();
 });

@@ -497,7 +497,7 @@ describe("dataset files", { skip: needData }, () => {
     assert.equal(missing.status, 1, show(missing));
     assert.match(
       missing.stderr,
-      /loco: pretraining data \(fashion-mnist\): .*no-such-data: missing train-images-idx3-ubyte \(or train-images-idx3-ubyte\.gz\)/,
+      /loco: (pretraining|readout train|test) data \(fashion-mnist\): .*no-such-data: missing (train|t10k)-images-idx3-ubyte \(or (train|t10k)-images-idx3-ubyte\.gz\)/,
     );
     assert.doesNotMatch(missing.stderr, noStack);
   });

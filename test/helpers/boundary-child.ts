@@ -179,6 +179,22 @@ const cases = new Map<string, Case[]>([
     ["an unknown device", ["nonsense"]],
     ["a CPU index other than 0", ["cpu:7"]],
   ),
+  // ---- feedback alignment (test/feedback.oracle.test.ts exercises the valid calls) ----
+  c(
+    "feedbackConv2d",
+    none,
+    ["a disposed input", [d, h, null, h, [1, 1], [0, 0], [1, 1], 1]],
+    ["a generator as the weight", [h, g, null, h, [1, 1], [0, 0], [1, 1], 1]],
+    ["a feedback matrix of another shape than the weight", [h, h, null, intTensor, [1, 1], [0, 0], [1, 1], 1]],
+    ["a string stride", [h, h, null, h, "1", [0, 0], [1, 1], 1]],
+  ),
+  c(
+    "feedbackLinear",
+    none,
+    ["a disposed input", [d, h, null, h]],
+    ["a generator as the feedback matrix", [h, h, null, g]],
+    ["a feedback matrix of another shape than the weight", [h, h, null, intTensor]],
+  ),
   // ---- process groups (a live group is exercised by test/distributed.test.ts) ----
   c(
     "initProcessGroup",
