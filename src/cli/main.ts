@@ -9,6 +9,8 @@ interface Command {
   summary: string;
   specs: OptionSpec[];
   usage?: string;
+  /** The positional arguments the command takes, at most (default: none; a stray one is an error). */
+  maxPositionals?: number;
   run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
 }
 
@@ -24,12 +26,14 @@ const commands: Record<string, Command> = {
       "Read out a run's checkpoint: linear readout and kNN on frozen features, per stage and beside baselines on request.",
     specs: evalSpecs,
     usage: "loco eval <run dir | checkpoint file> [options]",
+    maxPositionals: 1,
     run: runEval,
   },
   embed: {
     summary: "Write a run's frozen features of a dataset split (and the labels) as a safetensors file.",
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
+    maxPositionals: 1,
     run: runEmbed,
   },
   memory: {
@@ -62,6 +66,14 @@ async function main(argv: string[]): Promise<number> {
   if (parsed.help) {
     console.log(formatHelp(name, command.summary, command.specs, command.usage));
     return 0;
+  }
+  const maxPositionals = command.maxPositionals ?? 0;
+  if (parsed.positionals.length > maxPositionals) {
+    const stray = parsed.positionals.slice(maxPositionals).map((p) => `'${p}'`);
+    throw new UsageError(
+      `loco ${name}: unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")} ` +
+        `(options start with --; see \`loco ${name} --help\`)`,
+    );
   }
   await command.run(parsed.values, parsed.positionals);
   return 0;
