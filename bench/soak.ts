@@ -14,8 +14,7 @@
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { parseArgs } from "../src/cli/options";
-import { resolveTrainOptions, trainSpecs } from "../src/cli/train";
+import type { TrainInput } from "../src/learning/options";
 import { train } from "../src/learning/trainer";
 import { Progress } from "../src/report/progress";
 import { memoryStats } from "../src/torch";
@@ -55,29 +54,23 @@ async function main(argv: string[]): Promise<void> {
     );
   }
   const runDir = fs.mkdtempSync(path.join(os.tmpdir(), "loco-soak-"));
-  const flags = {
+  const input: TrainInput = {
     dataset: "fashion-mnist",
-    "data-dir": dataDir,
-    "train-subset": subset,
-    "batch-size": batchSize,
+    dataDir,
+    trainSubset: subset,
+    batchSize,
     width,
     epochs: steps / stepsPerEpoch,
-    "warmup-epochs": 1,
-    "knn-every": 0,
-    "readout-epochs": 1,
-    "readout-train-size": 256,
+    warmupEpochs: 1,
+    knnEvery: 0,
+    readoutEpochs: 1,
+    readoutTrainSize: 256,
     baselines: "none",
     threads,
     workers: 1,
-    "keep-checkpoints": 2,
-    "run-dir": runDir,
+    keepCheckpoints: 2,
+    runDir,
   };
-  const { values } = parseArgs(
-    Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]),
-    trainSpecs,
-    "train",
-  );
-  const options = resolveTrainOptions(values);
 
   const samples: Sample[] = [];
   const started = performance.now();
@@ -106,7 +99,7 @@ async function main(argv: string[]): Promise<void> {
       `soak: ${steps} steps of resnet18 width ${width}, batch ${batchSize}, ${threads} thread(s); RSS every ${every} steps`,
     );
   // The hook runs after each step's backward pass (before its update), at steps every, 2·every, ….
-  const outcome = await train(options, {
+  const outcome = await train(input, {
     log: () => {},
     progress: new Progress(sink),
     afterBackward: ({ step }) => {

@@ -9,9 +9,11 @@ import { type ChildProcess, spawn, spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { resolveTrainOptions, trainSpecs } from "../src/cli/train";
+import { trainSpecs } from "../src/cli/train";
+import { resolveTrainOptions } from "../src/learning/options";
 import { memorySpecs } from "../src/cli/memory";
 import { type OptionSpec, parseArgs } from "../src/cli/options";
+import { readMetrics } from "../src/learning/metrics";
 
 const MAIN = path.join(__dirname, "..", "src", "cli", "main.js");
 const FASHION_MNIST = "/usr/share/datasets/fashion-mnist";
@@ -380,12 +382,16 @@ describe("loco train (tiny Fashion-MNIST runs)", { skip: trainSkip }, () => {
       assert.equal(r.status, 0, show(r));
       assert.match(
         r.stdout,
-        new RegExp(`${method} \\(resnet18-w4-cifar, 1 epochs\\)`),
-        "the results table names the run",
+        new RegExp(
+          `${method} \\(losses [\\d,]+, reach \\d, c \\d, m \\d, t 0\\.5, simultaneous\\), resnet18-w4-cifar, 1 epochs`,
+        ),
+        "the results table names the run with its full method settings",
       );
 
       const results = JSON.parse(fs.readFileSync(path.join(dir, "results.json"), "utf8"));
       assert.equal(results.method, method);
+      assert.equal(results.learning.lossStages.length, stagesWithLoss, "results.json holds the method's settings");
+      assert.match(results.methodSettings, new RegExp(`^${method} \\(losses `));
       assert.equal(results.dataset, "fashion-mnist");
       inUnit(results.linear?.top1, "linear.top1");
       inUnit(results.knn?.top1, "knn.top1");
@@ -399,22 +405,13 @@ describe("loco train (tiny Fashion-MNIST runs)", { skip: trainSkip }, () => {
       assert.equal(config.resolved.learning.lossStages.length, stagesWithLoss);
       if (method === "gim") assert.equal(config.resolved.seed, 3, "the YAML config's seed is used");
 
-      const lines = fs
-        .readFileSync(path.join(dir, "metrics.jsonl"), "utf8")
-        .split("\n")
-        .filter((l) => l.trim() !== "");
-      const records = lines.map((l, i) => {
-        try {
-          return JSON.parse(l) as Record<string, unknown>;
-        } catch {
-          throw new assert.AssertionError({ message: `metrics.jsonl line ${i + 1} is not JSON: ${l}` });
-        }
-      });
+      // Every line is a well-formed record of its kind (readMetrics checks them).
+      const records = readMetrics(path.join(dir, "metrics.jsonl"));
       const steps = records.filter((m) => m.type === "step");
-      assert.ok(steps.length >= 1, `step records in metrics.jsonl: ${lines.join("\n")}`);
+      assert.ok(steps.length >= 1, `step records in metrics.jsonl: ${JSON.stringify(records)}`);
       for (const s of steps) {
-        assert.ok(Number.isInteger(s.step) && (s.step as number) >= 1, `step number ${s.step}`);
-        const loss = s.loss as number[];
+        assert.ok(Number.isInteger(s.step) && s.step >= 1, `step number ${s.step}`);
+        const loss = s.loss;
         assert.equal(loss.length, stagesWithLoss, `one loss per loss stage: ${JSON.stringify(loss)}`);
         assert.ok(
           loss.every((v) => Number.isFinite(v) && v > 0),

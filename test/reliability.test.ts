@@ -17,9 +17,11 @@ import {
   loadLatestCheckpoint,
   removeStaleTemporaries,
 } from "../src/learning/checkpoint";
-import { DivergenceError, MAX_CONSECUTIVE_SKIPS, TrainingError, checkFreeSpace, train } from "../src/learning/trainer";
-import { parseArgs } from "../src/cli/options";
-import { resolveTrainOptions, trainSpecs } from "../src/cli/train";
+import { train } from "../src/learning/trainer";
+import { DivergenceError, TrainingError } from "../src/learning/errors";
+import { MAX_CONSECUTIVE_SKIPS } from "../src/learning/divergence";
+import { checkFreeSpace } from "../src/learning/rundir";
+import type { TrainInput } from "../src/learning/options";
 import { openDataset } from "../src/data/datasets";
 import { Progress } from "../src/report/progress";
 import { keep, noGrad, saveSafetensors, zeros } from "../src/torch";
@@ -34,6 +36,8 @@ import {
   show,
   startLoco,
   tinyFlags,
+  tinyInput,
+  trainStoppingAfter,
 } from "./helpers/runs";
 
 const WRITER = path.join(__dirname, "helpers", "checkpoint-writer.js");
@@ -112,10 +116,8 @@ describe("kill -9 during checkpoint writes", () => {
 });
 
 describe("non-finite losses and gradients", { skip: needData }, () => {
-  const optionsFor = (dir: string, extra: Record<string, string | number> = {}) => {
-    const { values } = parseArgs(["--run-dir", dir, ...tinyFlags(data, { epochs: 1, ...extra })], trainSpecs, "train");
-    return resolveTrainOptions(values);
-  };
+  const optionsFor = (dir: string, extra: TrainInput = {}): TrainInput =>
+    tinyInput(data, { epochs: 1, runDir: dir, ...extra });
   const quiet = (): { log: (m: string) => void; logs: string[]; progress: Progress } => {
     const logs: string[] = [];
     const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
@@ -159,7 +161,7 @@ describe("non-finite losses and gradients", { skip: needData }, () => {
     const dir = path.join(tmp, "nan-grad");
     const { log, logs, progress } = quiet();
     await assert.rejects(
-      train(optionsFor(dir, { "checkpoint-every": 2 }), {
+      train(optionsFor(dir, { checkpointEvery: 2 }), {
         log,
         progress,
         afterBackward: poison("encoder.layer2.0.conv1.weight", [3]),
@@ -192,7 +194,7 @@ describe("non-finite losses and gradients", { skip: needData }, () => {
   test("--on-nonfinite skip: bad steps are dropped with a warning and counted; the run completes", async () => {
     const dir = path.join(tmp, "skip");
     const { log, logs, progress } = quiet();
-    const outcome = await train(optionsFor(dir, { "on-nonfinite": "skip", method: "loco" }), {
+    const outcome = await train(optionsFor(dir, { onNonfinite: "skip", method: "loco" }), {
       log,
       progress,
       afterBackward: poison("decoders.2.head.0.weight", [2, 5]),
@@ -252,8 +254,9 @@ describe("run directories", { skip: needData }, () => {
 
   test("a run directory that already holds a run is refused, pointing at --resume; nothing in it changes", async () => {
     const dir = path.join(tmp, "taken");
-    fs.mkdirSync(dir);
+    fs.mkdirSync(path.join(dir, "checkpoints"), { recursive: true });
     fs.writeFileSync(path.join(dir, "config.json"), "{}");
+    fs.writeFileSync(path.join(dir, "checkpoints", "step-000000008.safetensors"), "a checkpoint");
     const before = filesUnder(dir);
     const r = await loco(["train", ...tinyFlags(data), "--run-dir", dir]);
     assert.equal(r.status, 2, show(r));
@@ -267,10 +270,8 @@ describe("run directories", { skip: needData }, () => {
 
   test("a run directory in use by another live process is refused; a stale lock is taken over", async () => {
     const dir = path.join(tmp, "locked");
-    const first = await loco(["train", ...tinyFlags(data, { epochs: 1 }), "--run-dir", dir], {
-      env: { LOCO_TEST_STOP_AFTER_STEP: "1" },
-    });
-    assert.equal(first.status, 130, show(first));
+    const first = await trainStoppingAfter(tinyInput(data, { epochs: 1, runDir: dir }), 1);
+    assert.equal(first.outcome.interrupted, true, first.log);
     fs.writeFileSync(path.join(dir, ".lock"), `${process.pid}\n`); // this test process is alive
     const busy = await loco(["train", "--resume", dir]);
     assert.equal(busy.status, 1, show(busy));
@@ -283,21 +284,43 @@ describe("run directories", { skip: needData }, () => {
     assert.ok(!fs.existsSync(path.join(dir, ".lock")), "the lock is released at the end");
   });
 
-  test("--resume of a run that stopped before its first checkpoint starts it over; --resume of a non-run is refused", async () => {
+  test("a failed start writes nothing and can be retried; a run directory without a checkpoint starts over (fresh or --resume)", async () => {
     const dir = path.join(tmp, "no-checkpoint");
-    // A fresh run that fails before its first checkpoint (here: its data vanished) leaves only config.json.
+    // Options and data are checked before the run directory is made: a failed start leaves nothing.
     const gone = path.join(tmp, "gone-data");
     fs.cpSync(data, gone, { recursive: true });
-    const config = ["train", ...tinyFlags(gone, { epochs: 1 }), "--run-dir", dir];
     fs.rmSync(path.join(gone, "t10k-images-idx3-ubyte"));
-    const failed = await loco(config);
+    const failed = await loco(["train", ...tinyFlags(gone, { epochs: 1 }), "--run-dir", dir]);
     assert.equal(failed.status, 1, show(failed));
     assert.match(failed.stderr, /t10k-images-idx3-ubyte/);
-    assert.deepEqual(filesUnder(dir), ["config.json"]);
-    fs.cpSync(path.join(data, "t10k-images-idx3-ubyte"), path.join(gone, "t10k-images-idx3-ubyte"));
+    assert.ok(!fs.existsSync(dir), "no run directory after a failed start");
+    const tooMany = await loco(["train", ...tinyFlags(data, { epochs: 1, "train-subset": 100000 }), "--run-dir", dir]);
+    assert.equal(tooMany.status, 2, show(tooMany));
+    assert.match(
+      tooMany.stderr,
+      /loco: a pretraining subset of 100000 images \(trainSubset, --train-subset\) exceeds the 512 images/,
+    );
+    assert.ok(!fs.existsSync(dir), "no run directory after a refused --train-subset");
+
+    // A run that died before its first checkpoint (killed in its first step) leaves config.json only.
+    const donor = path.join(tmp, "donor");
+    const stopped = await trainStoppingAfter(tinyInput(data, { epochs: 1, runDir: donor }), 1);
+    assert.equal(stopped.outcome.interrupted, true, stopped.log);
+    fs.mkdirSync(dir);
+    fs.copyFileSync(path.join(donor, "config.json"), path.join(dir, "config.json"));
+    fs.writeFileSync(path.join(dir, "metrics.jsonl"), "{}\n");
     const resumed = await loco(["train", "--resume", dir]);
     assert.equal(resumed.status, 0, show(resumed));
     assert.match(resumed.stderr, /has no checkpoint yet: the run starts again from step 0/);
+    // A fresh start into such a directory is allowed too (nothing of value is in it).
+    const again = path.join(tmp, "no-checkpoint-fresh");
+    fs.mkdirSync(again);
+    fs.copyFileSync(path.join(donor, "config.json"), path.join(again, "config.json"));
+    fs.writeFileSync(path.join(again, "metrics.jsonl"), "stale\n");
+    const fresh = await loco(["train", ...tinyFlags(data, { epochs: 1 }), "--run-dir", again]);
+    assert.equal(fresh.status, 0, show(fresh));
+    assert.match(fresh.stderr, /holds a run that never wrote a checkpoint: it starts again/);
+    assert.doesNotMatch(fs.readFileSync(path.join(again, "metrics.jsonl"), "utf8"), /stale/);
 
     const notARun = await loco(["train", "--resume", path.join(tmp, "nothing-here")]);
     assert.equal(notARun.status, 2, show(notARun));

@@ -20,6 +20,8 @@ import {
   show,
   startLoco,
   tinyFlags,
+  tinyInput,
+  trainStoppingAfter,
 } from "./helpers/runs";
 
 const skip = haveFashionMnist ? false : "Fashion-MNIST is not installed at /usr/share/datasets/fashion-mnist";
@@ -45,13 +47,11 @@ describe("exact resume and interruption", { skip }, () => {
 
   test("2 epochs straight = 1 epoch, stop, --resume, 1 epoch: byte-identical weights, optimizer and run state", async () => {
     const dir = path.join(tmp, "split");
-    // LOCO_TEST_STOP_AFTER_STEP behaves as a Ctrl-C arriving during step 8, the last of epoch 1.
-    const first = await loco(["train", ...tinyFlags(data), "--run-dir", dir], {
-      env: { LOCO_TEST_STOP_AFTER_STEP: "8" },
-    });
-    assert.equal(first.status, 130, show(first));
-    assert.match(first.stderr, /stopped at step 8/);
-    assert.match(first.stderr, new RegExp(`continue with: loco train --resume ${dir}`));
+    // In this process, through the library: a stop requested during step 8, the last of epoch 1
+    // (as a Ctrl-C would); the CLI's --resume continues it.
+    const first = await trainStoppingAfter(tinyInput(data, { runDir: dir }), 8);
+    assert.equal(first.outcome.interrupted, true, first.log);
+    assert.match(first.log, /stopped at step 8/);
     assert.deepEqual(checkpointsOf(dir), ["step-000000008.safetensors"]);
     const stopped = loadCheckpoint(ckpt(dir, 8));
     assert.deepEqual(stopped.meta.position, { epoch: 1, batch: 0 });
@@ -145,13 +145,8 @@ describe("exact resume and interruption", { skip }, () => {
 
   test("corrupted and truncated checkpoints are caught by the checksum; --resume falls back to the previous good one and still matches", async () => {
     const dir = path.join(tmp, "corrupt");
-    const first = await loco(
-      ["train", ...tinyFlags(data, { "checkpoint-every": 3, "keep-checkpoints": 3 }), "--run-dir", dir],
-      {
-        env: { LOCO_TEST_STOP_AFTER_STEP: "8" },
-      },
-    );
-    assert.equal(first.status, 130, show(first));
+    const first = await trainStoppingAfter(tinyInput(data, { checkpointEvery: 3, keepCheckpoints: 3, runDir: dir }), 8);
+    assert.equal(first.outcome.interrupted, true, first.log);
     assert.deepEqual(checkpointsOf(dir), [
       "step-000000003.safetensors",
       "step-000000006.safetensors",
@@ -185,10 +180,8 @@ describe("exact resume and interruption", { skip }, () => {
 
   test("--resume refuses a run whose config.json no longer matches its checkpoints, naming the setting", async () => {
     const dir = path.join(tmp, "changed");
-    const first = await loco(["train", ...tinyFlags(data, { epochs: 1 }), "--run-dir", dir], {
-      env: { LOCO_TEST_STOP_AFTER_STEP: "2" },
-    });
-    assert.equal(first.status, 130, show(first));
+    const first = await trainStoppingAfter(tinyInput(data, { epochs: 1, runDir: dir }), 2);
+    assert.equal(first.outcome.interrupted, true, first.log);
     const configFile = path.join(dir, "config.json");
     const config = JSON.parse(fs.readFileSync(configFile, "utf8"));
     config.resolved.seed = 7;

@@ -1,4 +1,4 @@
-// The gradient router against METHODS.md's reference (recompute stages k−r … k from
+// The gradient router against docs/methods.md's reference (recompute stages k−r … k from
 // detach(h_{k−r−1}) for each loss, backpropagate fully, sum parameter gradients), on a ResNet-18
 // with batch norm, for SimCLR end to end, GIM, LoCo (reach 1 and 2) and ablations. The models run in
 // float64, so "equal to float rounding" can be asserted tightly although the router sums messages
@@ -53,7 +53,7 @@ function maxRelativeDifference(a: (Float64Array | null)[], b: (Float64Array | nu
   return worst;
 }
 
-/** METHODS.md's reference: one full recompute-and-backprop per loss. */
+/** docs/methods.md's reference: one full recompute-and-backprop per loss. */
 function referenceGrads(learner: LocalLearner, views: Tensor): (Float64Array | null)[] {
   const stages = learner.stages;
   scope(() => {

@@ -3,13 +3,14 @@
 import * as path from "node:path";
 import { noGrad, saveSafetensors } from "../torch";
 import { type DatasetSpec, openDataset } from "../data/datasets";
-import { evalBatches, readoutReport } from "../learning/readout";
-import { buildRunEncoder, openRun, readRunConfig, runDirOf } from "../learning/runs";
-import type { TrainOptions } from "../learning/trainer";
-import { writeJsonAtomic } from "../learning/trainer";
+import { evalBatches } from "../learning/readout";
+import { openRun, readRunConfig, runDirOf } from "../learning/runs";
+import { encoderFeatures } from "../learning/encoders";
+import { evaluateRun } from "../learning/evaluate";
+import { type TrainOptions, parseBaselines } from "../learning/options";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
-import { type OptionSpec, UsageError } from "./options";
-import { formatReport, parseBaselines } from "./report";
+import { type OptionSpec, UsageError, withFlagNames } from "./options";
+import { formatReport } from "./report";
 
 export const evalSpecs: OptionSpec[] = [
   {
@@ -24,6 +25,13 @@ export const evalSpecs: OptionSpec[] = [
     type: "int",
     min: 0,
     description: "linear readout: train images (0: all)",
+    defaultText: "the run's",
+  },
+  {
+    flag: "readout-test-size",
+    type: "int",
+    min: 0,
+    description: "linear readout: test images (0: all)",
     defaultText: "the run's",
   },
   {
@@ -67,31 +75,19 @@ async function openSplit(options: TrainOptions, split: "train" | "test"): Promis
 }
 
 export async function runEval(values: Record<string, unknown>, positionals: string[]): Promise<void> {
-  const warn = (m: string): void => void process.stderr.write(`${m}\n`);
   const where = target(positionals, "eval");
-  const config = readRunConfig(runDirOf(where));
-  const train = await openSplit(config, "train");
-  const test = await openSplit(config, "test");
-  const run = openRun(where, train.channels, warn);
-  const o = run.options;
-  process.stderr.write(`evaluating ${run.checkpoint} (step ${run.step}) …\n`);
-  const report = readoutReport(run.encoder, train, test, {
-    normalize: o.normalize,
-    readoutEpochs: (values.readoutEpochs as number | undefined) ?? o.readoutEpochs,
-    readoutTrainSize: (values.readoutTrainSize as number | undefined) ?? o.readoutTrainSize,
-    baselines: parseBaselines(values.baselines as string | undefined),
+  const { evaluation, file } = await evaluateRun(where, {
+    readoutEpochs: values.readoutEpochs as number | undefined,
+    readoutTrainSize: values.readoutTrainSize as number | undefined,
+    readoutTestSize: values.readoutTestSize as number | undefined,
+    baselines: withFlagNames(() => parseBaselines(values.baselines as string | undefined)),
     perStage: values.perStage as boolean,
     supervisedEpochs: values.supervisedEpochs as number,
-    batchSize: o.batchSize,
-    seed: o.seed,
-    freshEncoder: () => buildRunEncoder(o, train.channels),
-  })!;
-  const out = (values.out as string | undefined) ?? path.join(run.runDir, `eval-step-${run.step}.json`);
-  const result = { method: o.method, dataset: o.trainData.name, checkpoint: run.checkpoint, step: run.step, ...report };
-  writeJsonAtomic(out, result);
-  console.log(formatReport(`${o.method} (step ${run.step})`, o.trainData.name, report));
-  console.log(`report in ${out}`);
-  run.encoder.dispose();
+    out: values.out as string | undefined,
+    log: (m) => void process.stderr.write(`${m}\n`),
+  });
+  console.log(formatReport(`${evaluation.methodSettings}, step ${evaluation.step}`, evaluation.dataset, evaluation));
+  console.log(`report in ${file}`);
 }
 
 export async function runEmbed(values: Record<string, unknown>, positionals: string[]): Promise<void> {
@@ -105,7 +101,7 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
   const set = noGrad(() => {
     run.encoder.eval();
     return stage === 4
-      ? extractFeatures((x) => run.encoder.forwardFeatures(x), batches(), {})
+      ? extractFeatures(encoderFeatures(run.encoder), batches(), {})
       : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
   });
   const out =

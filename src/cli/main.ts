@@ -1,5 +1,6 @@
 #!/usr/bin/env node
 // The `loco` command.
+import { VERSION } from "../version";
 import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
@@ -12,6 +13,8 @@ interface Command {
   /** The positional arguments the command takes, at most (default: none; a stray one is an error). */
   maxPositionals?: number;
   run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
+  /** Config-file fields that are read and ignored (a run's config.json carries its resolved options). */
+  ignoreConfigFields?: string[];
 }
 
 const commands: Record<string, Command> = {
@@ -20,6 +23,7 @@ const commands: Record<string, Command> = {
       "Pretrain an encoder (SimCLR end to end, GIM, LoCo or any router configuration), then read it out against baselines.",
     specs: trainSpecs,
     run: runTrain,
+    ignoreConfigFields: ["resolved"],
   },
   eval: {
     summary:
@@ -45,7 +49,7 @@ const commands: Record<string, Command> = {
 };
 
 function mainHelp(): string {
-  const lines = ["Usage: loco <command> [options]", "", "Commands:"];
+  const lines = ["Usage: loco <command> [options]", "       loco --version", "", "Commands:"];
   for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
   lines.push("", "Run `loco <command> --help` for a command's options.");
   return lines.join("\n");
@@ -57,12 +61,16 @@ async function main(argv: string[]): Promise<number> {
     console.log(mainHelp());
     return name === undefined ? 2 : 0;
   }
+  if (name === "--version" || name === "-V" || name === "version") {
+    console.log(`loco ${VERSION} (CPU)`);
+    return 0;
+  }
   const command = commands[name];
   if (command === undefined) {
     console.error(`loco: unknown command '${name}'\n\n${mainHelp()}`);
     return 2;
   }
-  const parsed = parseArgs(rest, command.specs, name);
+  const parsed = parseArgs(rest, command.specs, name, { ignoreConfigFields: command.ignoreConfigFields });
   if (parsed.help) {
     console.log(formatHelp(name, command.summary, command.specs, command.usage));
     return 0;

@@ -26,6 +26,21 @@ export class UsageError extends Error {
   override name = "UsageError";
 }
 
+/**
+ * Runs a library call that checks user input and rethrows its usage mistakes ("field: …",
+ * exit status 2) as UsageErrors naming the flag ("--field-name: …").
+ */
+export function withFlagNames<T>(fn: () => T): T {
+  try {
+    return fn();
+  } catch (error) {
+    const e = error as { userFacing?: boolean; exitCode?: number; message: string };
+    const m = e.userFacing === true && e.exitCode === 2 ? /^([a-z][A-Za-z0-9]*): ([\s\S]*)$/.exec(e.message) : null;
+    if (m === null) throw error;
+    throw new UsageError(`--${m[1].replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}: ${m[2]}`);
+  }
+}
+
 export const camelCase = (flag: string): string => flag.replace(/-([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
 function describeValue(v: unknown): string {
@@ -126,7 +141,12 @@ export function readConfigFile(file: string): Record<string, unknown> {
  * Parses argv against the specs. Precedence: defaults < config file (--config) < flags. Unknown
  * flags and config fields, and ill-typed values, are errors naming the flag or field.
  */
-export function parseArgs(argv: readonly string[], specs: readonly OptionSpec[], command: string): ParsedArgs {
+export function parseArgs(
+  argv: readonly string[],
+  specs: readonly OptionSpec[],
+  command: string,
+  options: { ignoreConfigFields?: readonly string[] } = {},
+): ParsedArgs {
   const byFlag = new Map(specs.map((s) => [s.flag, s]));
   const byField = new Map(specs.map((s) => [camelCase(s.flag), s]));
   const fromFlags: Record<string, unknown> = {};
@@ -182,6 +202,7 @@ export function parseArgs(argv: readonly string[], specs: readonly OptionSpec[],
   if (configFile !== undefined) {
     const config = readConfigFile(configFile);
     for (const [field, raw] of Object.entries(config)) {
+      if (options.ignoreConfigFields?.includes(field)) continue;
       const key = field.includes("-") ? camelCase(field) : field;
       const spec = byField.get(key);
       if (spec === undefined) {

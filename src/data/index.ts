@@ -11,3 +11,4 @@ export * from "./loader";
 export * from "./datasets";
 export { Rng, roundHalfEven } from "./rng";
 export { augmentRng, prepareBatch, type PreparedBatch } from "./prepare";
+export * from "./registry";

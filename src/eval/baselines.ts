@@ -1,5 +1,5 @@
 // The evaluation of an encoder and the baselines that go through the same protocol
-// (METHODS.md, "Baselines on the same protocol"):
+// (docs/methods.md, "Evaluation as implemented"):
 //   - evaluateEncoder: frozen features of the train and test batches (eval mode, no autograd),
 //     then linear readout and kNN. The trained encoder and the random-init encoder (a fresh,
 //     untouched one the trainer builds) both go through it, identically.

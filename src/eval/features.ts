@@ -1,4 +1,4 @@
-// Frozen-feature extraction for the evaluation protocols (METHODS.md, "Evaluation protocols"):
+// Frozen-feature extraction for the evaluation protocols (docs/methods.md, "Evaluation as implemented"):
 // run an encoder without autograd over labelled batches, keep only the [N, D] features and the
 // labels, and free everything else batch by batch so memory stays flat.
 import { noGrad } from "../torch/autograd";

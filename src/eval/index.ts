@@ -1,4 +1,4 @@
-// Evaluation protocols (METHODS.md, "Evaluation protocols"): frozen-feature extraction, linear
+// Evaluation protocols (docs/methods.md, "Evaluation as implemented"): frozen-feature extraction, linear
 // readout, weighted kNN, and the baselines (random-init, supervised, raw pixels) on the same
 // protocol: `import { evaluation } from "loco"` or `import * as evaluation from "loco/eval"`.
 export {

@@ -1,4 +1,4 @@
-// Weighted k-nearest-neighbour classifier on frozen features (METHODS.md's kNN monitor, as in
+// Weighted k-nearest-neighbour classifier on frozen features (docs/methods.md's kNN monitor, as in
 // Wu et al. 2018 "InstDisc" and the SimCLR-style monitors): cosine similarity between
 // L2-normalised features; the k most similar train features vote for their class with weight
 // exp(similarity / temperature); the class with the largest total wins.

@@ -1,4 +1,4 @@
-// Linear readout (linear evaluation protocol, METHODS.md): multinomial logistic regression on
+// Linear readout (linear evaluation protocol, docs/methods.md): multinomial logistic regression on
 // cached, frozen features. Only features go in; the encoder is never touched.
 //
 // Protocol, fixed so that every encoder (trained, random-init, supervised, raw pixels) is read out

@@ -1,4 +1,4 @@
-// Decoders D_k (METHODS.md): c residual blocks of the encoder's own type at the width of h_k
+// Decoders D_k (docs/methods.md): c residual blocks of the encoder's own type at the width of h_k
 // (stride 1) → global average pool → an m-layer MLP, (Linear → BN → ReLU) × (m−1) → Linear,
 // hidden width = channels of the pooled input, output 128. c = 0, m = 2 is SimCLR's projection head.
 import type { Tensor } from "../torch";

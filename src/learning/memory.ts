@@ -1,4 +1,4 @@
-// Peak training-step memory per method (METHODS.md, "Memory-efficient order"), measured with the
+// Peak training-step memory per method (docs/methods.md, "Memory"), measured with the
 // engine's counting allocator: bytes held by libtorch during one step of forward + backward.
 import { Generator, memoryStats, randn, resetPeakMemory, scope, zerosLike } from "../torch";
 import { type ResNetDepth, type ResNetStem, ResNet } from "../models/resnet";

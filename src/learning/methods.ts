@@ -1,4 +1,4 @@
-// The methods as presets of one mechanism (METHODS.md): losses at which stages, reach, decoder
+// The methods as presets of one mechanism (docs/methods.md): losses at which stages, reach, decoder
 // conv blocks c, MLP depth m, head BN, temperature per stage, schedule.
 
 export type MethodName = "simclr" | "gim" | "loco";

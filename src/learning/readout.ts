@@ -1,14 +1,14 @@
-// The readout report of a pretrained encoder (METHODS.md, "Evaluation protocols"): linear readout
+// The readout report of a pretrained encoder (docs/methods.md, "Evaluation protocols"): linear readout
 // and kNN on frozen features, optionally per stage, beside the baselines on the same protocol.
 // Used by `loco train` at the end of a run and by `loco eval` on any checkpoint.
 import type { Tensor } from "../torch";
 import { fromTypedArray, scope } from "../torch";
 import type { Module } from "../nn/module";
-import type { ResNet } from "../models/resnet";
 import type { NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
-import { type EvaluateResult, evaluateEncoder, featureForward, trainSupervised } from "../eval/baselines";
+import { type EvaluateResult, evaluateEncoder, trainSupervised } from "../eval/baselines";
+import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
 export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
@@ -32,15 +32,19 @@ export interface ReadoutOptions {
   readoutEpochs: number;
   /** Train images read out (0: all), chosen by a fixed stride. */
   readoutTrainSize: number;
+  /** Test images read out (0: all), chosen by a fixed stride. */
+  readoutTestSize?: number;
   baselines: readonly BaselineName[];
   perStage: boolean;
   supervisedEpochs: number;
   batchSize: number;
   seed: number;
   /** A fresh encoder of the same architecture and init (random-init and supervised baselines). */
-  freshEncoder: () => ResNet;
+  freshEncoder: () => RunEncoder;
   /** Checked between evaluations: true ends the report early (readoutReport returns null). */
   shouldStop?: () => boolean;
+  /** Progress: told before and after each evaluation (what is read out, and its result). */
+  log?: (message: string) => void;
 }
 
 /** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
@@ -101,13 +105,13 @@ export function strided(dataset: ImageDataset, size: number): ImageDataset {
 
 /** kNN top-1 of an encoder's features (the per-epoch monitor). */
 export function knnMonitor(
-  encoder: ResNet,
+  encoder: RunEncoder,
   bank: ImageDataset,
   queries: ImageDataset,
   normalize: NormalizeConfig | null,
 ): number {
   const result = evaluateEncoder(
-    featureForward(encoder),
+    encoderFeatures(encoder),
     () => evalBatches(bank, 256, normalize),
     () => evalBatches(queries, 256, normalize),
     { module: encoder, linear: false, knn: { k: 200, temperature: 0.1 }, numClasses: bank.numClasses },
@@ -120,18 +124,24 @@ export function knnMonitor(
  * Returns null when options.shouldStop asked to stop between two evaluations.
  */
 export function readoutReport(
-  encoder: ResNet,
+  encoder: RunEncoder,
   train: ImageDataset,
   test: ImageDataset,
   options: ReadoutOptions,
 ): ReadoutReport | null {
   const stop = (): boolean => options.shouldStop?.() ?? false;
+  const log = options.log ?? ((): void => {});
   const readoutTrain = strided(train, options.readoutTrainSize);
-  const evaluate = (forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult =>
-    evaluateEncoder(
+  const readoutTest = strided(test, options.readoutTestSize ?? 0);
+  const evaluate = (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult => {
+    const started = performance.now();
+    log(
+      `readout: ${what}: features of ${readoutTrain.count} train and ${readoutTest.count} test images, linear readout (${options.readoutEpochs} epochs), kNN …`,
+    );
+    const r = evaluateEncoder(
       forward,
       () => evalBatches(readoutTrain, 256, options.normalize),
-      () => evalBatches(test, 256, options.normalize),
+      () => evalBatches(readoutTest, 256, options.normalize),
       {
         module: modules,
         numClasses: train.numClasses,
@@ -139,12 +149,18 @@ export function readoutReport(
         knn: { k: 200, temperature: 0.1 },
       },
     );
+    log(
+      `readout: ${what}: linear ${(r.linear!.top1 * 100).toFixed(2)}%, kNN ${(r.knn!.top1 * 100).toFixed(2)}% ` +
+        `(${((performance.now() - started) / 1000).toFixed(1)} s)`,
+    );
+    return r;
+  };
   const score = (r: EvaluateResult): Score => ({
     top1: r.linear!.top1,
     linear: { top1: r.linear!.top1 },
     knn: { top1: r.knn!.top1 },
   });
-  const trained = evaluate(featureForward(encoder), [encoder]);
+  const trained = evaluate("the trained encoder", encoderFeatures(encoder), [encoder]);
   if (stop()) return null;
   const report: ReadoutReport = {
     linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
@@ -152,7 +168,7 @@ export function readoutReport(
     baselines: {},
     readout: {
       trainImages: readoutTrain.count,
-      testImages: test.count,
+      testImages: readoutTest.count,
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
     },
@@ -161,7 +177,7 @@ export function readoutReport(
     const stages = encoder.stages();
     report.perStage = [];
     for (let k = 0; k < stages.length; k++) {
-      const r = evaluate(stageForward(stages, k), [encoder]);
+      const r = evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
       report.perStage.push({ stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }
@@ -169,24 +185,30 @@ export function readoutReport(
   for (const baseline of options.baselines) {
     if (stop()) return null;
     if (baseline === "raw-pixels") {
-      report.baselines.rawPixels = score(evaluate(rawPixelsFeatures, []));
+      report.baselines.rawPixels = score(evaluate("raw pixels", rawPixelsFeatures, []));
       continue;
     }
     const fresh = options.freshEncoder();
     try {
       if (baseline === "supervised") {
         // Supervised end to end on the readout split's labelled images (no augmentation).
+        log(`readout: training the supervised baseline (${options.supervisedEpochs} epochs) …`);
         const supervised = trainSupervised(
           fresh,
-          fresh.featureDim,
+          encoderFeatureDim(fresh),
           train.numClasses,
           () => evalBatches(readoutTrain, options.batchSize, options.normalize),
-          { epochs: options.supervisedEpochs, seed: options.seed, disposeBatches: true },
+          {
+            epochs: options.supervisedEpochs,
+            seed: options.seed,
+            disposeBatches: true,
+            forward: encoderFeatures(fresh),
+          },
         );
         supervised.head.dispose();
-        report.baselines.supervised = score(evaluate(featureForward(fresh), [fresh]));
+        report.baselines.supervised = score(evaluate("supervised baseline", encoderFeatures(fresh), [fresh]));
       } else {
-        report.baselines.randomInit = score(evaluate(featureForward(fresh), [fresh]));
+        report.baselines.randomInit = score(evaluate("random-init encoder", encoderFeatures(fresh), [fresh]));
       }
     } finally {
       fresh.dispose();

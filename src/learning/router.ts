@@ -1,4 +1,4 @@
-// The gradient router of METHODS.md: losses at chosen stages, a reach per loss, and gradients moved
+// The gradient router of docs/methods.md: losses at chosen stages, a reach per loss, and gradients moved
 // between stages as explicit messages (vector-Jacobian products), in the memory-efficient order.
 import { type Tensor, backward, noGrad, scope } from "../torch";
 
@@ -59,7 +59,7 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
   validateLosses(stages.length, losses);
   const stageCount = stages.length;
   // Messages reaching stage j with the same remaining reach ρ are summed and sent in one pass
-  // (METHODS.md rule 4): count, per (stage, ρ), how many will arrive, and per stage how many
+  // (docs/methods.md, "The gradient router"): count, per (stage, ρ), how many will arrive, and per stage how many
   // distinct passes it will see (the last one may free the stage's graph).
   const groups = new Set<string>();
   const expected = new Map<string, number>();

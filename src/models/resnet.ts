@@ -5,7 +5,7 @@
 // (`conv1.weight`, `bn1.running_mean`, `layer1.0.conv1.weight`, `layer2.0.downsample.0.weight`,
 // `fc.weight`), so torchvision state dicts load in both directions.
 //
-// For local learning (docs: METHODS.md) the network is also exposed as four stages:
+// For local learning (docs/methods.md) the network is also exposed as four stages:
 // S_1 = stem + layer1 (conv2_x), S_2 = layer2, S_3 = layer3, S_4 = layer4. The stage modules are
 // views: they hold the same child modules under the same names, so a stage's state dict is the
 // matching subset of the model's.

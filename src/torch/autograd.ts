@@ -1,5 +1,5 @@
 // Autograd entry points: backward over several roots, vector-Jacobian products (the gradient
-// router of METHODS.md is built on grad()), and grad-mode scopes.
+// router of docs/methods.md is built on grad()), and grad-mode scopes.
 import { native } from "./native";
 import { type BackwardOptions, Tensor, handles, runBackward } from "./tensor";
 

@@ -6,6 +6,9 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { readIdx, writeIdx } from "../../src/data/idx";
 import { loadCheckpoint } from "../../src/learning/checkpoint";
+import type { TrainInput } from "../../src/learning/options";
+import { type TrainOutcome, train } from "../../src/learning/trainer";
+import { Progress } from "../../src/report/progress";
 
 export const MAIN = path.join(__dirname, "..", "..", "src", "cli", "main.js");
 export const FASHION_MNIST = "/usr/share/datasets/fashion-mnist";
@@ -54,6 +57,43 @@ export function tinyFlags(dataDir: string, extra: Record<string, string | number
     ...extra,
   };
   return Object.entries(flags).flatMap(([k, v]) => [`--${k}`, String(v)]);
+}
+
+/** The library input of the same tiny run (for in-process runs through `train`). */
+export function tinyInput(dataDir: string, extra: TrainInput = {}): TrainInput {
+  return {
+    dataset: "fashion-mnist",
+    dataDir,
+    trainSubset: 0,
+    batchSize: 64,
+    width: 4,
+    epochs: 2,
+    knnEvery: 0,
+    readoutEpochs: 1,
+    readoutTrainSize: 256,
+    baselines: "none",
+    threads: 1,
+    workers: 1,
+    ...extra,
+  };
+}
+
+/**
+ * Trains in this process through the library, asking it to stop (as a Ctrl-C would) once `step`
+ * steps are done. Returns the outcome and the log lines.
+ */
+export async function trainStoppingAfter(
+  input: TrainInput,
+  step: number,
+): Promise<{ outcome: TrainOutcome; log: string }> {
+  const logs: string[] = [];
+  const sink = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+  const outcome = await train(input, {
+    shouldStop: (info) => info.step >= step,
+    log: (m) => logs.push(m),
+    progress: new Progress(sink),
+  });
+  return { outcome, log: logs.join("\n") };
 }
 
 export interface Run {

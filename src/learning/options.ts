@@ -1,0 +1,377 @@
+// The options of a training run, in one place: what a user gives (TrainInput: every field optional,
+// named as the `loco train` flags in camelCase), the defaults, and their resolution into the
+// trainer's complete TrainOptions. The CLI, config files, bench/ and library users all go through
+// resolveTrainOptions.
+import * as path from "node:path";
+import { getNumThreads } from "../torch";
+import { type AugmentConfig, type NormalizeConfig, grayscale, simclrCifar, simclrImagenet } from "../data/augment";
+import { DATASET_NAMES, type DatasetName, type DatasetSpec } from "../data/datasets";
+import { datasetFacts } from "../data/registry";
+import type { ResNetDepth, ResNetStem } from "../models/resnet";
+import { TrainingError } from "./errors";
+import type { EncoderFactory } from "./encoders";
+import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset } from "./methods";
+import { BASELINE_NAMES, type BaselineName } from "./readout";
+
+export type NonFiniteAction = "stop" | "skip";
+export const NON_FINITE_ACTIONS: readonly NonFiniteAction[] = ["stop", "skip"];
+export type OptimizerName = "lars" | "sgd" | "adam";
+export const OPTIMIZER_NAMES: readonly OptimizerName[] = ["lars", "sgd", "adam"];
+export type AugmentPreset = "auto" | "grayscale" | "simclr-cifar" | "simclr-imagenet";
+export const AUGMENT_PRESETS: readonly AugmentPreset[] = ["auto", "grayscale", "simclr-cifar", "simclr-imagenet"];
+export type ReadoutMode = "linear" | "none";
+export const READOUT_MODES: readonly ReadoutMode[] = ["linear", "none"];
+export type EncoderName = "resnet18" | "resnet34" | "resnet50";
+export const ENCODER_NAMES: readonly EncoderName[] = ["resnet18", "resnet34", "resnet50"];
+export type ScheduleName = LocalLearningConfig["schedule"];
+
+/** The complete, resolved options the trainer runs with (saved in config.json and every checkpoint). */
+export interface TrainOptions {
+  method: MethodName;
+  learning: LocalLearningConfig;
+  /** Pretraining images (their labels, if any, are hidden). */
+  pretrainData: DatasetSpec;
+  /** Labelled train split for the readouts and kNN, and the test split. */
+  trainData: DatasetSpec;
+  testData: DatasetSpec;
+  augment: AugmentConfig;
+  /** Normalisation applied to evaluation images (the augmentation's own). */
+  normalize: NormalizeConfig | null;
+  encoder: { depth: ResNetDepth; width: number; stem: ResNetStem };
+  /** Builds the encoder instead of the ResNet of `encoder` (not saved: pass it again on resume). */
+  encoderFactory?: EncoderFactory;
+  epochs: number;
+  batchSize: number;
+  optimizer: OptimizerName;
+  lr: number;
+  weightDecay: number;
+  momentum: number;
+  warmupEpochs: number;
+  seed: number;
+  threads: number;
+  workers: number;
+  channelsLast: boolean;
+  /** kNN monitor every this many epochs (0: off), on subsets of these sizes. */
+  knnEvery: number;
+  knnTrainSize: number;
+  knnTestSize: number;
+  /** "none": no readout at the end of training (results.json then holds the training figures only). */
+  readout?: ReadoutMode;
+  /** Linear readout: epochs over cached features, how many train and test images it reads (0: all). */
+  readoutEpochs: number;
+  readoutTrainSize: number;
+  readoutTestSize?: number;
+  baselines: BaselineName[];
+  /** Read out every stage's pooled features too. */
+  perStage: boolean;
+  /** Epochs of the supervised baseline. */
+  supervisedEpochs: number;
+  runDir: string;
+  /** Checkpoint every N steps (0: at epoch ends only). */
+  checkpointEvery: number;
+  keepCheckpoints: number;
+  /** Continue the run in runDir from its newest good checkpoint. */
+  resume: boolean;
+  /**
+   * A NaN or infinite loss or gradient: "stop" (default) ends the run with a diagnosis and keeps
+   * the last good checkpoint; "skip" drops that step (no update, batch-norm statistics restored)
+   * with a warning, and stops only after MAX_CONSECUTIVE_SKIPS bad steps in a row.
+   */
+  onNonfinite?: NonFiniteAction;
+}
+
+/**
+ * What a user gives: every field optional (defaults in TRAIN_DEFAULTS or derived from other
+ * fields), named as the `loco train` flags in camelCase. `resume: DIR` continues the run in DIR
+ * (its config.json defines the run; only threads, onNonfinite and encoderFactory are taken from
+ * here).
+ */
+export interface TrainInput {
+  method?: MethodName;
+  dataset?: DatasetName;
+  /** The dataset's folder (default: the dataset registry's, e.g. /usr/share/datasets/fashion-mnist). */
+  dataDir?: string;
+  /** Image folders: resize to this size (default 96). */
+  imageSize?: number;
+  /** Pretrain on a deterministic subset of this many images (0: all). */
+  trainSubset?: number;
+  encoder?: EncoderName;
+  width?: number;
+  /** Default: cifar below 96 px, else imagenet. */
+  stem?: ResNetStem;
+  encoderFactory?: EncoderFactory;
+  epochs?: number;
+  batchSize?: number;
+  optimizer?: OptimizerName;
+  /** Default: lars 0.075 x sqrt(batch), sgd 0.3 x batch/256, adam 1e-3. */
+  lr?: number;
+  weightDecay?: number;
+  momentum?: number;
+  warmupEpochs?: number;
+  /** One, or one per loss stage. */
+  temperature?: number | number[];
+  /** Default: the method's (simclr 4; gim, loco 1,2,3,4). */
+  lossStages?: number[];
+  reach?: number | number[];
+  convBlocks?: number;
+  mlpLayers?: number;
+  headBn?: boolean;
+  schedule?: ScheduleName;
+  augment?: AugmentPreset;
+  seed?: number;
+  /** Default: the machine's cores. */
+  threads?: number;
+  workers?: number;
+  channelsLast?: boolean;
+  knnEvery?: number;
+  knnTrainSize?: number;
+  knnTestSize?: number;
+  readout?: ReadoutMode;
+  readoutEpochs?: number;
+  readoutTrainSize?: number;
+  readoutTestSize?: number;
+  /** Names, or a comma-separated list ("none": no baselines). */
+  baselines?: BaselineName[] | string;
+  supervisedEpochs?: number;
+  perStage?: boolean;
+  /** Default: runs/<method>-<dataset>-<time>. */
+  runDir?: string;
+  checkpointEvery?: number;
+  keepCheckpoints?: number;
+  onNonfinite?: NonFiniteAction;
+  /** A run directory to continue. */
+  resume?: string;
+}
+
+/** The defaults of every field that has a fixed one (the others derive from other fields). */
+export const TRAIN_DEFAULTS = {
+  method: "simclr",
+  dataset: "fashion-mnist",
+  imageSize: 96,
+  trainSubset: 10000,
+  encoder: "resnet18",
+  width: 16,
+  epochs: 8,
+  batchSize: 128,
+  optimizer: "lars",
+  weightDecay: 1e-6,
+  momentum: 0.9,
+  warmupEpochs: 1,
+  temperature: 0.5,
+  mlpLayers: 2,
+  headBn: true,
+  schedule: "simultaneous",
+  augment: "auto",
+  seed: 0,
+  workers: 1,
+  channelsLast: false,
+  knnEvery: 1,
+  knnTrainSize: 5000,
+  knnTestSize: 2000,
+  readout: "linear",
+  readoutEpochs: 50,
+  readoutTrainSize: 10000,
+  readoutTestSize: 0,
+  baselines: ["random-init", "raw-pixels"],
+  supervisedEpochs: 10,
+  perStage: false,
+  checkpointEvery: 0,
+  keepCheckpoints: 3,
+  onNonfinite: "stop",
+} as const satisfies Partial<Record<keyof TrainInput, unknown>>;
+
+/** A usage mistake in the options (exit status 2 from the CLI). */
+const invalid = (field: string, expected: string, got: unknown): TrainingError =>
+  new TrainingError(`${field}: expected ${expected}, got ${JSON.stringify(got)}`, 2);
+
+function oneOf<T extends string>(field: string, value: unknown, choices: readonly T[]): T {
+  if (typeof value !== "string" || !(choices as readonly string[]).includes(value))
+    throw invalid(field, `one of ${choices.join(", ")}`, value);
+  return value as T;
+}
+
+function integer(field: string, value: unknown, min: number): number {
+  if (typeof value !== "number" || !Number.isInteger(value) || value < min)
+    throw invalid(field, `an integer >= ${min}`, value);
+  return value;
+}
+
+function number(field: string, value: unknown, min: number, max = Infinity): number {
+  if (typeof value !== "number" || !Number.isFinite(value) || value < min || value > max)
+    throw invalid(field, `a number in [${min}, ${max}]`, value);
+  return value;
+}
+
+function boolean(field: string, value: unknown): boolean {
+  if (typeof value !== "boolean") throw invalid(field, "true or false", value);
+  return value;
+}
+
+/** Baselines from names or a comma-separated list ("none" or empty: none). */
+export function parseBaselines(value: readonly string[] | string | undefined): BaselineName[] {
+  const names =
+    value === undefined
+      ? []
+      : typeof value === "string"
+        ? value.trim() === "none" || value.trim() === ""
+          ? []
+          : value.split(",").map((s) => s.trim())
+        : [...value];
+  for (const n of names) {
+    if (!BASELINE_NAMES.includes(n as BaselineName)) {
+      throw new TrainingError(`baselines: unknown baseline '${n}' (expected ${BASELINE_NAMES.join(", ")} or none)`, 2);
+    }
+  }
+  return names as BaselineName[];
+}
+
+/** The input with every default filled in: the form config.json keeps, and --config reads back. */
+export function completeTrainInput(input: TrainInput): TrainInput & typeof TRAIN_DEFAULTS {
+  const defined = Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined));
+  return { ...TRAIN_DEFAULTS, ...defined } as TrainInput & typeof TRAIN_DEFAULTS;
+}
+
+/** The method's settings after the user's overrides (losses, reach, c, m, temperature, schedule). */
+function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: MethodName): LocalLearningConfig {
+  const preset = methodPreset(method, 4);
+  const list = (field: string, value: unknown, min: number): number[] => {
+    const items = Array.isArray(value) ? value : [value];
+    if (items.length === 0) throw invalid(field, "one number or a list", value);
+    return items.map((x) => number(field, x, min));
+  };
+  const lossStages = v.lossStages === undefined ? preset.lossStages : list("lossStages", v.lossStages, 1);
+  const reach = v.reach === undefined ? preset.reach : list("reach", v.reach, 0);
+  const temps = list("temperature", v.temperature, Number.MIN_VALUE);
+  return {
+    ...preset,
+    lossStages,
+    reach: Array.isArray(reach) && reach.length === 1 ? reach[0] : reach,
+    convBlocks: v.convBlocks === undefined ? preset.convBlocks : integer("convBlocks", v.convBlocks, 0),
+    mlpLayers: integer("mlpLayers", v.mlpLayers, 1),
+    headBN: boolean("headBn", v.headBn),
+    temperature: temps.length === 1 ? temps[0] : temps,
+    schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
+  };
+}
+
+/** The data of a run: pretraining, readout and test splits, augmentation and normalisation. */
+function resolveData(
+  v: ReturnType<typeof completeTrainInput>,
+  dataset: DatasetName,
+  seed: number,
+): Pick<TrainOptions, "pretrainData" | "trainData" | "testData" | "augment" | "normalize"> & { nativeSize: number } {
+  const facts = datasetFacts(dataset);
+  const dir = v.dataDir ?? facts.defaultDir;
+  if (dir === undefined) throw new TrainingError(`dataDir: required for the dataset ${dataset}`, 2);
+  const imageSize = integer("imageSize", v.imageSize, 8);
+  const nativeSize = facts.nativeSize ?? imageSize;
+  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
+  const trainSubset = integer("trainSubset", v.trainSubset, 0);
+  const normalize = facts.normalize;
+  const augmentPreset = oneOf("augment", v.augment, AUGMENT_PRESETS);
+  const presetName =
+    augmentPreset === "auto"
+      ? facts.channels === 1
+        ? "grayscale"
+        : nativeSize >= 96
+          ? "simclr-imagenet"
+          : "simclr-cifar"
+      : augmentPreset;
+  const augment =
+    presetName === "grayscale"
+      ? grayscale(nativeSize, { normalize })
+      : presetName === "simclr-imagenet"
+        ? simclrImagenet(nativeSize, { normalize })
+        : simclrCifar(nativeSize, { normalize });
+  return {
+    nativeSize,
+    pretrainData: {
+      ...base,
+      split: facts.pretrainSplit,
+      ...(trainSubset > 0 ? { subset: { count: trainSubset, seed } } : {}),
+    },
+    // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
+    trainData: { ...base, split: "train" },
+    testData: { ...base, split: "test" },
+    augment,
+    normalize,
+  };
+}
+
+/**
+ * Turns a user's input (flags, a config file, a library call) into the trainer's complete
+ * options. Throws a TrainingError (exit status 2) naming the field for an invalid value. Does not
+ * look at the disk (resume is handled by `train`).
+ */
+export function resolveTrainOptions(input: TrainInput): TrainOptions {
+  const v = completeTrainInput(input);
+  const method = oneOf("method", v.method, METHOD_NAMES);
+  const dataset = oneOf("dataset", v.dataset, DATASET_NAMES);
+  const seed = integer("seed", v.seed, 0);
+  const { nativeSize, ...data } = resolveData(v, dataset, seed);
+  const optimizer = oneOf("optimizer", v.optimizer, OPTIMIZER_NAMES);
+  const batchSize = integer("batchSize", v.batchSize, 2);
+  const lr =
+    v.lr !== undefined
+      ? number("lr", v.lr, 0)
+      : optimizer === "adam"
+        ? 1e-3
+        : optimizer === "lars"
+          ? 0.075 * Math.sqrt(batchSize)
+          : (0.3 * batchSize) / 256;
+  const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
+  const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
+  return {
+    method,
+    learning: resolveLearning(v, method),
+    ...data,
+    encoder: {
+      depth: Number(encoderName.replace("resnet", "")) as ResNetDepth,
+      width: integer("width", v.width, 1),
+      stem:
+        v.stem === undefined ? (nativeSize < 96 ? "cifar" : "imagenet") : oneOf("stem", v.stem, ["cifar", "imagenet"]),
+    },
+    ...(v.encoderFactory === undefined ? {} : { encoderFactory: v.encoderFactory }),
+    epochs: integer("epochs", v.epochs, 1),
+    batchSize,
+    optimizer,
+    lr,
+    weightDecay: number("weightDecay", v.weightDecay, 0),
+    momentum: number("momentum", v.momentum, 0, 1),
+    warmupEpochs: number("warmupEpochs", v.warmupEpochs, 0),
+    seed,
+    threads: v.threads === undefined ? getNumThreads() : integer("threads", v.threads, 1),
+    workers: integer("workers", v.workers, 0),
+    channelsLast: boolean("channelsLast", v.channelsLast),
+    knnEvery: integer("knnEvery", v.knnEvery, 0),
+    knnTrainSize: integer("knnTrainSize", v.knnTrainSize, 0),
+    knnTestSize: integer("knnTestSize", v.knnTestSize, 0),
+    readout: oneOf("readout", v.readout, READOUT_MODES),
+    readoutEpochs: integer("readoutEpochs", v.readoutEpochs, 1),
+    readoutTrainSize: integer("readoutTrainSize", v.readoutTrainSize, 0),
+    readoutTestSize: integer("readoutTestSize", v.readoutTestSize, 0),
+    baselines: parseBaselines(v.baselines),
+    supervisedEpochs: integer("supervisedEpochs", v.supervisedEpochs, 1),
+    perStage: boolean("perStage", v.perStage),
+    runDir: v.runDir ?? path.join("runs", `${method}-${dataset}-${stamp}`),
+    checkpointEvery: integer("checkpointEvery", v.checkpointEvery, 0),
+    keepCheckpoints: integer("keepCheckpoints", v.keepCheckpoints, 1),
+    resume: false,
+    onNonfinite: oneOf("onNonfinite", v.onNonfinite, NON_FINITE_ACTIONS),
+  };
+}
+
+/**
+ * The method's full settings in one line, e.g. "loco (losses 1,2,3,4, reach 1, c 1, m 2,
+ * simultaneous)": what tables and results.json name a run by.
+ */
+export function describeMethod(method: MethodName, learning: LocalLearningConfig): string {
+  const reach = Array.isArray(learning.reach) ? learning.reach.join(",") : String(learning.reach);
+  const temperature = Array.isArray(learning.temperature)
+    ? learning.temperature.join(",")
+    : String(learning.temperature);
+  return (
+    `${method} (losses ${learning.lossStages.join(",")}, reach ${reach}, c ${learning.convBlocks}, ` +
+    `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule})`
+  );
+}

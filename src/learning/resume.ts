@@ -1,0 +1,143 @@
+// Resume: the settings a run may not change when it continues (validated against the config its
+// checkpoint was written with), and restoring model, optimizer, schedule, generator and TrainState
+// from the newest good checkpoint.
+import * as path from "node:path";
+import { defaultGenerator } from "../torch";
+import type { LRScheduler } from "../optim/schedule";
+import { listCheckpoints, loadLatestCheckpoint } from "./checkpoint";
+import { TrainingError } from "./errors";
+import { type TrainModel, loadModelState } from "./model";
+import type { TrainOptions } from "./options";
+import { type TrainState, restoreExtra } from "./state";
+
+/** JSON with every object's keys sorted, to compare configs whatever their key order. */
+function canonical(value: unknown): string {
+  return JSON.stringify(value, (_key, v: unknown) =>
+    v !== null && typeof v === "object" && !Array.isArray(v)
+      ? Object.fromEntries(
+          Object.entries(v as Record<string, unknown>).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)),
+        )
+      : v,
+  );
+}
+
+/** Options that define a run: resuming with another value would silently train a different run. */
+const RUN_DEFINING = [
+  "method",
+  "learning",
+  "pretrainData",
+  "augment",
+  "encoder",
+  "batchSize",
+  "optimizer",
+  "weightDecay",
+  "momentum",
+  "seed",
+  "channelsLast",
+] as const;
+/** Options a user may change on resume on purpose (they act through the schedule); reported. */
+const RUN_ADJUSTABLE = ["epochs", "lr", "warmupEpochs"] as const;
+
+function shortJson(value: unknown): string {
+  const text = canonical(value) ?? "undefined";
+  return text.length > 60 ? `${text.slice(0, 57)}…` : text;
+}
+
+/** The differences between the config a checkpoint was written with and the options of a resume. */
+export function compareRunConfigs(
+  saved: Record<string, unknown>,
+  now: TrainOptions,
+): { refused: string[]; changed: string[] } {
+  const strip = (key: string, v: unknown): unknown =>
+    // The dataset may have moved: its folder is not part of the run's identity.
+    key === "pretrainData" && v !== null && typeof v === "object"
+      ? { ...(v as Record<string, unknown>), dir: undefined }
+      : v;
+  const differs = (key: string): boolean =>
+    canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
+  const describe = (key: string): string =>
+    `${key} ${shortJson(saved[key])} → ${shortJson(now[key as keyof TrainOptions])}`;
+  return {
+    refused: RUN_DEFINING.filter((k) => k in saved && differs(k)).map(describe),
+    changed: RUN_ADJUSTABLE.filter((k) => k in saved && differs(k)).map(describe),
+  };
+}
+
+/** Refuses a resume whose settings differ from the checkpoint's on a run-defining field; warns on the others. */
+function checkResumeConfig(
+  saved: Record<string, unknown>,
+  options: TrainOptions,
+  checkpoint: string,
+  log: (m: string) => void,
+): void {
+  const { refused, changed } = compareRunConfigs(saved, options);
+  if (refused.length > 0) {
+    throw new TrainingError(
+      `${checkpoint}: the run was started with other settings (${refused.join("; ")}); ` +
+        `resuming would train a different run: restore ${path.join(options.runDir, "config.json")} or start a new run`,
+    );
+  }
+  for (const c of changed)
+    log(`warning: resuming with a changed setting: ${c} (the run will differ from an uninterrupted one)`);
+  if (saved.threads !== undefined && saved.threads !== options.threads) {
+    log(
+      `note: the run was started with ${String(saved.threads)} libtorch threads, it continues with ${options.threads}: ` +
+        `results can differ in the last bits from an uninterrupted run (pass --threads ${String(saved.threads)} to match)`,
+    );
+  }
+}
+
+export interface Restored {
+  checkpoint: string;
+  /** The loader's next batch. */
+  position: { epoch: number; batch: number };
+}
+
+/**
+ * Restores a run from the newest good checkpoint in options.runDir into model, scheduler and
+ * state (and libtorch's default generator). Returns null when the run has no checkpoint yet (it
+ * starts again from step 0). Bad checkpoints are renamed *.corrupt and the previous one is used.
+ */
+export function restoreRun(
+  options: TrainOptions,
+  model: TrainModel,
+  scheduler: LRScheduler,
+  state: TrainState,
+  stepsPerEpoch: number,
+  log: (m: string) => void,
+): Restored | null {
+  const runDir = options.runDir;
+  const existing = listCheckpoints(runDir).length;
+  if (existing === 0) return null;
+  const checkpoint = loadLatestCheckpoint(runDir, (m) => log(`warning: ${m}`), { quarantine: true });
+  if (checkpoint === null) {
+    throw new TrainingError(
+      `${runDir}: --resume found no good checkpoint (all ${existing} failed their checks, see above; they were renamed *.corrupt)`,
+    );
+  }
+  const meta = checkpoint.meta;
+  try {
+    if (meta.config !== undefined) checkResumeConfig(meta.config, options, checkpoint.path, log);
+    if (meta.position.epoch * stepsPerEpoch + meta.position.batch !== meta.step) {
+      throw new TrainingError(
+        `${checkpoint.path}: inconsistent run state: step ${meta.step} but loader position epoch ${meta.position.epoch} batch ${meta.position.batch} ` +
+          `(${stepsPerEpoch} batches per epoch)`,
+      );
+    }
+    try {
+      loadModelState(model, checkpoint.model, checkpoint.path);
+      model.optimizer.loadStateDict({ tensors: checkpoint.optimizer, meta: meta.optimizer as never });
+    } catch (error) {
+      throw new TrainingError(`${checkpoint.path}: does not fit this run's model (${(error as Error).message})`);
+    }
+  } finally {
+    for (const t of [...checkpoint.model.values(), ...checkpoint.optimizer.values()]) t.release();
+  }
+  state.step = meta.step;
+  scheduler.setStep(meta.schedule?.step ?? meta.step);
+  defaultGenerator.setState(Uint8Array.from(Buffer.from(meta.generatorState, "base64")));
+  restoreExtra(state, meta.extra ?? {});
+  state.lastCheckpoint = checkpoint.path;
+  state.checkpointStep = meta.step;
+  return { checkpoint: checkpoint.path, position: meta.position };
+}

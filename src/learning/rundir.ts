@@ -1,0 +1,160 @@
+// The run directory: its lock, the free-space check, the one atomic writer of its files, and the
+// rule of when a directory may (re)start a run.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { listCheckpoints, removeStaleTemporaries } from "./checkpoint";
+import { TrainingError } from "./errors";
+
+/**
+ * Writes `file` atomically: a temporary beside it, fsynced, renamed into place; a failure removes
+ * the temporary and throws a TrainingError naming the file (the previous content stays intact).
+ */
+export function writeFileAtomic(file: string, data: string | Uint8Array): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  try {
+    const fd = fs.openSync(tmp, "w");
+    try {
+      if (typeof data === "string") fs.writeSync(fd, data);
+      else fs.writeSync(fd, data);
+      fs.fsyncSync(fd);
+    } finally {
+      fs.closeSync(fd);
+    }
+    fs.renameSync(tmp, file);
+  } catch (error) {
+    fs.rmSync(tmp, { force: true });
+    throw new TrainingError(`cannot write ${file} (${(error as Error).message})`);
+  }
+}
+
+/** JSON (2-space indented, newline-terminated), written atomically. */
+export function writeJsonAtomic(file: string, value: unknown): void {
+  writeFileAtomic(file, `${JSON.stringify(value, null, 2)}\n`);
+}
+
+export function formatBytes(n: number): string {
+  return n >= 2 ** 30
+    ? `${(n / 2 ** 30).toFixed(1)} GiB`
+    : n >= 2 ** 20
+      ? `${(n / 2 ** 20).toFixed(1)} MiB`
+      : `${Math.ceil(n / 1024)} KiB`;
+}
+
+/**
+ * Throws a TrainingError unless the file system holding `dir` has `needed` bytes free (checked
+ * before training starts, so that a full disk is reported up front, not at the first checkpoint).
+ */
+export function checkFreeSpace(dir: string, needed: number, what: string): void {
+  let free: number;
+  try {
+    const st = fs.statfsSync(dir);
+    free = Number(st.bavail) * Number(st.bsize);
+  } catch {
+    return; // no statfs here: the write probe and the checkpoint writes still report errors
+  }
+  if (free < needed) {
+    throw new TrainingError(
+      `${dir}: only ${formatBytes(free)} free on its file system, but ${what} need about ${formatBytes(needed)}; ` +
+        `nothing was trained: free some space (then: loco train --resume ${dir}), or choose another --run-dir or a lower --keep-checkpoints`,
+    );
+  }
+}
+
+function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * Takes runDir/.lock for this process (a stale lock of a process that no longer runs is taken
+ * over); throws when another live process holds it. Returns the release function.
+ */
+export function acquireRunLock(runDir: string): () => void {
+  const file = path.join(runDir, ".lock");
+  for (let attempt = 0; ; attempt++) {
+    try {
+      fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
+      return () => {
+        try {
+          if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file, { force: true });
+        } catch {
+          // already gone
+        }
+      };
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code !== "EEXIST" || attempt > 0) {
+        throw new TrainingError(`run directory ${runDir} is not writable (${(error as Error).message})`, 2);
+      }
+      let pid = NaN;
+      try {
+        pid = Number(fs.readFileSync(file, "utf8").trim());
+      } catch {
+        // unreadable: treat as stale
+      }
+      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
+        throw new TrainingError(
+          `${runDir} is in use by another loco process (pid ${pid}); wait for it to finish or stop it first`,
+        );
+      }
+      fs.rmSync(file, { force: true });
+    }
+  }
+}
+
+/** Creates runDir (and its parents) and checks that a file can be written in it (exit status 2 if not). */
+function makeWritable(runDir: string): void {
+  try {
+    fs.mkdirSync(runDir, { recursive: true });
+    const probe = path.join(runDir, `.write-probe-${process.pid}`);
+    fs.writeFileSync(probe, "probe");
+    fs.rmSync(probe);
+  } catch (error) {
+    throw new TrainingError(`run directory ${runDir} is not writable (${(error as Error).message})`, 2);
+  }
+}
+
+/** A locked run directory; `release` drops the lock. */
+export interface RunDirectory {
+  dir: string;
+  release: () => void;
+}
+
+/**
+ * Opens runDir for training and locks it. A fresh run is refused when the directory holds a run
+ * that wrote a checkpoint (--resume continues it); a directory whose run never wrote one (a failed
+ * start) is started again, its old config and metrics replaced. Temporaries of checkpoint writes
+ * that never finished are removed.
+ */
+export function openRunDirectory(runDir: string, resume: boolean, log: (m: string) => void): RunDirectory {
+  if (resume && !fs.existsSync(path.join(runDir, "config.json"))) {
+    throw new TrainingError(
+      `--resume: ${path.join(runDir, "config.json")} does not exist (not a loco run directory)`,
+      2,
+    );
+  }
+  makeWritable(runDir);
+  const release = acquireRunLock(runDir);
+  try {
+    if (!resume && fs.existsSync(path.join(runDir, "config.json"))) {
+      if (listCheckpoints(runDir).length > 0) {
+        throw new TrainingError(
+          `${runDir} already holds a run (use --resume ${runDir} to continue it, or another --run-dir)`,
+          2,
+        );
+      }
+      log(`${runDir} holds a run that never wrote a checkpoint: it starts again`);
+      fs.rmSync(path.join(runDir, "metrics.jsonl"), { force: true });
+    }
+    for (const file of removeStaleTemporaries(runDir))
+      log(`removed ${file}, left by a checkpoint write that never finished`);
+  } catch (error) {
+    release();
+    throw error;
+  }
+  return { dir: runDir, release };
+}
