@@ -25,7 +25,7 @@ import {
   extractFeaturesAsync,
   withEvalAll,
 } from "./features";
-import { type LinearReadoutOptions, type LinearReadoutResult, linearReadout } from "./linear";
+import { type LinearReadoutOptions, type LinearReadoutResult, ReadoutDivergedError, linearReadout } from "./linear";
 import { type KnnOptions, type KnnResult, knnClassify } from "./knn";
 
 /** An encoder to evaluate: a function images → [N, D] features, or a Module. */
@@ -69,6 +69,8 @@ export interface EvaluateOptions {
 
 export interface EvaluateResult {
   linear?: LinearReadoutResult;
+  /** Set when the linear readout diverged (then `linear` is absent): what happened. */
+  linearDiverged?: string;
   knn?: KnnResult;
   featureDim: number;
   trainSize: number;
@@ -97,7 +99,12 @@ function readouts(train: FeatureSet, test: FeatureSet, extractMs: number, option
   };
   try {
     if (options.linear !== false) {
-      result.linear = linearReadout(train, test, { numClasses: options.numClasses, ...(options.linear ?? {}) });
+      try {
+        result.linear = linearReadout(train, test, { numClasses: options.numClasses, ...(options.linear ?? {}) });
+      } catch (error) {
+        if (!(error instanceof ReadoutDivergedError)) throw error;
+        result.linearDiverged = error.message;
+      }
     }
     if (options.knn !== false) {
       result.knn = knnClassify(train, test, { numClasses: options.numClasses, ...(options.knn ?? {}) });

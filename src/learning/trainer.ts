@@ -12,7 +12,7 @@ import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "../report/progress";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
-import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFinite } from "./divergence";
+import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
 import { type MetricsRecord, MetricsWriter } from "./metrics";
@@ -288,19 +288,22 @@ function diverged(ctx: TrainContext, point: DivergencePoint, what: string): Trai
 function writeCheckpoint(ctx: TrainContext): string {
   const { options, model, state } = ctx;
   if (state.checkpointStep === state.step && state.lastCheckpoint !== null) return state.lastCheckpoint;
-  // Never save weights that have already gone non-finite over a good checkpoint.
-  const bad = firstNonFinite(model.groups, true);
-  if (bad !== null) {
+  // Never save a non-finite tensor (weights or batch-norm statistics) over a good checkpoint.
+  const badName = firstNonFiniteTensor(modelState(model));
+  if (badName !== null) {
+    const prefix = badName.slice(0, badName.lastIndexOf(".") + 1);
+    const group = model.groups.find((g) => g.params.some(([n]) => n.startsWith(prefix))) ?? model.groups[0];
+    const bad = { name: badName, group };
     throw diverged(
       ctx,
       {
         step: state.step,
         epoch: Math.floor(Math.max(0, state.step - 1) / ctx.stepsPerEpoch) + 1,
         stage: bad.group.stage,
-        kind: "weights",
+        kind: model.named.some(([n]) => n === bad.name) ? "weights" : "buffer",
         parameter: bad.name,
       },
-      `the weights of ${bad.name} (${bad.group.label}) are non-finite after the update; no checkpoint was written`,
+      `${bad.name} (${bad.group.label}) is non-finite after the update; no checkpoint was written`,
     );
   }
   const optimizerState = model.optimizer.stateDict();
