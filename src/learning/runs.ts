@@ -8,6 +8,7 @@ import { type RunEncoder, buildRunEncoder } from "./encoders";
 import { TrainingError } from "./errors";
 import {
   NON_FINITE_ACTIONS,
+  checkResolvedOptions,
   type TrainInput,
   type TrainOptions,
   completeTrainInput,
@@ -38,16 +39,29 @@ export function runConfigJson(input: TrainInput, options: TrainOptions): Record<
   };
 }
 
+const invalid = (field: string, expected: string): TrainingError =>
+  new TrainingError(`${field}: expected ${expected}`, 2);
+
 /** Reads DIR/config.json as written by `loco train` (its resolved options). */
 export function readRunConfig(runDir: string): TrainOptions {
   const file = path.join(runDir, "config.json");
   if (!fs.existsSync(file)) throw new TrainingError(`${runDir}: not a loco run directory (no config.json)`, 2);
+  let saved: unknown;
   try {
-    const saved = JSON.parse(fs.readFileSync(file, "utf8")) as { resolved?: TrainOptions };
-    if (saved.resolved === undefined || typeof saved.resolved !== "object") throw new Error("no 'resolved' field");
-    return saved.resolved;
+    saved = JSON.parse(fs.readFileSync(file, "utf8"));
   } catch (error) {
     throw new TrainingError(`${file}: not a valid run config (${(error as Error).message})`, 2);
+  }
+  try {
+    if (saved === null || typeof saved !== "object" || Array.isArray(saved)) throw invalid("the file", "a JSON object");
+    const { resolved, runDir: _runDir, resume: _resume, ...given } = saved as Record<string, unknown>;
+    if (resolved === undefined) throw invalid("resolved", "the run's resolved options (the field is missing)");
+    // The fields a user gave, checked as --config checks them; then the resolved options the run uses.
+    resolveTrainOptions(given as TrainInput);
+    return checkResolvedOptions(resolved);
+  } catch (error) {
+    if (!(error instanceof TrainingError)) throw error;
+    throw new TrainingError(`${file}: not a valid run config: ${error.message}`, 2);
   }
 }
 
