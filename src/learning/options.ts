@@ -10,7 +10,7 @@ import { datasetFacts } from "../data/registry";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { TrainingError } from "./errors";
 import type { EncoderFactory } from "./encoders";
-import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset } from "./methods";
+import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset, resolveLosses } from "./methods";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 
 export type NonFiniteAction = "stop" | "skip";
@@ -241,7 +241,8 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
   };
   const lossStages = v.lossStages === undefined ? preset.lossStages : list("lossStages", v.lossStages, 1);
   const reach = v.reach === undefined ? preset.reach : list("reach", v.reach, 0);
-  const temps = list("temperature", v.temperature, Number.MIN_VALUE);
+  const temps = list("temperature", v.temperature, 0);
+  if (temps.some((t) => t <= 0)) throw invalid("temperature", "numbers > 0 (one, or one per loss stage)", v.temperature);
   return {
     ...preset,
     lossStages,
@@ -321,9 +322,20 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
           : (0.3 * batchSize) / 256;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
+  const learning = resolveLearning(v, method);
+  if (v.encoderFactory === undefined) {
+    // The ResNets have 4 stages: a loss at stage 9, a stage listed twice or a temperature list of
+    // the wrong length is a usage error here, before anything is written (a custom encoder's
+    // stages are known only once it is built).
+    try {
+      resolveLosses(learning, 4);
+    } catch (error) {
+      throw new TrainingError(`${(error as Error).message} (the encoder has 4 stages)`, 2);
+    }
+  }
   return {
     method,
-    learning: resolveLearning(v, method),
+    learning,
     ...data,
     encoder: {
       depth: Number(encoderName.replace("resnet", "")) as ResNetDepth,
