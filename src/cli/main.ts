@@ -12,7 +12,8 @@ interface Command {
   usage?: string;
   /** The positional arguments the command takes, at most (default: none; a stray one is an error). */
   maxPositionals?: number;
-  run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
+  /** `given`: the fields set by a flag or the config file (the others hold their defaults). */
+  run: (values: Record<string, unknown>, positionals: string[], given: ReadonlySet<string>) => void | Promise<void>;
   /** Config-file fields that are read and ignored (a run's config.json carries its resolved options). */
   ignoreConfigFields?: string[];
 }
@@ -83,7 +84,7 @@ async function main(argv: string[]): Promise<number> {
         `(options start with --; see \`loco ${name} --help\`)`,
     );
   }
-  await command.run(parsed.values, parsed.positionals);
+  await command.run(parsed.values, parsed.positionals, parsed.given);
   return 0;
 }
 

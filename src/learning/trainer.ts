@@ -116,7 +116,7 @@ async function openRunData(options: TrainOptions): Promise<RunData> {
  */
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
-  const options = input.resume !== undefined ? resumeOptions(input) : resolveTrainOptions(input);
+  const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
   const data = await openRunData(options);
   const runDir = openRunDirectory(options.runDir, options.resume, log);
   try {
