@@ -3,7 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Tensor } from "../torch";
-import { type Checkpoint, loadCheckpoint, loadLatestCheckpoint } from "./checkpoint";
+import { type Checkpoint, checkpointDir, loadCheckpoint, loadLatestCheckpoint } from "./checkpoint";
 import { type RunEncoder, buildRunEncoder } from "./encoders";
 import { TrainingError } from "./errors";
 import {
@@ -164,6 +164,17 @@ export function resumeOptions(input: TrainInput, log: (m: string) => void = () =
   return options;
 }
 
+/** Checkpoints renamed *.corrupt after failing their checks. */
+function listCorruptCheckpoints(runDir: string): string[] {
+  const dir = checkpointDir(runDir);
+  if (!fs.existsSync(dir)) return [];
+  return fs
+    .readdirSync(dir)
+    .filter((n) => n.endsWith(".corrupt"))
+    .sort()
+    .map((n) => path.join(dir, n));
+}
+
 function isCheckpointFile(target: string): boolean {
   return fs.existsSync(target) && fs.statSync(target).isFile();
 }
@@ -188,7 +199,14 @@ export function openRun(
   const runDir = runDirOf(target);
   const options = { ...readRunConfig(runDir), ...overrides };
   const checkpoint: Checkpoint | null = isFile ? loadCheckpoint(target) : loadLatestCheckpoint(runDir, warn);
-  if (checkpoint === null) throw new TrainingError(`${runDir}: the run has no checkpoint yet`);
+  if (checkpoint === null) {
+    const corrupt = listCorruptCheckpoints(runDir);
+    throw new TrainingError(
+      corrupt.length === 0
+        ? `${runDir}: the run has no checkpoint yet`
+        : `${runDir}: no good checkpoint: every checkpoint failed its checks and was set aside (${corrupt.join(", ")})`,
+    );
+  }
   const encoder = buildRunEncoder(options, inChannels);
   const state = new Map<string, Tensor>();
   for (const [k, v] of checkpoint.model) if (k.startsWith("encoder.")) state.set(k.slice("encoder.".length), v);

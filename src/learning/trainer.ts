@@ -267,7 +267,7 @@ function checkCheckpointSpace(options: TrainOptions, model: TrainModel): void {
   checkFreeSpace(
     options.runDir,
     toWrite * checkpointBytes + 2 ** 20,
-    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)}`,
+    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)} plus ~1 MiB of logs`,
   );
 }
 
