@@ -209,6 +209,13 @@ function boolean(field: string, value: unknown): boolean {
 
 /** Baselines from names or a comma-separated list ("none" or empty: none). */
 export function parseBaselines(value: readonly string[] | string | undefined): BaselineName[] {
+  if (
+    value !== undefined &&
+    typeof value !== "string" &&
+    !(Array.isArray(value) && value.every((v) => typeof v === "string"))
+  ) {
+    throw invalid("baselines", "a comma-separated list or a list of names", value);
+  }
   const names =
     value === undefined
       ? []
