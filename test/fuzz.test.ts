@@ -26,12 +26,76 @@ function generator(seed: number): () => number {
   };
 }
 
-const WORDS = ["", " ", "0", "-1", "1", "2", "9", "x", "1e309", "-1e309", "NaN", "Infinity", "1.5", "2,2", "1,2,3,4",
-  "1,2,3,4,5", "0.1,0.2", "true", "false", "none", "null", "[]", "{}", "99999999999999999999", "-0", "0x10", "1,,2",
-  "simclr", "loco", "gim", "lars", "adam", "sgd", "cifar10", "folder", "linear", "skip", "random-init,raw-pixels",
-  "resnet50", "imagenet", "sequential", "/proc/x", "/dev/null/x"];
-const JSON_VALUES: unknown[] = [0, -1, 1, 2, 9, 0.5, 1e309, -0, "x", "", "many", true, false, null, [], [2, 2], [0],
-  [1, 2, 3, 4, 5], {}, { a: 1 }, ["1"], "1,2", 1e-320];
+const WORDS = [
+  "",
+  " ",
+  "0",
+  "-1",
+  "1",
+  "2",
+  "9",
+  "x",
+  "1e309",
+  "-1e309",
+  "NaN",
+  "Infinity",
+  "1.5",
+  "2,2",
+  "1,2,3,4",
+  "1,2,3,4,5",
+  "0.1,0.2",
+  "true",
+  "false",
+  "none",
+  "null",
+  "[]",
+  "{}",
+  "99999999999999999999",
+  "-0",
+  "0x10",
+  "1,,2",
+  "simclr",
+  "loco",
+  "gim",
+  "lars",
+  "adam",
+  "sgd",
+  "cifar10",
+  "folder",
+  "linear",
+  "skip",
+  "random-init,raw-pixels",
+  "resnet50",
+  "imagenet",
+  "sequential",
+  "/proc/x",
+  "/dev/null/x",
+];
+const JSON_VALUES: unknown[] = [
+  0,
+  -1,
+  1,
+  2,
+  9,
+  0.5,
+  1e309,
+  -0,
+  "x",
+  "",
+  "many",
+  true,
+  false,
+  null,
+  [],
+  [2, 2],
+  [0],
+  [1, 2, 3, 4, 5],
+  {},
+  { a: 1 },
+  ["1"],
+  "1,2",
+  1e-320,
+];
 
 const userFacing = (e: unknown): boolean =>
   e instanceof UsageError || (e as { userFacing?: unknown }).userFacing === true;
@@ -73,7 +137,9 @@ describe("fuzz: flags, config files and resume in-process", () => {
       fs.writeFileSync(file, JSON.stringify(config));
       try {
         if (kind < 0.3) {
-          const parsed = parseArgs([...argv, "--config", file], trainSpecs, "train", { ignoreConfigFields: ["resolved"] });
+          const parsed = parseArgs([...argv, "--config", file], trainSpecs, "train", {
+            ignoreConfigFields: ["resolved"],
+          });
           withFlagNames(() => resolveTrainOptions(parsed.values as TrainInput));
         } else if (kind < 0.65) {
           fs.writeFileSync(path.join(runDir, "config.json"), JSON.stringify(config));
@@ -86,7 +152,9 @@ describe("fuzz: flags, config files and resume in-process", () => {
         }
       } catch (error) {
         if (!userFacing(error)) {
-          unexpected.push(`#${i} ${argv.join(" ")} ${JSON.stringify(config).slice(0, 300)}: ${(error as Error).stack?.split("\n").slice(0, 3).join(" | ")}`);
+          unexpected.push(
+            `#${i} ${argv.join(" ")} ${JSON.stringify(config).slice(0, 300)}: ${(error as Error).stack?.split("\n").slice(0, 3).join(" | ")}`,
+          );
         }
       }
     }

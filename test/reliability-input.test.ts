@@ -79,7 +79,17 @@ describe("non-finite batch-norm statistics and a diverged readout", { skip: need
 
 describe("resume: flags given with --resume, config.json checked", { skip: needData }, () => {
   test("run-defining flags that differ are refused naming them; adjustable ones applied with a warning", async () => {
-    const r = await loco(["train", "--resume", diverged, "--method", "loco", "--batch-size", "32", "--dataset", "cifar10"]);
+    const r = await loco([
+      "train",
+      "--resume",
+      diverged,
+      "--method",
+      "loco",
+      "--batch-size",
+      "32",
+      "--dataset",
+      "cifar10",
+    ]);
     assert.equal(r.status, 2, show(r));
     assert.match(r.stderr, /--resume .*: method, batchSize, dataset differ from the run's/);
     assert.doesNotMatch(r.stderr, noStack);
@@ -88,7 +98,10 @@ describe("resume: flags given with --resume, config.json checked", { skip: needD
     assert.equal(o.knnEvery, 3);
     assert.equal(o.epochs, 5);
     assert.equal(o.batchSize, 64, "the same value as the run's is no conflict");
-    assert.ok(warnings.some((w) => /knnEvery changes from 0 to 3/.test(w)), warnings.join("\n"));
+    assert.ok(
+      warnings.some((w) => /knnEvery changes from 0 to 3/.test(w)),
+      warnings.join("\n"),
+    );
     assert.throws(() => resumeOptions({ resume: diverged, knnEvery: -1 }), /knnEvery: expected an integer >= 0/);
   });
 
@@ -97,7 +110,11 @@ describe("resume: flags given with --resume, config.json checked", { skip: needD
     ['knnEvery "x"', (c) => void (c.knnEvery = "x"), /knnEvery: expected an integer >= 0, got "x"/],
     ["no resolved", (c) => void delete c.resolved, /resolved: expected .*missing/],
     ["empty resolved", (c) => void (c.resolved = {}), /resolved: expected the run's resolved options, got \{\}/],
-    ['resolved.epochs "many"', (c) => void (c.resolved.epochs = "many"), /resolved\.epochs: expected an integer >= 1, got "many"/],
+    [
+      'resolved.epochs "many"',
+      (c) => void (c.resolved.epochs = "many"),
+      /resolved\.epochs: expected an integer >= 1, got "many"/,
+    ],
   ];
   for (const [name, damage, expected] of damaged) {
     test(`config.json with ${name}: a usage error naming the file and field, on resume too`, async () => {
@@ -108,7 +125,8 @@ describe("resume: flags given with --resume, config.json checked", { skip: needD
       fs.writeFileSync(file, JSON.stringify(damage(config) ?? config));
       assert.throws(
         () => readRunConfig(dir),
-        (e: unknown) => e instanceof TrainingError && e.exitCode === 2 && e.message.includes(file) && expected.test(e.message),
+        (e: unknown) =>
+          e instanceof TrainingError && e.exitCode === 2 && e.message.includes(file) && expected.test(e.message),
       );
       const r = await loco(["train", "--resume", dir]);
       assert.equal(r.status, 2, show(r));
@@ -126,12 +144,14 @@ describe("full disk and temporaries", { skip: needData }, () => {
       const big = { x: "y".repeat(200_000) };
       assert.throws(
         () => writeJsonAtomic(path.join(mnt, "results.json"), big),
-        (e: unknown) => e instanceof TrainingError && /cannot write .*results\.json \(ENOSPC.*the disk is full/.test(e.message),
+        (e: unknown) =>
+          e instanceof TrainingError && /cannot write .*results\.json \(ENOSPC.*the disk is full/.test(e.message),
       );
       assert.deepEqual(fs.readdirSync(mnt), []);
       const out = path.join(mnt, "emb.safetensors");
-      await assert.rejects(embedRun(diverged, { split: "train", out }), (e: unknown) =>
-        e instanceof TrainingError && e.message.includes(`cannot write ${out}`),
+      await assert.rejects(
+        embedRun(diverged, { split: "train", out }),
+        (e: unknown) => e instanceof TrainingError && e.message.includes(`cannot write ${out}`),
       );
       assert.deepEqual(fs.readdirSync(mnt), [], "no temporary left");
       const fd = fs.openSync(path.join(mnt, "filler"), "w");
@@ -174,7 +194,10 @@ describe("user errors: exit 2, no stack trace, nothing that blocks a retry", { s
     const dir = path.join(tmp, "all-corrupt");
     fs.cpSync(diverged, dir, { recursive: true });
     for (const f of checkpointsOf(dir)) fs.renameSync(f, `${f}.corrupt`);
-    await assert.rejects(evaluateRun(dir), /no good checkpoint: every checkpoint failed its checks .*step-\d{9}\.safetensors\.corrupt/);
+    await assert.rejects(
+      evaluateRun(dir),
+      /no good checkpoint: every checkpoint failed its checks .*step-\d{9}\.safetensors\.corrupt/,
+    );
   });
 
   const bad: [string[], RegExp][] = [
@@ -222,7 +245,10 @@ describe("user errors: exit 2, no stack trace, nothing that blocks a retry", { s
       const m = /(\d+) more checkpoints of ~(\d+) KiB plus ~1 MiB of logs need about ([\d.]+) MiB/.exec(r.stderr);
       assert.ok(m !== null, r.stderr);
       const expected = (Number(m[1]) * Number(m[2]) * 1024 + 2 ** 20) / 2 ** 20;
-      assert.ok(Math.abs(Number(m[3]) - expected) <= 0.05 + Number(m[1]) / 1024, `${m[0]} (expected ~${expected.toFixed(2)} MiB)`);
+      assert.ok(
+        Math.abs(Number(m[3]) - expected) <= 0.05 + Number(m[1]) / 1024,
+        `${m[0]} (expected ~${expected.toFixed(2)} MiB)`,
+      );
     } finally {
       umount(mnt);
     }

@@ -62,7 +62,6 @@ function target(positionals: string[], command: string): string {
   return positionals[0];
 }
 
-
 export async function runEval(values: Record<string, unknown>, positionals: string[]): Promise<void> {
   const where = target(positionals, "eval");
   const { evaluation, file } = await evaluateRun(where, {
@@ -86,7 +85,5 @@ export async function runEmbed(values: Record<string, unknown>, positionals: str
     out: values.out as string | undefined,
     log: (m) => void process.stderr.write(`${m}\n`),
   });
-  console.log(
-    `${done.count} x ${done.dim} features of ${done.dataset} (stage ${done.stage}) written to ${done.file}`,
-  );
+  console.log(`${done.count} x ${done.dim} features of ${done.dataset} (stage ${done.stage}) written to ${done.file}`);
 }

@@ -264,7 +264,12 @@ export const trainSpecs: OptionSpec[] = [
     default: TRAIN_DEFAULTS.keepCheckpoints,
     description: "checkpoints kept",
   },
-  { flag: "resume", type: "string", description: "continue the run in this directory from its newest good checkpoint" },
+  {
+    flag: "resume",
+    type: "string",
+    description:
+      "continue the run in this directory from its newest good checkpoint (flags that define the run must match it; epochs, lr, the monitor, readout and checkpoint settings may change)",
+  },
   {
     flag: "on-nonfinite",
     type: "enum",

@@ -51,7 +51,14 @@ export function firstNonFiniteTensor(entries: Iterable<[string, Tensor]>): strin
     scope(() => {
       const floating = [...entries].filter(([, t]) => t.dtype === "float32" || t.dtype === "float64");
       if (floating.length === 0) return null;
-      if (Number.isFinite(stack(floating.map(([, t]) => t.sum().to("float64"))).sum().item())) return null;
+      if (
+        Number.isFinite(
+          stack(floating.map(([, t]) => t.sum().to("float64")))
+            .sum()
+            .item(),
+        )
+      )
+        return null;
       for (const [name, t] of floating) if (t.isfinite().all().item() === 0) return name;
       return null; // every value is finite; only their sum overflowed
     }),

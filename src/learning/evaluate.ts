@@ -110,7 +110,8 @@ export async function embedRun(
   const stage = options.stage ?? 4;
   const runDir = runDirOf(target);
   const config = readRunConfig(runDir);
-  const file = options.out ?? path.join(runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
+  const file =
+    options.out ?? path.join(runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
   checkOutputFile(file, "--out");
   for (const stale of removeStaleTemporaries(runDir)) log(`removed ${stale}, left by a write that never finished`);
   const dataset = await openDataset(split === "train" ? config.trainData : config.testData);

@@ -249,7 +249,8 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
   const lossStages = v.lossStages === undefined ? preset.lossStages : list("lossStages", v.lossStages, 1);
   const reach = v.reach === undefined ? preset.reach : list("reach", v.reach, 0);
   const temps = list("temperature", v.temperature, 0);
-  if (temps.some((t) => t <= 0)) throw invalid("temperature", "numbers > 0 (one, or one per loss stage)", v.temperature);
+  if (temps.some((t) => t <= 0))
+    throw invalid("temperature", "numbers > 0 (one, or one per loss stage)", v.temperature);
   return {
     ...preset,
     lossStages,
@@ -423,7 +424,8 @@ export function checkResolvedOptions(value: unknown): TrainOptions {
   oneOf(f("method"), o.method, METHOD_NAMES);
   const learning = object(f("learning"), o.learning);
   const stages = learning.lossStages;
-  if (!Array.isArray(stages) || stages.length === 0) throw invalid(f("learning.lossStages"), "a list of stages", stages);
+  if (!Array.isArray(stages) || stages.length === 0)
+    throw invalid(f("learning.lossStages"), "a list of stages", stages);
   for (const s of stages) integer(f("learning.lossStages"), s, 0);
   numberList(f("learning.temperature"), learning.temperature, Number.MIN_VALUE);
   numberList(f("learning.reach"), learning.reach, 0);

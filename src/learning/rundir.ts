@@ -15,7 +15,7 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
     const bytes = typeof data === "string" ? Buffer.from(data) : data;
     const fd = fs.openSync(tmp, "w");
     try {
-      for (let done = 0; done < bytes.length; ) done += fs.writeSync(fd, bytes, done, bytes.length - done);
+      for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -149,7 +149,10 @@ export function makeDirectory(dir: string, what: string): void {
   }
   const pseudo = type === undefined ? undefined : PSEUDO_FILE_SYSTEMS.get(type);
   if (pseudo !== undefined) {
-    throw new TrainingError(`${what} ${dir} is on a ${pseudo} pseudo file system (${existing}): choose a directory on a disk`, 2);
+    throw new TrainingError(
+      `${what} ${dir} is on a ${pseudo} pseudo file system (${existing}): choose a directory on a disk`,
+      2,
+    );
   }
   if (!fs.statSync(existing).isDirectory()) {
     throw new TrainingError(`${what} ${dir}: ${existing} is not a directory`, 2);

@@ -100,7 +100,8 @@ export const RESUME_ADJUSTABLE = [
 /** Fields of a resume's input that are not settings of the run itself. */
 const RESUME_OWN = new Set(["resume", "runDir", "threads", "onNonfinite", "encoderFactory"]);
 
-const canonicalJson = (v: unknown): string => JSON.stringify(Array.isArray(v) && v.length === 1 ? v[0] : v) ?? "undefined";
+const canonicalJson = (v: unknown): string =>
+  JSON.stringify(Array.isArray(v) && v.length === 1 ? v[0] : v) ?? "undefined";
 
 /**
  * The options of `resume: DIR`: the run's own, with the threads, the non-finite action and the
@@ -117,13 +118,14 @@ export function resumeOptions(input: TrainInput, log: (m: string) => void = () =
   const { given, resolved } = readRunConfigFile(dir);
   const options: TrainOptions = { ...resolved, runDir: dir, resume: true };
   if (input.runDir !== undefined && path.resolve(input.runDir) !== path.resolve(dir)) {
-    throw new TrainingError(`runDir: a resumed run stays in its directory ${dir}, got ${JSON.stringify(input.runDir)}`, 2);
+    throw new TrainingError(
+      `runDir: a resumed run stays in its directory ${dir}, got ${JSON.stringify(input.runDir)}`,
+      2,
+    );
   }
   const entries = Object.entries(input).filter(([k, v]) => v !== undefined && !RESUME_OWN.has(k));
   const differs = ([k, v]: [string, unknown]): boolean => canonicalJson(v) !== canonicalJson(given[k]);
-  const refused = entries.filter(
-    (e) => differs(e) && !(RESUME_ADJUSTABLE as readonly string[]).includes(e[0]),
-  );
+  const refused = entries.filter((e) => differs(e) && !(RESUME_ADJUSTABLE as readonly string[]).includes(e[0]));
   if (refused.length > 0) {
     throw new TrainingError(
       `--resume ${dir}: ${refused.map(([k]) => k).join(", ")} differ from the run's: it was started with ` +
