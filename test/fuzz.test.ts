@@ -78,7 +78,7 @@ const JSON_VALUES: unknown[] = [
   2,
   9,
   0.5,
-  1e309,
+  Number.MAX_VALUE,
   -0,
   "x",
   "",

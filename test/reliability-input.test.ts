@@ -105,14 +105,14 @@ describe("resume: flags given with --resume, config.json checked", { skip: needD
     assert.throws(() => resumeOptions({ resume: diverged, knnEvery: -1 }), /knnEvery: expected an integer >= 0/);
   });
 
-  const damaged: [string, (c: Record<string, any>) => unknown, RegExp][] = [
+  const damaged: [string, (c: Record<string, unknown>) => unknown, RegExp][] = [
     ["epochs 0", (c) => void (c.epochs = 0), /epochs: expected an integer >= 1, got 0/],
     ['knnEvery "x"', (c) => void (c.knnEvery = "x"), /knnEvery: expected an integer >= 0, got "x"/],
     ["no resolved", (c) => void delete c.resolved, /resolved: expected .*missing/],
     ["empty resolved", (c) => void (c.resolved = {}), /resolved: expected the run's resolved options, got \{\}/],
     [
       'resolved.epochs "many"',
-      (c) => void (c.resolved.epochs = "many"),
+      (c) => void ((c.resolved as Record<string, unknown>).epochs = "many"),
       /resolved\.epochs: expected an integer >= 1, got "many"/,
     ],
   ];
