@@ -1,144 +1,42 @@
 // `npm run bench:engine`: loco against PyTorch (python3-torch, the same libtorch) in one run.
 //
-//   tiny op  per-op overhead of `a + b` on two float32 [2, 2] tensors. loco: `a.add(b).release()`
-//            (one handle created and freed per op, as Python's refcount frees the previous `c`),
-//            the loop ending with one turn of the event loop so deferred finalizers are paid for.
-//            Microseconds per op, best of --repeats loops of --tiny-iters ops.
-//   step     a SimCLR-style training step: CIFAR ResNet-18 (3x3 stride-1 stem, no max-pool, width
-//            64, no fc) + projection head Linear(512,512)-BN1d-ReLU-Linear(512,128), NT-Xent
-//            (tau 0.5) over 2 x --batch-size views (32x32, random), backward, SGD (momentum 0.9,
-//            weight decay 1e-6) step. Each memory format is measured in both libraries, one after
-//            the other (PyTorch, then loco, per format and round), as the median of --steps steps
-//            after --warmup steps; each library's best format is reported.
+//   tiny op  per-op overhead of `a + b` on two float32 [2, 2] tensors (bench/engine_loco.ts).
+//   steps    a SimCLR-style training step (encoder + MLP head, NT-Xent, backward, SGD) of the CIFAR
+//            ResNet-18 at 32 px (batch 128 = 256 views) and of ResNet-50 at 224 px (batch 32 = 64
+//            views). PyTorch runs twice: as installed (glibc malloc) and with the tuned allocator
+//            its CPU performance guide recommends (jemalloc via LD_PRELOAD, never returning memory:
+//            MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1). loco is reported against the faster.
+//            Per round, model and memory format the three run one after the other (the order
+//            rotates each round); each figure is the median of all timed steps of the best format.
 //
-// Options: --json (print only {"tinyOpUs": {...}, "resnet18StepMs": {...}, ...}), --batch-size N,
-// --steps N, --warmup N, --threads N (default: loco's default, LOCO_NUM_THREADS or the cores),
-// --formats channels_last,contiguous, --rounds N, --tiny-iters N, --repeats N, --python PATH.
+// Options: bench/engine_options.ts (USAGE), described in bench/README.md.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import {
-  getNumThreads,
-  keep,
-  liveTensors,
-  memoryStats,
-  rand,
-  randn,
-  resetPeakMemory,
-  scope,
-  setNumThreads,
-  type Tensor,
-} from "../src/torch";
-import { BatchNorm1d, Linear, ReLU, Sequential } from "../src/nn";
-import { SGD } from "../src/optim";
-import { resnet18 } from "../src/models";
-import { ntXent } from "../src/learning/ntxent";
+import { getNumThreads, liveTensors, setNumThreads } from "../src/torch";
+import { clockFor, locoStep, locoTinyOp, median } from "./engine_loco";
+import { MODELS, USAGE, parseArgs, type Format, type ModelName, type Options, type PyVariant } from "./engine_options";
 
-type Format = "channels_last" | "contiguous";
+type Library = "loco" | PyVariant;
+type Phases = { forward: number; backward: number; optimizer: number };
 
-interface Options {
-  json: boolean;
-  batchSize: number;
-  steps: number;
-  warmup: number;
-  threads: number;
-  formats: Format[];
-  rounds: number;
-  tinyIters: number;
-  repeats: number;
+interface PyResult {
+  version: string;
   python: string;
+  threads: number;
+  allocator: string;
+  libtorch?: string;
+  tinyOpUs?: number;
+  step?: {
+    formats: Record<
+      string,
+      { medianMs: number; timesMs: number[]; phasesMs: Phases; loss: number; faultsPerStep: number }
+    >;
+  };
 }
 
-const USAGE = `usage: node dist/bench/engine.js [--json] [--batch-size 128] [--steps 5] [--warmup 2] [--threads N]
-       [--formats channels_last,contiguous] [--rounds 1] [--tiny-iters 200000] [--repeats 5] [--python /usr/bin/python3]`;
-
-function parseArgs(argv: string[]): Options {
-  const o: Options = {
-    json: false,
-    batchSize: 128,
-    steps: 5,
-    warmup: 2,
-    threads: getNumThreads(),
-    formats: ["channels_last", "contiguous"],
-    rounds: 1,
-    tinyIters: 200000,
-    repeats: 5,
-    python: process.env.LOCO_BENCH_PYTHON ?? "/usr/bin/python3",
-  };
-  const int = (name: string, v: string | undefined, min: number): number => {
-    const n = Number(v);
-    if (!Number.isInteger(n) || n < min)
-      throw new RangeError(`${name} expects an integer >= ${min}, got ${v}\n${USAGE}`);
-    return n;
-  };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i];
-    const eq = a.indexOf("=");
-    const key = eq > 0 ? a.slice(0, eq) : a;
-    const value = (): string | undefined => (eq > 0 ? a.slice(eq + 1) : argv[++i]);
-    switch (key) {
-      case "--json":
-        o.json = true;
-        break;
-      case "--batch-size":
-        o.batchSize = int(key, value(), 2);
-        break;
-      case "--steps":
-        o.steps = int(key, value(), 1);
-        break;
-      case "--warmup":
-        o.warmup = int(key, value(), 0);
-        break;
-      case "--threads":
-        o.threads = int(key, value(), 1);
-        break;
-      case "--rounds":
-        o.rounds = int(key, value(), 1);
-        break;
-      case "--tiny-iters":
-        o.tinyIters = int(key, value(), 1000);
-        break;
-      case "--repeats":
-        o.repeats = int(key, value(), 1);
-        break;
-      case "--python":
-        o.python = value() ?? o.python;
-        break;
-      case "--formats": {
-        const list = (value() ?? "")
-          .split(",")
-          .map((s) => s.trim().replace("-", "_"))
-          .filter(Boolean);
-        for (const f of list) {
-          if (f !== "channels_last" && f !== "contiguous")
-            throw new RangeError(`--formats: unknown format '${f}'\n${USAGE}`);
-        }
-        if (list.length === 0) throw new RangeError(`--formats: give at least one format\n${USAGE}`);
-        o.formats = list as Format[];
-        break;
-      }
-      case "--help":
-      case "-h":
-        console.log(USAGE);
-        process.exit(0);
-        break;
-      default:
-        throw new RangeError(`unknown option '${a}'\n${USAGE}`);
-    }
-  }
-  return o;
-}
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
-};
-
-const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
-
-// ---- PyTorch side -------------------------------------------------------------------------------
+const JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
 
 function pythonScript(): string {
   const candidates = [
@@ -150,121 +48,30 @@ function pythonScript(): string {
   return found;
 }
 
-interface PyResult {
-  version: string;
-  python: string;
-  threads: number;
-  libtorch?: string;
-  tinyOpUs?: number;
-  step?: {
-    bestFormat: Format;
-    ms: number;
-    formats: Record<string, { medianMs: number; timesMs: number[]; loss: number }>;
-  };
-}
-
-function runPython(o: Options, extra: string[]): PyResult {
+function runPython(o: Options, variant: PyVariant, extra: string[]): PyResult {
   const args = [
     pythonScript(),
-    "--threads",
-    String(o.threads),
-    "--batch-size",
-    String(o.batchSize),
-    "--steps",
-    String(o.steps),
-    "--warmup",
-    String(o.warmup),
-    "--tiny-iters",
-    String(o.tinyIters),
-    "--repeats",
-    String(o.repeats),
+    ...["--threads", String(o.threads), "--steps", String(o.steps), "--warmup", String(o.warmup)],
+    ...["--tiny-iters", String(o.tinyIters), "--repeats", String(o.repeats), "--clock", o.clock],
     ...extra,
   ];
-  const r = spawnSync(o.python, args, { encoding: "utf8", maxBuffer: 16 << 20, stdio: ["ignore", "pipe", "inherit"] });
+  const env = { ...process.env, OMP_NUM_THREADS: String(o.threads) };
+  if (variant === "pytorchTuned") Object.assign(env, { LD_PRELOAD: o.jemalloc, MALLOC_CONF: JEMALLOC_CONF });
+  const r = spawnSync(o.python, args, {
+    encoding: "utf8",
+    env,
+    maxBuffer: 16 << 20,
+    stdio: ["ignore", "pipe", "inherit"],
+  });
   if (r.error)
     throw new Error(`bench: cannot run ${o.python} (${r.error.message}); set --python to an interpreter with torch`);
   if (r.status !== 0) throw new Error(`bench: ${o.python} ${args.join(" ")} exited with status ${r.status}`);
-  return JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as PyResult;
+  const out = JSON.parse(r.stdout.trim().split("\n").pop() ?? "") as PyResult;
+  const expected = variant === "pytorchTuned" ? "jemalloc" : "glibc";
+  if (out.allocator !== expected)
+    throw new Error(`bench: PyTorch (${variant}) ran with allocator ${out.allocator}, expected ${expected}`);
+  return out;
 }
-
-// ---- loco side ----------------------------------------------------------------------------------
-
-async function locoTinyOp(o: Options): Promise<{ releaseUs: number; scopeUs: number }> {
-  const a = keep(rand([2, 2]));
-  const b = keep(rand([2, 2]));
-  let releaseUs = Infinity;
-  let scopeUs = Infinity;
-  const chunks = Math.max(1, Math.round(o.tinyIters / 1000));
-  for (let r = 0; r < o.repeats; r++) {
-    let t0 = performance.now();
-    for (let i = 0; i < o.tinyIters; i++) a.add(b).release();
-    await nextTurn(); // finalizers deferred by the GC run here: they are part of the cost
-    releaseUs = Math.min(releaseUs, ((performance.now() - t0) * 1e3) / o.tinyIters);
-
-    t0 = performance.now();
-    for (let c = 0; c < chunks; c++) {
-      scope(() => {
-        for (let i = 0; i < 1000; i++) a.add(b);
-      });
-    }
-    await nextTurn();
-    scopeUs = Math.min(scopeUs, ((performance.now() - t0) * 1e3) / (chunks * 1000));
-  }
-  a.dispose();
-  b.dispose();
-  return { releaseUs, scopeUs };
-}
-
-async function locoStep(
-  o: Options,
-  format: Format,
-): Promise<{ medianMs: number; timesMs: number[]; loss: number; peakMB: number }> {
-  const channelsLast = format === "channels_last";
-  const encoder = resnet18({ stem: "cifar", numClasses: 0, channelsLast });
-  const head = new Sequential(new Linear(512, 512), new BatchNorm1d(512), new ReLU(true), new Linear(512, 128));
-  const params = [...encoder.parameters(), ...head.parameters()];
-  const opt = new SGD(params, { lr: 0.05, momentum: 0.9, weightDecay: 1e-6 });
-  // 2B views of 32x32 RGB: rows i and i+B are the two views of image i.
-  const views = keep(
-    scope(() => {
-      const v = randn([2 * o.batchSize, 3, 32, 32]);
-      return channelsLast ? v.contiguous("channelsLast") : v;
-    }),
-  );
-
-  // The forward pass's handles are freed when its scope closes, before backward: activations then
-  // live only in the autograd graph, which frees each one as backward consumes it (as PyTorch does).
-  // Calling backward inside the scope gives the same step time but a ~20% higher memory peak.
-  const step = (): number => {
-    opt.zeroGrad();
-    const loss: Tensor = scope(() => ntXent(head.forward(encoder.forward(views)), 0.5));
-    loss.backward();
-    const value = loss.item();
-    loss.dispose();
-    opt.step();
-    return value;
-  };
-
-  const times: number[] = [];
-  let loss = NaN;
-  resetPeakMemory();
-  for (let i = 0; i < o.warmup + o.steps; i++) {
-    const t0 = performance.now();
-    loss = step();
-    await nextTurn();
-    const dt = performance.now() - t0;
-    if (i >= o.warmup) times.push(dt);
-  }
-  if (!Number.isFinite(loss)) throw new Error("bench: loco's loss is not finite");
-  const peakMB = memoryStats().peakBytes / 2 ** 20;
-  views.dispose();
-  opt.dispose();
-  encoder.dispose();
-  head.dispose();
-  return { medianMs: median(times), timesMs: times, loss, peakMB };
-}
-
-// ---- report -------------------------------------------------------------------------------------
 
 function libtorchPath(): string | undefined {
   try {
@@ -283,144 +90,292 @@ function packageVersion(): string {
   return "?";
 }
 
-async function main(): Promise<void> {
-  const o = parseArgs(process.argv.slice(2));
-  setNumThreads(o.threads);
-  const log = (s: string): void => {
-    process.stderr.write(`${s}\n`);
-  };
+/** Every timed step, by model, library and format; the last loss; phases; loco's tensor peak. */
+class StepRecord {
+  readonly times = new Map<string, number[]>();
+  readonly phases = new Map<string, Phases[]>();
+  readonly losses = new Map<string, number>();
+  readonly faults = new Map<string, number[]>();
+  readonly locoPeakMB: Partial<Record<ModelName, number>> = {};
 
-  log(`bench: tiny op (${o.repeats} x ${o.tinyIters} ops each) ...`);
-  const pyTiny = runPython(o, ["--skip-step"]);
-  const tiny = await locoTinyOp(o);
-
-  const stepTimes = { loco: {} as Record<string, number[]>, pytorch: {} as Record<string, number[]> };
-  const losses = { loco: {} as Record<string, number>, pytorch: {} as Record<string, number> };
-  const locoPeakMB: Record<string, number> = {};
-  for (let r = 0; r < o.rounds; r++) {
-    for (const f of o.formats) {
-      log(
-        `bench: step, round ${r + 1}/${o.rounds}, ${f}, batch ${o.batchSize} (${2 * o.batchSize} views): PyTorch ...`,
-      );
-      const py = runPython(o, ["--skip-tiny", "--formats", f]);
-      const pf = py.step!.formats[f];
-      (stepTimes.pytorch[f] ??= []).push(...pf.timesMs);
-      losses.pytorch[f] = pf.loss;
-      log(`bench:   PyTorch median ${pf.medianMs.toFixed(1)} ms; loco ...`);
-      const lf = await locoStep(o, f);
-      (stepTimes.loco[f] ??= []).push(...lf.timesMs);
-      losses.loco[f] = lf.loss;
-      locoPeakMB[f] = Math.max(locoPeakMB[f] ?? 0, lf.peakMB);
-      log(`bench:   loco median ${lf.medianMs.toFixed(1)} ms`);
-    }
+  add(
+    model: ModelName,
+    lib: Library,
+    format: Format,
+    timesMs: number[],
+    phases: Phases,
+    loss: number,
+    faultsPerStep: number,
+  ): void {
+    const key = `${model}/${lib}/${format}`;
+    this.faults.set(key, [...(this.faults.get(key) ?? []), faultsPerStep]);
+    this.times.set(key, [...(this.times.get(key) ?? []), ...timesMs]);
+    this.phases.set(key, [...(this.phases.get(key) ?? []), phases]);
+    this.losses.set(key, loss);
   }
-  const best = (lib: "loco" | "pytorch"): { format: Format; ms: number } => {
-    let out = { format: o.formats[0], ms: Infinity };
-    for (const f of o.formats) {
-      const ms = median(stepTimes[lib][f]);
+
+  ms(model: ModelName, lib: Library, format: Format): number {
+    return median(this.times.get(`${model}/${lib}/${format}`) ?? [NaN]);
+  }
+
+  faultsPerStep(model: ModelName, lib: Library, format: Format): number {
+    return median(this.faults.get(`${model}/${lib}/${format}`) ?? [NaN]);
+  }
+
+  phasesMs(model: ModelName, lib: Library, format: Format): Phases {
+    const all = this.phases.get(`${model}/${lib}/${format}`) ?? [];
+    const m = (k: keyof Phases): number => median(all.map((p) => p[k]));
+    return { forward: m("forward"), backward: m("backward"), optimizer: m("optimizer") };
+  }
+
+  best(model: ModelName, lib: Library, formats: Format[]): { format: Format; ms: number } {
+    let out = { format: formats[0], ms: Infinity };
+    for (const f of formats) {
+      const ms = this.ms(model, lib, f);
       if (ms < out.ms) out = { format: f, ms };
     }
     return out;
-  };
-  const locoBest = best("loco");
-  const pyBest = best("pytorch");
+  }
+}
 
-  const settings = {
-    threads: { loco: getNumThreads(), pytorch: pyTiny.threads },
-    batchSize: o.batchSize,
-    views: 2 * o.batchSize,
-    image: [3, 32, 32],
+async function measureSteps(o: Options, log: (s: string) => void): Promise<StepRecord> {
+  const record = new StepRecord();
+  const libs: Library[] = [...o.variants, "loco"];
+  for (let r = 0; r < o.rounds; r++) {
+    const order = libs.map((_, i) => libs[(i + r) % libs.length]); // rotate who goes first
+    for (const model of o.models) {
+      const batch = o.batchSize ?? MODELS[model].batchSize;
+      for (const f of o.formats) {
+        for (const lib of order) {
+          const where = `bench: round ${r + 1}/${o.rounds}, ${model} batch ${batch} (${2 * batch} views), ${f}, ${lib}`;
+          log(`${where} ...`);
+          if (lib === "loco") {
+            const s = await locoStep(model, f, batch, o.steps, o.warmup, clockFor(o.clock));
+            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss, s.faultsPerStep);
+            record.locoPeakMB[model] = Math.max(record.locoPeakMB[model] ?? 0, s.peakMB);
+            log(`${where}: median ${s.medianMs.toFixed(1)} ms`);
+          } else {
+            const args = ["--skip-tiny", "--model", model, "--batch-size", String(batch), "--formats", f];
+            const py = runPython(o, lib, o.profile ? [...args, "--profile"] : args);
+            const s = py.step!.formats[f];
+            record.add(model, lib, f, s.timesMs, s.phasesMs, s.loss, s.faultsPerStep);
+            log(`${where}: median ${s.medianMs.toFixed(1)} ms`);
+          }
+        }
+      }
+    }
+  }
+  return record;
+}
+
+async function main(): Promise<void> {
+  const o = parseArgs(process.argv.slice(2));
+  setNumThreads(o.threads);
+  const log = (s: string): void => void process.stderr.write(`${s}\n`);
+
+  const pyTiny: Partial<Record<PyVariant, PyResult>> = {};
+  let tiny: Tiny | undefined;
+  if (o.tiny) {
+    log(`bench: tiny op (${o.repeats} x ${o.tinyIters} ops each) ...`);
+    for (const v of o.variants) pyTiny[v] = runPython(o, v, ["--skip-step"]);
+    tiny = await locoTinyOp(o.tinyIters, o.repeats);
+  }
+  const steps = await measureSteps(o, log);
+  const info = pyTiny.pytorch ?? pyTiny.pytorchTuned ?? runPython(o, o.variants[0], ["--skip-step", "--skip-tiny"]);
+  const { result, bestFormat, fasterPyTorch } = summarize(o, tiny, pyTiny, steps);
+  result.settings = settingsOf(o, steps, info, bestFormat, fasterPyTorch, tiny);
+  if (o.json) console.log(JSON.stringify(result));
+  else printTable(o, result, steps, tiny);
+}
+
+type Tiny = { releaseUs: number; scopeUs: number };
+
+/** The headline figures and ratios (loco against the faster PyTorch, and against each). */
+function summarize(
+  o: Options,
+  tiny: Tiny | undefined,
+  pyTiny: Partial<Record<PyVariant, PyResult>>,
+  steps: StepRecord,
+): {
+  result: Record<string, unknown>;
+  bestFormat: Record<string, Record<string, Format>>;
+  fasterPyTorch: Record<string, PyVariant>;
+} {
+  const result: Record<string, unknown> = {};
+  const ratio: Record<string, number> = {};
+  if (tiny) {
+    result.tinyOpUs = {
+      loco: tiny.releaseUs,
+      ...Object.fromEntries(o.variants.map((v) => [v, pyTiny[v]!.tinyOpUs!])),
+    };
+    ratio.tinyOp = tiny.releaseUs / Math.min(...o.variants.map((v) => pyTiny[v]!.tinyOpUs!));
+  }
+  const bestFormat: Record<string, Record<string, Format>> = {};
+  const fasterPyTorch: Record<string, PyVariant> = {};
+  for (const model of o.models) {
+    const entry: Record<string, number> = {};
+    bestFormat[model] = {};
+    for (const lib of ["loco", ...o.variants] as Library[]) {
+      const b = steps.best(model, lib, o.formats);
+      entry[lib] = b.ms;
+      bestFormat[model][lib] = b.format;
+    }
+    const faster = o.variants.reduce((a, b) => (entry[b] < entry[a] ? b : a));
+    fasterPyTorch[model] = faster;
+    result[`${model}StepMs`] = entry;
+    ratio[`${model}Step`] = entry.loco / entry[faster];
+    for (const v of o.variants)
+      ratio[`${model}StepVs${v === "pytorch" ? "Installed" : "Tuned"}`] = entry.loco / entry[v];
+  }
+  result.ratio = ratio;
+  return { result, bestFormat, fasterPyTorch };
+}
+
+/** How the run was made, and the per-format, per-phase and page-fault detail. */
+function settingsOf(
+  o: Options,
+  steps: StepRecord,
+  info: PyResult,
+  bestFormat: Record<string, Record<string, Format>>,
+  fasterPyTorch: Record<string, PyVariant>,
+  tiny: Tiny | undefined,
+): Record<string, unknown> {
+  const libs: Library[] = ["loco", ...o.variants];
+  return {
+    threads: { loco: getNumThreads(), pytorch: info.threads },
+    batchSize: Object.fromEntries(o.models.map((m) => [m, o.batchSize ?? MODELS[m].batchSize])),
+    imageSize: Object.fromEntries(o.models.map((m) => [m, MODELS[m].imageSize])),
+    clock: o.clock,
     steps: o.steps * o.rounds,
     warmup: o.warmup,
+    rounds: o.rounds,
     formats: o.formats,
-    bestFormat: { loco: locoBest.format, pytorch: pyBest.format },
-    stepMsByFormat: {
-      loco: Object.fromEntries(o.formats.map((f) => [f, median(stepTimes.loco[f])])),
-      pytorch: Object.fromEntries(o.formats.map((f) => [f, median(stepTimes.pytorch[f])])),
-    },
-    tinyOpScopeUs: tiny.scopeUs,
-    locoPeakTensorMB: locoPeakMB,
+    bestFormat,
+    fasterPyTorch,
+    pytorchTunedAllocator: o.variants.includes("pytorchTuned")
+      ? { LD_PRELOAD: o.jemalloc, MALLOC_CONF: JEMALLOC_CONF }
+      : null,
+    stepMsByFormat: Object.fromEntries(
+      o.models.map((m) => [
+        m,
+        Object.fromEntries(libs.map((l) => [l, Object.fromEntries(o.formats.map((f) => [f, steps.ms(m, l, f)]))])),
+      ]),
+    ),
+    phasesMsAtBestFormat: Object.fromEntries(
+      o.models.map((m) => [m, Object.fromEntries(libs.map((l) => [l, steps.phasesMs(m, l, bestFormat[m][l])]))]),
+    ),
+    pageFaultsPerStepAtBestFormat: Object.fromEntries(
+      o.models.map((m) => [m, Object.fromEntries(libs.map((l) => [l, steps.faultsPerStep(m, l, bestFormat[m][l])]))]),
+    ),
+    tinyOpScopeUs: tiny?.scopeUs,
+    locoPeakTensorMB: steps.locoPeakMB,
     versions: {
       loco: packageVersion(),
       node: process.versions.node,
-      torch: pyTiny.version,
-      python: pyTiny.python,
-      libtorch: { loco: libtorchPath() ?? "?", pytorch: pyTiny.libtorch ?? "?" },
+      torch: info.version,
+      python: info.python,
+      libtorch: { loco: libtorchPath() ?? "?", pytorch: info.libtorch ?? "?" },
     },
     cpu: `${os.cpus()[0]?.model ?? "?"} x ${os.cpus().length}`,
+    loadAverage: os.loadavg(),
     liveTensorsAfter: liveTensors(),
   };
-  const result = {
-    tinyOpUs: { loco: tiny.releaseUs, pytorch: pyTiny.tinyOpUs! },
-    resnet18StepMs: { loco: locoBest.ms, pytorch: pyBest.ms },
-    ratio: { tinyOp: tiny.releaseUs / pyTiny.tinyOpUs!, step: locoBest.ms / pyBest.ms },
-    settings,
-  };
+}
 
-  if (o.json) {
-    console.log(JSON.stringify(result));
-    return;
-  }
-  const rows: string[][] = [
-    ["metric", "loco", "PyTorch", "ratio (loco/PyTorch)", "target"],
-    [
+function printTable(o: Options, result: Record<string, unknown>, steps: StepRecord, tiny: Tiny | undefined): void {
+  const ratio = result.ratio as Record<string, number>;
+  const settings = result.settings as { fasterPyTorch: Record<string, PyVariant> };
+  const name = { pytorch: "PyTorch", pytorchTuned: "PyTorch + jemalloc" } as const;
+  const header = ["metric", "loco", ...o.variants.map((v) => name[v]), "loco / faster PyTorch", "target"];
+  const rows: string[][] = [header];
+  const tinyUs = result.tinyOpUs as Record<string, number> | undefined;
+  if (tiny && tinyUs) {
+    rows.push([
       "tiny op a+b [2,2] (µs/op)",
       tiny.releaseUs.toFixed(3),
-      pyTiny.tinyOpUs!.toFixed(3),
-      result.ratio.tinyOp.toFixed(2),
+      ...o.variants.map((v) => tinyUs[v].toFixed(3)),
+      ratio.tinyOp.toFixed(2),
       "≤ 2.00",
-    ],
-    [
-      "  same, freed by scope()",
-      tiny.scopeUs.toFixed(3),
-      pyTiny.tinyOpUs!.toFixed(3),
-      (tiny.scopeUs / pyTiny.tinyOpUs!).toFixed(2),
+    ]);
+    rows.push(["  same, freed by scope()", tiny.scopeUs.toFixed(3), ...o.variants.map(() => ""), "", ""]);
+  }
+  for (const model of o.models) {
+    const ms = result[`${model}StepMs`] as Record<string, number>;
+    const batch = o.batchSize ?? MODELS[model].batchSize;
+    rows.push([
+      `${MODELS[model].label}, batch ${batch}: step (ms), best format`,
+      ms.loco.toFixed(1),
+      ...o.variants.map((v) => ms[v].toFixed(1)),
+      ratio[`${model}Step`].toFixed(2),
+      "≤ 0.95",
+    ]);
+    for (const f of o.formats) {
+      const faster = settings.fasterPyTorch[model];
+      rows.push([
+        `  ${f}`,
+        steps.ms(model, "loco", f).toFixed(1),
+        ...o.variants.map((v) => steps.ms(model, v, f).toFixed(1)),
+        (steps.ms(model, "loco", f) / steps.ms(model, faster, f)).toFixed(2),
+        "",
+      ]);
+    }
+    const bestOf = (lib: Library) => steps.best(model, lib, o.formats).format;
+    rows.push([
+      "  minor page faults per step, best format",
+      steps.faultsPerStep(model, "loco", bestOf("loco")).toFixed(0),
+      ...o.variants.map((v) => steps.faultsPerStep(model, v, bestOf(v)).toFixed(0)),
       "",
-    ],
-    [
-      `ResNet-18 SimCLR step (ms), best format`,
-      `${locoBest.ms.toFixed(1)} (${locoBest.format})`,
-      `${pyBest.ms.toFixed(1)} (${pyBest.format})`,
-      result.ratio.step.toFixed(2),
-      "≤ 1.00",
-    ],
-    ...o.formats.map((f) => [
-      `  step (ms), ${f}`,
-      median(stepTimes.loco[f]).toFixed(1),
-      median(stepTimes.pytorch[f]).toFixed(1),
-      (median(stepTimes.loco[f]) / median(stepTimes.pytorch[f])).toFixed(2),
       "",
-    ]),
-    [
-      "  images/s at best format",
-      ((1000 * o.batchSize) / locoBest.ms).toFixed(1),
-      ((1000 * o.batchSize) / pyBest.ms).toFixed(1),
-      "",
-      "",
-    ],
-  ];
-  const widths = rows[0].map((_, c) => Math.max(...rows.map((r) => r[c].length)));
+    ]);
+    for (const phase of ["forward", "backward", "optimizer"] as const) {
+      const best = (lib: Library) => steps.best(model, lib, o.formats).format;
+      rows.push([
+        `  ${phase} (ms), best format`,
+        steps.phasesMs(model, "loco", best("loco"))[phase].toFixed(1),
+        ...o.variants.map((v) => steps.phasesMs(model, v, best(v))[phase].toFixed(1)),
+        "",
+        "",
+      ]);
+    }
+  }
+  const widths = header.map((_, c) => Math.max(...rows.map((r) => r[c].length)));
   const line = (r: string[]): string =>
     r.map((cell, c) => (c === 0 ? cell.padEnd(widths[c]) : cell.padStart(widths[c]))).join("  ");
   console.log(line(rows[0]));
   console.log(widths.map((w) => "-".repeat(w)).join("  "));
   for (const r of rows.slice(1)) console.log(line(r));
+  printSettings(o, result);
+}
+
+function printSettings(o: Options, result: Record<string, unknown>): void {
+  const st = result.settings as {
+    threads: { loco: number; pytorch: number };
+    clock: string;
+    loadAverage: number[];
+    locoPeakTensorMB: Record<string, number>;
+    versions: { loco: string; node: string; torch: string; python: string; libtorch: Record<string, string> };
+    cpu: string;
+  };
+  const v = st.versions;
   console.log("");
   console.log(
-    `settings: threads loco ${settings.threads.loco} / PyTorch ${settings.threads.pytorch}; batch ${o.batchSize} images = ` +
-      `${2 * o.batchSize} views of 3x32x32; ${o.warmup} warm-up + ${o.steps} timed steps x ${o.rounds} round(s) per format; ` +
-      `SGD momentum 0.9, NT-Xent tau 0.5`,
+    `settings: threads loco ${st.threads.loco} / PyTorch ${st.threads.pytorch}; ${o.warmup} warm-up + ${o.steps} timed ` +
+      `steps x ${o.rounds} round(s) per library, model and layout; ${st.clock} clock; SGD momentum 0.9, NT-Xent tau 0.5; ` +
+      `PyTorch + jemalloc: LD_PRELOAD=${o.jemalloc ?? "-"} MALLOC_CONF=${JEMALLOC_CONF}`,
   );
   console.log(
-    `versions: loco ${settings.versions.loco} (Node ${settings.versions.node}), PyTorch ${settings.versions.torch} ` +
-      `(Python ${settings.versions.python}); libtorch: loco ${settings.versions.libtorch.loco}, PyTorch ${settings.versions.libtorch.pytorch}`,
+    `loco peak tensor memory (MiB): ${Object.entries(st.locoPeakTensorMB)
+      .map(([m, mb]) => `${m} ${mb.toFixed(0)}`)
+      .join(", ")}; load average ${st.loadAverage.map((x) => x.toFixed(1)).join(" ")}; cpu ${st.cpu}`,
   );
   console.log(
-    `cpu: ${settings.cpu}; loss after the last step (loco / PyTorch): ${o.formats.map((f) => `${f} ${losses.loco[f].toFixed(3)} / ${losses.pytorch[f].toFixed(3)}`).join(", ")}`,
+    `versions: loco ${v.loco} (Node ${v.node}), PyTorch ${v.torch} (Python ${v.python}); ` +
+      `libtorch: loco ${v.libtorch.loco}, PyTorch ${v.libtorch.pytorch}`,
   );
 }
 
 main().catch((error: unknown) => {
-  console.error(error instanceof Error ? error.message : error);
-  process.exit(1);
+  const usage = error instanceof RangeError ? `\n${USAGE}` : "";
+  console.error(`${error instanceof Error ? error.message : String(error)}${usage}`);
+  process.exit(error instanceof RangeError ? 2 : 1);
 });

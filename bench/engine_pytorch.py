@@ -1,20 +1,26 @@
 #!/usr/bin/python3
-"""PyTorch side of `npm run bench:engine`: the same two measurements as bench/engine.ts.
+"""PyTorch side of `npm run bench:engine`: the same measurements as bench/engine.ts.
 
 Run with Debian's interpreter (/usr/bin/python3, which has python3-torch). Prints one JSON object.
+bench/engine.ts runs it twice per measurement: as installed (glibc malloc) and with the tuned
+allocator (LD_PRELOAD=libjemalloc.so.2, MALLOC_CONF=dirty_decay_ms:-1,muzzy_decay_ms:-1, as
+PyTorch's CPU performance guide recommends); "allocator" in the output says which one ran.
 
   tiny op   `c = a + b` on two float32 [2, 2] tensors (the previous result is freed by refcount,
             as loco frees it with release()); microseconds per op, best of --repeats loops.
-  step      one SimCLR-style training step: CIFAR ResNet-18 (3x3 stride-1 stem, no max-pool,
-            width 64, fc removed) + projection head Linear(512,512)-BN1d-ReLU-Linear(512,128),
-            NT-Xent (tau 0.5) over the two views of --batch-size 32x32 images (2B rows), backward,
-            SGD (momentum 0.9) step. Inputs are random. Each memory format listed in --formats is
-            measured (warm-up steps, then the median of --steps timed steps); the caller takes
-            the best.
+  step      one SimCLR-style training step of --model: resnet18 = CIFAR ResNet-18 (3x3 stride-1
+            stem, no max-pool, width 64, fc removed) + head Linear(512,512)-BN1d-ReLU-
+            Linear(512,128) on --image-size 32; resnet50 = torchvision's ResNet-50 (v1.5, fc
+            removed) + head Linear(2048,2048)-BN1d-ReLU-Linear(2048,128) on --image-size 224.
+            NT-Xent (tau 0.5) over the two views of --batch-size images (2B rows), backward, SGD
+            (momentum 0.9, weight decay 1e-6) step. Inputs are random. Each memory format listed in
+            --formats is measured (warm-up steps, then the median of --steps timed steps).
+            --profile prints torch.profiler's op table of one step to stderr.
 """
 import argparse
 import json
 import os
+import resource
 import statistics
 import sys
 import time
@@ -43,7 +49,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision does
+        return self.relu(out)
 
 
 class CifarResNet18(nn.Module):
@@ -75,6 +82,65 @@ class CifarResNet18(nn.Module):
         return torch.flatten(self.avgpool(x), 1)
 
 
+class Bottleneck(nn.Module):
+    """torchvision's Bottleneck (v1.5: the stride on the 3x3 conv)."""
+
+    def __init__(self, cin, planes, stride):
+        super().__init__()
+        cout = planes * 4
+        self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
+        self.bn3 = nn.BatchNorm2d(cout)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x):
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        out += identity  # in place, as torchvision does
+        return self.relu(out)
+
+
+class ResNet50(nn.Module):
+    """torchvision.models.resnet50 (7x7 stride-2 stem, max-pool) with fc = Identity."""
+
+    def __init__(self, width=64):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        layers, cin = [], width
+        for i, blocks in enumerate([3, 4, 6, 3]):
+            planes = width * 2**i
+            stage = []
+            for j in range(blocks):
+                stage.append(Bottleneck(cin, planes, 2 if (i > 0 and j == 0) else 1))
+                cin = planes * 4
+            layers.append(nn.Sequential(*stage))
+        self.layer1, self.layer2, self.layer3, self.layer4 = layers
+        self.avgpool = nn.AdaptiveAvgPool2d(1)
+        self.out_features = cin
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+
+    def forward(self, x):
+        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
+        return torch.flatten(self.avgpool(x), 1)
+
+
+MODELS = {"resnet18": (CifarResNet18, 512, 512), "resnet50": (ResNet50, 2048, 2048)}
+
+
 def nt_xent(z, temperature):
     """The same formulation as src/learning/ntxent.ts."""
     rows = z.shape[0]
@@ -101,35 +167,67 @@ def tiny_op_us(iters, repeats):
     return best
 
 
-def step_ms(batch, steps, warmup, memory_format, temperature, seed):
+def step_ms(model_name, image_size, batch, steps, warmup, memory_format, temperature, seed, profile, clock):
     torch.manual_seed(seed)
-    encoder = CifarResNet18()
-    head = nn.Sequential(nn.Linear(512, 512), nn.BatchNorm1d(512), nn.ReLU(inplace=True), nn.Linear(512, 128))
+    make_encoder, features, hidden = MODELS[model_name]
+    encoder = make_encoder()
+    head = nn.Sequential(
+        nn.Linear(features, hidden), nn.BatchNorm1d(hidden), nn.ReLU(inplace=True), nn.Linear(hidden, 128)
+    )
     model = nn.Sequential(encoder, head).train()
-    # 2B views of 32x32 RGB: rows i and i+B are the two views of image i.
-    views = torch.randn(2 * batch, 3, 32, 32)
+    # 2B views of RGB images: rows i and i+B are the two views of image i.
+    views = torch.randn(2 * batch, 3, image_size, image_size)
     if memory_format == "channels_last":
         model = model.to(memory_format=torch.channels_last)
         views = views.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-6)
 
     def step():
+        """One step; returns the loss and the end times of forward, backward and optimizer."""
         opt.zero_grad(set_to_none=True)
         loss = nt_xent(model(views), temperature)
+        t1 = clock()
         loss.backward()
+        t2 = clock()
         opt.step()
-        return loss
+        return loss, t1, t2, clock()
 
-    times = []
+    times, forward, backward, optimizer, faults = [], [], [], [], []
     for i in range(warmup + steps):
-        t0 = time.perf_counter()
-        loss = step()
-        dt = (time.perf_counter() - t0) * 1e3
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0 = clock()
+        loss, t1, t2, t3 = step()
         if i >= warmup:
-            times.append(dt)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0)
+            times.append((t3 - t0) * 1e3)
+            forward.append((t1 - t0) * 1e3)
+            backward.append((t2 - t1) * 1e3)
+            optimizer.append((t3 - t2) * 1e3)
     if not torch.isfinite(loss):
         raise RuntimeError("loss is not finite")
-    return {"medianMs": statistics.median(times), "minMs": min(times), "timesMs": times, "loss": float(loss)}
+    if profile:
+        with torch.profiler.profile() as prof:
+            step()
+        table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
+        sys.stderr.write(f"torch.profiler, one {model_name} step, {memory_format}:\n{table}\n")
+    phases = {"forward": forward, "backward": backward, "optimizer": optimizer}
+    return {
+        "medianMs": statistics.median(times),
+        "minMs": min(times),
+        "timesMs": times,
+        "phasesMs": {name: statistics.median(values) for name, values in phases.items()},
+        "faultsPerStep": statistics.median(faults),
+        "loss": float(loss),
+    }
+
+
+def allocator():
+    """"jemalloc" when libjemalloc is loaded (LD_PRELOAD), else "glibc"."""
+    try:
+        with open("/proc/self/maps") as f:
+            return "jemalloc" if "libjemalloc" in f.read() else "glibc"
+    except OSError:
+        return "unknown"
 
 
 def libtorch_path():
@@ -147,6 +245,8 @@ def libtorch_path():
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0: the machine's cores)")
+    p.add_argument("--model", choices=sorted(MODELS), default="resnet18", help="encoder of the step")
+    p.add_argument("--image-size", type=int, default=0, help="pixels (0: 32 for resnet18, 224 for resnet50)")
     p.add_argument("--batch-size", type=int, default=128, help="images per step (2x views)")
     p.add_argument("--steps", type=int, default=5, help="timed steps per memory format")
     p.add_argument("--warmup", type=int, default=2, help="untimed steps first")
@@ -157,9 +257,17 @@ def main():
     p.add_argument("--skip-tiny", action="store_true")
     p.add_argument("--skip-step", action="store_true")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--clock",
+        choices=["wall", "cpu"],
+        default="wall",
+        help="time steps by the wall clock or by the process's CPU time (all threads; steadier on a loaded machine)",
+    )
+    p.add_argument("--profile", action="store_true", help="print torch.profiler's op table of one step to stderr")
     args = p.parse_args()
     threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
+    image_size = args.image_size or (32 if args.model == "resnet18" else 224)
 
     out = {
         "library": "pytorch",
@@ -168,6 +276,9 @@ def main():
         "threads": torch.get_num_threads(),
         "mkldnn": torch.backends.mkldnn.is_available(),
         "libtorch": libtorch_path(),
+        "allocator": allocator(),
+        "model": args.model,
+        "imageSize": image_size,
         "batchSize": args.batch_size,
         "views": 2 * args.batch_size,
     }
@@ -176,7 +287,18 @@ def main():
     if not args.skip_step:
         formats = {}
         for fmt in [f.strip() for f in args.formats.split(",") if f.strip()]:
-            formats[fmt] = step_ms(args.batch_size, args.steps, args.warmup, fmt, args.temperature, args.seed)
+            formats[fmt] = step_ms(
+                args.model,
+                image_size,
+                args.batch_size,
+                args.steps,
+                args.warmup,
+                fmt,
+                args.temperature,
+                args.seed,
+                args.profile,
+                time.process_time if args.clock == "cpu" else time.perf_counter,
+            )
         best = min(formats, key=lambda f: formats[f]["medianMs"])
         out["step"] = {"formats": formats, "bestFormat": best, "ms": formats[best]["medianMs"]}
     json.dump(out, sys.stdout)

@@ -16,7 +16,7 @@ import * as os from "node:os";
 import * as path from "node:path";
 import type { TrainInput } from "../src/learning/options";
 import { train } from "../src/learning/trainer";
-import { Progress } from "../src/report/progress";
+import { Progress } from "../src/learning/progress";
 import { memoryStats } from "../src/torch";
 
 interface Sample {

@@ -1,20 +1,14 @@
-// The addon's entry point: tensor handles and their lifetime, typed-array copies, metadata,
-// autograd (backward, vector-Jacobian products, grad mode), random generators and threads.
-// Operators themselves go through ops.cpp's generic dispatcher.
-#include <ATen/CPUGeneratorImpl.h>
+// The addon's entry point: the export guard every export is registered through, tensor handles and
+// their lifetime, typed-array copies, metadata, autograd (backward, vector-Jacobian products, grad
+// mode) and threads. Operators go through ops.cpp's generic dispatcher; generators live in
+// random.cpp, signal handling in signals.cpp, the allocator in allocator.cpp, devices in devices.cpp.
 #include <ATen/Parallel.h>
-#include <ATen/core/Generator.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
 
-#include <signal.h>
-#include <unistd.h>
-
-#include <algorithm>
 #include <atomic>
 #include <cstring>
-#include <mutex>
 #include <thread>
 
 #include "common.h"
@@ -32,7 +26,7 @@ int64_t bytesOf(const at::Tensor& t) {
 // The safety net for handles the program never disposed. A basic (pure) finalizer: it runs no
 // JS, so Node calls it during GC instead of queueing it (the queue cost ~1 µs per handle).
 void finalizeBox(node_api_basic_env env, void* data, void*) {
-  auto* box = static_cast<TensorBox*>(data);
+  auto* box = static_cast<TensorBox*>(static_cast<HandleHeader*>(data));
   if (box->tensor.defined()) {
     box->tensor.reset();
     liveTensorCount.fetch_sub(1, std::memory_order_relaxed);
@@ -47,13 +41,15 @@ void finalizeBox(node_api_basic_env env, void* data, void*) {
 }  // namespace
 
 Napi::Value wrapTensor(Napi::Env env, at::Tensor tensor) {
-  auto* box = new TensorBox{std::move(tensor), 0};
+  auto* box = new TensorBox();
+  box->kind = HandleKind::Tensor;
+  box->tensor = std::move(tensor);
   box->accountedBytes = bytesOf(box->tensor);
   liveTensorCount.fetch_add(1, std::memory_order_relaxed);
   // A hint for V8's heuristics; kept in step with dispose so the GC is not pushed to run.
   if (box->accountedBytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, box->accountedBytes);
   napi_value result;
-  napi_status status = napi_create_external(env, box, finalizeBox, nullptr, &result);
+  napi_status status = napi_create_external(env, static_cast<HandleHeader*>(box), finalizeBox, nullptr, &result);
   NAPI_THROW_IF_FAILED(env, status, Napi::Value());
   return Napi::Value(env, result);
 }
@@ -70,10 +66,13 @@ bool releaseBox(Napi::Env env, TensorBox* box) {
 }
 
 TensorBox* unwrapBox(const Napi::Value& value, const char* what) {
-  if (!value.IsExternal()) {
+  // One call answers both "is it an External" and "where does it point" (this is on the hot path).
+  void* data = nullptr;
+  if (napi_get_value_external(value.Env(), value, &data) != napi_ok ||
+      static_cast<HandleHeader*>(data)->kind != HandleKind::Tensor) {
     throw Napi::TypeError::New(value.Env(), std::string(what) + ": expected a Tensor handle");
   }
-  return value.As<Napi::External<TensorBox>>().Data();
+  return static_cast<TensorBox*>(static_cast<HandleHeader*>(data));
 }
 
 const at::Tensor& unwrapTensor(const Napi::Value& value, const char* what) {
@@ -88,11 +87,11 @@ namespace {
 
 // ---- lifetime ---------------------------------------------------------------------------------
 
-Napi::Value Dispose(const Napi::CallbackInfo& info) {
+Napi::Value dispose(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), releaseBox(info.Env(), unwrapBox(info[0], "dispose")));
 }
 
-Napi::Value IsDisposed(const Napi::CallbackInfo& info) {
+Napi::Value isDisposed(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), !unwrapBox(info[0], "isDisposed")->tensor.defined());
 }
 
@@ -115,7 +114,7 @@ std::vector<int64_t> toShape(const Napi::Value& value, const char* what) {
 }
 
 // fromBuffer(typedArray, shape, scalarType): copies the array's bytes into a new tensor.
-Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
+Napi::Value fromBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (!info[0].IsTypedArray()) throw Napi::TypeError::New(env, "fromBuffer: expected a typed array");
   auto array = info[0].As<Napi::TypedArray>();
@@ -143,7 +142,7 @@ Napi::Value FromBuffer(const Napi::CallbackInfo& info) {
 }
 
 // toBuffer(tensor): a fresh ArrayBuffer holding the tensor's values in row-major order.
-Napi::Value ToBuffer(const Napi::CallbackInfo& info) {
+Napi::Value toBuffer(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& source = unwrapTensor(info[0], "toBuffer");
   LOCO_GUARD(env, "toBuffer", {
@@ -157,7 +156,7 @@ Napi::Value ToBuffer(const Napi::CallbackInfo& info) {
 
 // ---- metadata ---------------------------------------------------------------------------------
 
-Napi::Value Shape(const Napi::CallbackInfo& info) {
+Napi::Value shape(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = unwrapTensor(info[0], "shape");
   auto sizes = t.sizes();
@@ -166,7 +165,7 @@ Napi::Value Shape(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value Strides(const Napi::CallbackInfo& info) {
+Napi::Value strides(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = unwrapTensor(info[0], "strides");
   auto strides = t.strides();
@@ -175,25 +174,34 @@ Napi::Value Strides(const Napi::CallbackInfo& info) {
   return out;
 }
 
-Napi::Value ScalarTypeOf(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), int(unwrapTensor(info[0], "dtype").scalar_type()));
+Napi::Value scalarType(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), int(unwrapTensor(info[0], "scalarType").scalar_type()));
 }
 
-Napi::Value Numel(const Napi::CallbackInfo& info) {
+Napi::Value device(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), unwrapTensor(info[0], "device").device().str());
+}
+
+Napi::Value numel(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(unwrapTensor(info[0], "numel").numel()));
 }
 
-Napi::Value Dim(const Napi::CallbackInfo& info) {
+Napi::Value dim(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), double(unwrapTensor(info[0], "dim").dim()));
 }
 
-Napi::Value IsContiguous(const Napi::CallbackInfo& info) {
+Napi::Value isContiguous(const Napi::CallbackInfo& info) {
   const at::Tensor& t = unwrapTensor(info[0], "isContiguous");
-  auto format = static_cast<c10::MemoryFormat>(info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0);
+  int code = info.Length() > 1 ? info[1].As<Napi::Number>().Int32Value() : 0;
+  // Contiguous, Preserve, ChannelsLast, ChannelsLast3d: other codes are not memory formats.
+  if (code < 0 || code > 3) {
+    throw Napi::RangeError::New(info.Env(), "isContiguous: unknown memory format code " + std::to_string(code));
+  }
+  auto format = static_cast<c10::MemoryFormat>(code);
   return Napi::Boolean::New(info.Env(), t.is_contiguous(format));
 }
 
-Napi::Value Item(const Napi::CallbackInfo& info) {
+Napi::Value item(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& t = unwrapTensor(info[0], "item");
   LOCO_GUARD(env, "item", {
@@ -203,44 +211,45 @@ Napi::Value Item(const Napi::CallbackInfo& info) {
   })
 }
 
-Napi::Value SamePointer(const Napi::CallbackInfo& info) {
-  const at::Tensor& a = unwrapTensor(info[0], "sameStorage");
-  const at::Tensor& b = unwrapTensor(info[1], "sameStorage");
+Napi::Value isAliasOf(const Napi::CallbackInfo& info) {
+  const at::Tensor& a = unwrapTensor(info[0], "isAliasOf");
+  const at::Tensor& b = unwrapTensor(info[1], "isAliasOf");
   return Napi::Boolean::New(info.Env(), a.is_alias_of(b));
 }
 
 // ---- autograd ---------------------------------------------------------------------------------
 
-Napi::Value RequiresGrad(const Napi::CallbackInfo& info) {
+Napi::Value requiresGrad(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), unwrapTensor(info[0], "requiresGrad").requires_grad());
 }
 
-Napi::Value SetRequiresGrad(const Napi::CallbackInfo& info) {
+Napi::Value setRequiresGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  at::Tensor t = unwrapTensor(info[0], "requiresGrad_");
-  LOCO_GUARD(env, "requiresGrad_", { t.set_requires_grad(info[1].As<Napi::Boolean>().Value()); })
+  at::Tensor t = unwrapTensor(info[0], "setRequiresGrad");
+  if (!info[1].IsBoolean()) throw Napi::TypeError::New(env, "setRequiresGrad: expected a boolean");
+  LOCO_GUARD(env, "setRequiresGrad", { t.set_requires_grad(info[1].As<Napi::Boolean>().Value()); })
   return env.Undefined();
 }
 
-Napi::Value IsLeaf(const Napi::CallbackInfo& info) {
+Napi::Value isLeaf(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), unwrapTensor(info[0], "isLeaf").is_leaf());
 }
 
-Napi::Value Grad(const Napi::CallbackInfo& info) {
+Napi::Value grad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const at::Tensor& g = unwrapTensor(info[0], "grad").grad();
   if (!g.defined()) return env.Null();
   return wrapTensor(env, g);
 }
 
-Napi::Value SetGrad(const Napi::CallbackInfo& info) {
+Napi::Value setGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  at::Tensor t = unwrapTensor(info[0], "grad");
-  LOCO_GUARD(env, "set grad", {
+  at::Tensor t = unwrapTensor(info[0], "setGrad");
+  LOCO_GUARD(env, "setGrad", {
     if (info[1].IsNull() || info[1].IsUndefined()) {
       t.mutable_grad().reset();
     } else {
-      t.mutable_grad() = unwrapTensor(info[1], "grad");
+      t.mutable_grad() = unwrapTensor(info[1], "setGrad");
     }
   })
   return env.Undefined();
@@ -264,9 +273,10 @@ std::vector<at::Tensor> toTensorVector(const Napi::Value& value, const char* wha
 }
 
 // backward(tensors, gradTensors, retainGraph, createGraph, inputs?)
-Napi::Value Backward(const Napi::CallbackInfo& info) {
+Napi::Value backward(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto tensors = toTensorVector(info[0], "backward", false);
+  if (tensors.empty()) throw Napi::TypeError::New(env, "backward: expected at least one tensor to backpropagate from");
   auto grads = toTensorVector(info[1], "backward gradient", true);
   bool retain = info[2].ToBoolean().Value();
   bool create = info[3].ToBoolean().Value();
@@ -279,15 +289,15 @@ Napi::Value Backward(const Napi::CallbackInfo& info) {
 
 // grad(outputs, inputs, gradOutputs, retainGraph, createGraph, allowUnused): the vector-Jacobian
 // product of `outputs` with `gradOutputs`, returned for `inputs` only (nothing accumulates into .grad).
-Napi::Value GradOf(const Napi::CallbackInfo& info) {
+Napi::Value autogradGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  auto outputs = toTensorVector(info[0], "autograd.grad outputs", false);
-  auto inputs = toTensorVector(info[1], "autograd.grad inputs", false);
-  auto gradOutputs = toTensorVector(info[2], "autograd.grad gradOutputs", true);
+  auto outputs = toTensorVector(info[0], "autogradGrad outputs", false);
+  auto inputs = toTensorVector(info[1], "autogradGrad inputs", false);
+  auto gradOutputs = toTensorVector(info[2], "autogradGrad gradOutputs", true);
   bool retain = info[3].ToBoolean().Value();
   bool create = info[4].ToBoolean().Value();
   bool allowUnused = info[5].ToBoolean().Value();
-  LOCO_GUARD(env, "autograd.grad", {
+  LOCO_GUARD(env, "autogradGrad", {
     auto result = torch::autograd::grad(outputs, inputs, gradOutputs, retain, create, allowUnused);
     auto out = Napi::Array::New(env, result.size());
     for (size_t i = 0; i < result.size(); i++) {
@@ -297,214 +307,123 @@ Napi::Value GradOf(const Napi::CallbackInfo& info) {
   })
 }
 
-Napi::Value SetGradEnabled(const Napi::CallbackInfo& info) {
+Napi::Value setGradEnabled(const Napi::CallbackInfo& info) {
+  if (!info[0].IsBoolean()) throw Napi::TypeError::New(info.Env(), "setGradEnabled: expected a boolean");
   bool previous = c10::GradMode::is_enabled();
-  c10::GradMode::set_enabled(info[0].ToBoolean().Value());
+  c10::GradMode::set_enabled(info[0].As<Napi::Boolean>().Value());
   return Napi::Boolean::New(info.Env(), previous);
 }
 
-Napi::Value IsGradEnabled(const Napi::CallbackInfo& info) {
+Napi::Value isGradEnabled(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), c10::GradMode::is_enabled());
-}
-
-// ---- random generators ------------------------------------------------------------------------
-
-// Generators are few and long-lived; JavaScript refers to them by index (0 = the default one).
-std::mutex generatorMutex;
-std::vector<at::Generator> generators;
-
-Napi::Value ManualSeed(const Napi::CallbackInfo& info) {
-  auto seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
-  auto gen = at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_current_seed(seed);
-  return info.Env().Undefined();
-}
-
-Napi::Value NewGenerator(const Napi::CallbackInfo& info) {
-  auto seed = static_cast<uint64_t>(info[0].As<Napi::Number>().Int64Value());
-  std::lock_guard<std::mutex> lock(generatorMutex);
-  generators.push_back(at::detail::createCPUGenerator(seed));
-  return Napi::Number::New(info.Env(), double(generators.size()));
-}
-
-}  // namespace
-
-at::Generator generatorById(Napi::Env env, int64_t id) {
-  if (id == 0) return at::detail::getDefaultCPUGenerator();
-  std::lock_guard<std::mutex> lock(generatorMutex);
-  if (id < 0 || size_t(id) > generators.size()) throw Napi::RangeError::New(env, "unknown generator");
-  return generators[id - 1];
-}
-
-namespace {
-
-Napi::Value GeneratorSeed(const Napi::CallbackInfo& info) {
-  auto gen = generatorById(info.Env(), info[0].As<Napi::Number>().Int64Value());
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  gen.set_current_seed(static_cast<uint64_t>(info[1].As<Napi::Number>().Int64Value()));
-  return info.Env().Undefined();
-}
-
-// The full state (Mersenne Twister + cached normal), so a resumed run draws the same numbers.
-Napi::Value GeneratorGetState(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto gen = generatorById(env, info[0].As<Napi::Number>().Int64Value());
-  std::lock_guard<std::mutex> lock(gen.mutex());
-  auto state = gen.get_state();
-  auto buffer = Napi::ArrayBuffer::New(env, state.numel());
-  std::memcpy(buffer.Data(), state.data_ptr(), state.numel());
-  return buffer;
-}
-
-Napi::Value GeneratorSetState(const Napi::CallbackInfo& info) {
-  Napi::Env env = info.Env();
-  auto gen = generatorById(env, info[0].As<Napi::Number>().Int64Value());
-  auto bytes = info[1].As<Napi::Uint8Array>();
-  LOCO_GUARD(env, "generator.setState", {
-    at::Tensor state = at::empty({int64_t(bytes.ByteLength())}, at::TensorOptions().dtype(at::kByte));
-    std::memcpy(state.data_ptr(), bytes.Data(), bytes.ByteLength());
-    std::lock_guard<std::mutex> lock(gen.mutex());
-    gen.set_state(state);
-  })
-  return env.Undefined();
 }
 
 // ---- threads ----------------------------------------------------------------------------------
 
-Napi::Value SetNumThreads(const Napi::CallbackInfo& info) {
-  int n = info[0].As<Napi::Number>().Int32Value();
-  if (n < 1) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected a count of at least 1");
+Napi::Value setNumThreads(const Napi::CallbackInfo& info) {
+  if (!info[0].IsNumber()) throw Napi::TypeError::New(info.Env(), "setNumThreads: expected a thread count");
+  double d = info[0].As<Napi::Number>().DoubleValue();
+  if (!(d >= 1)) throw Napi::RangeError::New(info.Env(), "setNumThreads: expected a count of at least 1");
+  // A runaway count would try to start that many threads.
+  if (d > 4096 || d != double(int(d))) {
+    throw Napi::RangeError::New(info.Env(), "setNumThreads: expected an integer count of at most 4096");
+  }
+  int n = int(d);
   at::set_num_threads(n);
   return info.Env().Undefined();
 }
 
-Napi::Value GetNumThreads(const Napi::CallbackInfo& info) {
+Napi::Value getNumThreads(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), at::get_num_threads());
 }
 
-Napi::Value HardwareConcurrency(const Napi::CallbackInfo& info) {
+Napi::Value hardwareConcurrency(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), std::thread::hardware_concurrency());
-}
-
-// ---- interrupts ----
-// Ctrl-C / SIGTERM for a long computation. Node runs JS signal listeners only between event-loop
-// turns, so while a training step runs (seconds of native work) a listener cannot see a second
-// Ctrl-C. This handler runs at once: the first signal prints a message and is counted (the trainer
-// polls the count between steps, finishes the step and checkpoints); the second prints a message
-// and ends the process with status 128 + signal, mid-step or mid-write (checkpoints are renamed
-// into place atomically, so the last complete one stays intact).
-std::atomic<int> interruptCount{0};
-struct sigaction previousInt, previousTerm;
-bool interruptInstalled = false;
-char firstInterruptMessage[2048];
-size_t firstInterruptLength = 0;
-char secondInterruptMessage[2048];
-size_t secondInterruptLength = 0;
-
-void writeAll(const char* data, size_t length) {
-  while (length > 0) {
-    ssize_t n = write(STDERR_FILENO, data, length);
-    if (n <= 0) return;
-    data += n;
-    length -= size_t(n);
-  }
-}
-
-void onInterrupt(int sig) {
-  const char* name = sig == SIGINT ? "\nSIGINT: " : "\nSIGTERM: ";
-  if (interruptCount.fetch_add(1) == 0) {
-    writeAll(name, std::strlen(name));
-    writeAll(firstInterruptMessage, firstInterruptLength);
-  } else {
-    writeAll(name, std::strlen(name));
-    writeAll(secondInterruptMessage, secondInterruptLength);
-    _exit(128 + sig);
-  }
-}
-
-size_t copyMessage(const Napi::Value& value, char* out, size_t capacity) {
-  std::string text = value.IsString() ? value.As<Napi::String>().Utf8Value() : std::string();
-  size_t n = std::min(text.size(), capacity);
-  std::memcpy(out, text.data(), n);
-  return n;
-}
-
-Napi::Value InstallInterruptHandler(const Napi::CallbackInfo& info) {
-  if (interruptInstalled) throw Napi::Error::New(info.Env(), "installInterruptHandler: already installed");
-  firstInterruptLength = copyMessage(info[0], firstInterruptMessage, sizeof firstInterruptMessage);
-  secondInterruptLength = copyMessage(info[1], secondInterruptMessage, sizeof secondInterruptMessage);
-  interruptCount.store(0);
-  struct sigaction action;
-  std::memset(&action, 0, sizeof action);
-  action.sa_handler = onInterrupt;
-  sigemptyset(&action.sa_mask);
-  action.sa_flags = SA_RESTART;
-  sigaction(SIGINT, &action, &previousInt);
-  sigaction(SIGTERM, &action, &previousTerm);
-  interruptInstalled = true;
-  return info.Env().Undefined();
-}
-
-Napi::Value RemoveInterruptHandler(const Napi::CallbackInfo& info) {
-  if (interruptInstalled) {
-    sigaction(SIGINT, &previousInt, nullptr);
-    sigaction(SIGTERM, &previousTerm, nullptr);
-    interruptInstalled = false;
-  }
-  return info.Env().Undefined();
-}
-
-Napi::Value InterruptCount(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), interruptCount.load());
-}
-
-Napi::Object InitExports(Napi::Env env, Napi::Object exports) {
-  auto set = [&](const char* name, Napi::Function::Callback fn) {
-    exports.Set(name, Napi::Function::New(env, fn, name));
-  };
-  set("dispose", Dispose);
-  set("isDisposed", IsDisposed);
-  set("fromBuffer", FromBuffer);
-  set("toBuffer", ToBuffer);
-  set("shape", Shape);
-  set("strides", Strides);
-  set("scalarType", ScalarTypeOf);
-  set("numel", Numel);
-  set("dim", Dim);
-  set("isContiguous", IsContiguous);
-  set("item", Item);
-  set("isAliasOf", SamePointer);
-  set("requiresGrad", RequiresGrad);
-  set("setRequiresGrad", SetRequiresGrad);
-  set("isLeaf", IsLeaf);
-  set("grad", Grad);
-  set("setGrad", SetGrad);
-  set("backward", Backward);
-  set("autogradGrad", GradOf);
-  set("setGradEnabled", SetGradEnabled);
-  set("isGradEnabled", IsGradEnabled);
-  set("manualSeed", ManualSeed);
-  set("newGenerator", NewGenerator);
-  set("generatorSeed", GeneratorSeed);
-  set("generatorGetState", GeneratorGetState);
-  set("generatorSetState", GeneratorSetState);
-  set("setNumThreads", SetNumThreads);
-  set("getNumThreads", GetNumThreads);
-  set("hardwareConcurrency", HardwareConcurrency);
-  set("installInterruptHandler", InstallInterruptHandler);
-  set("removeInterruptHandler", RemoveInterruptHandler);
-  set("interruptCount", InterruptCount);
-  registerOps(env, exports);
-  registerAllocator(env, exports);
-  return exports;
 }
 
 }  // namespace
 
-Napi::Object Init(Napi::Env env, Napi::Object exports) { return InitExports(env, exports); }
+std::vector<NativeExport> tensorExports() {
+  return {
+      {"dispose", dispose},
+      {"isDisposed", isDisposed},
+      {"fromBuffer", fromBuffer},
+      {"toBuffer", toBuffer},
+      {"shape", shape},
+      {"strides", strides},
+      {"scalarType", scalarType},
+      {"device", device},
+      {"numel", numel},
+      {"dim", dim},
+      {"isContiguous", isContiguous},
+      {"item", item},
+      {"isAliasOf", isAliasOf},
+      {"requiresGrad", requiresGrad},
+      {"setRequiresGrad", setRequiresGrad},
+      {"isLeaf", isLeaf},
+      {"grad", grad},
+      {"setGrad", setGrad},
+      {"backward", backward},
+      {"autogradGrad", autogradGrad},
+      {"setGradEnabled", setGradEnabled},
+      {"isGradEnabled", isGradEnabled},
+      {"setNumThreads", setNumThreads},
+      {"getNumThreads", getNumThreads},
+      {"hardwareConcurrency", hardwareConcurrency},
+  };
+}
+
+namespace {
+
+// The one callback every export goes through: `info.Data()` is the export's table entry. Napi
+// errors pass through (named after the export when they are not yet); any other C++ exception,
+// c10::Error included, becomes a JS Error naming the export, so nothing thrown in native code can
+// abort the process.
+Napi::Value guardedCall(const Napi::CallbackInfo& info) {
+  const auto* entry = static_cast<const NativeExport*>(info.Data());
+  try {
+    return entry->function(info);
+  } catch (Napi::Error& e) {
+    // The addon's own messages start with the export's name, or with an operator's schema name
+    // ("aten::conv2d: …"); node-addon-api's generic ones ("A number was expected") get the name.
+    std::string message = e.Message();
+    size_t colon = message.find(": ");
+    bool named = message.rfind(std::string(entry->name) + ":", 0) == 0 ||
+                 (colon != std::string::npos && message.substr(0, colon).find("::") != std::string::npos);
+    if (!named) e.Value().Set("message", std::string(entry->name) + ": " + message);
+    throw;
+  } catch (const c10::Error& e) {
+    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what_without_backtrace());
+  } catch (const std::exception& e) {
+    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what());
+  } catch (...) {
+    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": unknown native error");
+  }
+}
+
+Napi::Object init(Napi::Env env, Napi::Object exports) {
+  // The table lives as long as the process: each function keeps a pointer to its entry.
+  static const std::vector<NativeExport> table = [] {
+    std::vector<NativeExport> all;
+    for (auto part :
+         {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports,
+          distributedExports, feedbackExports}) {
+      auto exports = part();
+      all.insert(all.end(), exports.begin(), exports.end());
+    }
+    return all;
+  }();
+  for (const NativeExport& entry : table) {
+    if (exports.Has(entry.name)) throw Napi::Error::New(env, std::string("duplicate addon export ") + entry.name);
+    auto* data = const_cast<NativeExport*>(&entry);
+    exports.Set(entry.name, Napi::Function::New(env, guardedCall, entry.name, data));
+  }
+  return exports;
+}
+
+}  // namespace
 }  // namespace loco
 
-static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return loco::Init(env, exports); }
+static Napi::Object InitAddon(Napi::Env env, Napi::Object exports) { return loco::init(env, exports); }
 
 NODE_API_MODULE(loco_native, InitAddon)

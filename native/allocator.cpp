@@ -28,16 +28,31 @@ std::atomic<int64_t> allocationCount{0};
 // its threshold, heap tops above its trim threshold), so every training step page-faults its whole
 // working set in again (measured: ~720k faults and 1.4 s of system time per ResNet-18 step, in
 // PyTorch too). Freed blocks of at least kCacheMin bytes are kept by size class (rounded up by at
-// most 1/8) and handed out again, up to LOCO_CACHE_MB (default 2048). The byte counters above
-// count tensor bytes only: cached blocks are not "held by libtorch".
+// most 1/8) and handed out again: a request takes a cached block of its class or, failing that,
+// of the next classes up to 1/kMaxSlack larger (so blocks cached in neighbouring classes are reused
+// instead of new ones being faulted in). The byte counters above count tensor bytes only: cached
+// blocks are not "held by libtorch".
+//
+// The cache holds at most LOCO_CACHE_MB when that is set; by default, 2048 MiB or 1.5x the most
+// tensor bytes the process has held at once, whichever is more. A fixed 2 GiB would be smaller than
+// one ResNet-50 step's working set at 224 px (~5.5 GiB at batch 32), which would then be
+// page-faulted in again every step; with the default the cache keeps what a repeating training
+// step needs, as jemalloc with decay off (PyTorch's tuned setting) keeps everything.
 constexpr size_t kCacheMin = size_t(1) << 18;  // 256 KiB
+constexpr size_t kMaxSlack = 4;                // a reused block is at most 1/kMaxSlack larger
 std::mutex cacheMutex;
 std::map<size_t, std::vector<void*>> cache;  // class size -> free blocks (base pointers)
 size_t cachedBytes = 0;
-size_t cacheLimit = [] {
-  const char* env = std::getenv("LOCO_CACHE_MB");
-  return size_t(env ? std::max(0LL, std::atoll(env)) : 2048) << 20;
-}();
+std::atomic<int64_t> highWaterBytes{0};  // most tensor bytes held at once (never reset)
+const char* cacheLimitEnv = std::getenv("LOCO_CACHE_MB");
+const size_t fixedCacheLimit =
+    size_t(cacheLimitEnv ? std::max(0LL, std::atoll(cacheLimitEnv)) : 2048) << 20;
+
+size_t cacheLimit() {
+  if (cacheLimitEnv != nullptr) return fixedCacheLimit;
+  auto adaptive = size_t(highWaterBytes.load(std::memory_order_relaxed)) * 3 / 2;
+  return std::max(fixedCacheLimit, adaptive);
+}
 
 size_t sizeClass(size_t total) {
   if (total < kCacheMin) return total;
@@ -51,10 +66,15 @@ struct Header {
   int64_t blockSize;
 };
 
-void updatePeak(int64_t now) {
-  int64_t peak = peakBytes.load(std::memory_order_relaxed);
-  while (now > peak && !peakBytes.compare_exchange_weak(peak, now, std::memory_order_relaxed)) {
+void raiseTo(std::atomic<int64_t>& mark, int64_t now) {
+  int64_t seen = mark.load(std::memory_order_relaxed);
+  while (now > seen && !mark.compare_exchange_weak(seen, now, std::memory_order_relaxed)) {
   }
+}
+
+void updatePeak(int64_t now) {
+  raiseTo(peakBytes, now);
+  raiseTo(highWaterBytes, now);
 }
 
 // Some libtorch paths require the context pointer to equal the data pointer, so the deleter
@@ -67,7 +87,7 @@ void countingDelete(void* data) {
   size_t block = size_t(h->blockSize);
   if (block >= kCacheMin) {
     std::lock_guard<std::mutex> lock(cacheMutex);
-    if (cachedBytes + block <= cacheLimit) {
+    if (cachedBytes + block <= cacheLimit()) {
       cache[block].push_back(base);
       cachedBytes += block;
       return;
@@ -82,11 +102,15 @@ struct CountingAllocator final : public c10::Allocator {
     void* base = nullptr;
     if (block >= kCacheMin) {
       std::lock_guard<std::mutex> lock(cacheMutex);
-      auto it = cache.find(block);
-      if (it != cache.end() && !it->second.empty()) {
+      // The smallest non-empty class from `block` up to block + block/kMaxSlack.
+      const size_t largest = block + block / kMaxSlack;
+      for (auto it = cache.lower_bound(block); it != cache.end() && it->first <= largest; ++it) {
+        if (it->second.empty()) continue;
         base = it->second.back();
         it->second.pop_back();
+        block = it->first;
         cachedBytes -= block;
+        break;
       }
     }
     if (base == nullptr) base = c10::alloc_cpu(block);
@@ -111,13 +135,14 @@ struct Installer {
 };
 Installer installer;
 
-Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
+Napi::Value memoryStats(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   auto out = Napi::Object::New(env);
   out.Set("currentBytes", double(currentBytes.load()));
   out.Set("peakBytes", double(peakBytes.load()));
   out.Set("allocations", double(allocationCount.load()));
   out.Set("liveTensors", double(liveTensorCount.load()));
+  out.Set("liveGenerators", double(liveGeneratorCount.load()));
   {
     std::lock_guard<std::mutex> lock(cacheMutex);
     out.Set("cachedBytes", double(cachedBytes));
@@ -126,7 +151,7 @@ Napi::Value MemoryStats(const Napi::CallbackInfo& info) {
 }
 
 // Returns every cached block to the system.
-Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
+Napi::Value emptyCache(const Napi::CallbackInfo& info) {
   std::lock_guard<std::mutex> lock(cacheMutex);
   for (auto& [size, blocks] : cache) {
     for (void* base : blocks) c10::free_cpu(base);
@@ -138,17 +163,19 @@ Napi::Value EmptyCache(const Napi::CallbackInfo& info) {
 }
 
 // Sets the peak to the bytes held now, so the next peak is measured from this point.
-Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+Napi::Value resetPeakMemory(const Napi::CallbackInfo& info) {
   peakBytes.store(currentBytes.load());
   return info.Env().Undefined();
 }
 
 }  // namespace
 
-void registerAllocator(Napi::Env env, Napi::Object exports) {
-  exports.Set("memoryStats", Napi::Function::New(env, MemoryStats, "memoryStats"));
-  exports.Set("resetPeakMemory", Napi::Function::New(env, ResetPeak, "resetPeakMemory"));
-  exports.Set("emptyCache", Napi::Function::New(env, EmptyCache, "emptyCache"));
+std::vector<NativeExport> allocatorExports() {
+  return {
+      {"memoryStats", memoryStats},
+      {"resetPeakMemory", resetPeakMemory},
+      {"emptyCache", emptyCache},
+  };
 }
 
 }  // namespace loco

@@ -104,7 +104,7 @@ Kind kindOfElement(const c10::TypePtr& type) {
 }
 
 std::string describe(const Napi::Value& v) {
-  if (v.IsExternal()) return "a Tensor";
+  if (v.IsExternal()) return "a native handle";
   switch (v.Type()) {
     case napi_undefined:
       return "undefined";
@@ -175,9 +175,10 @@ c10::IValue toIValue(Napi::Env env, const OpEntry& op, const ArgSpec& arg, const
       return v.As<Napi::String>().Utf8Value();
     case Kind::Device:
       if (!v.IsString()) badArgument(env, op, arg, v, "a device name such as 'cpu'");
-      return c10::Device(v.As<Napi::String>().Utf8Value());
+      return parseDevice(env, v.As<Napi::String>().Utf8Value(), op.label);
     case Kind::Generator:
-      return c10::IValue(generatorById(env, toInt(env, op, arg, v)));
+      if (!v.IsExternal()) badArgument(env, op, arg, v, "a Generator");
+      return c10::IValue(unwrapGenerator(v, op.label.c_str()));
     case Kind::IntList: {
       std::vector<int64_t> values;
       if (v.IsNumber() && arg.fixedLength > 0) {
@@ -283,12 +284,13 @@ Napi::Value fromIValue(Napi::Env env, c10::IValue&& v) {
   throw Napi::Error::New(env, std::string("cannot return a value of type ") + v.tagKind());
 }
 
-OpEntry& entryAt(Napi::Env env, const Napi::Value& id) {
-  if (!id.IsNumber()) throw Napi::TypeError::New(env, "callOp: operator id must be a number");
-  auto index = id.As<Napi::Number>().Uint32Value();
-  if (index >= opCount.load(std::memory_order_acquire)) {
-    throw Napi::RangeError::New(env, "callOp: unknown operator id");
+OpEntry& entryAt(Napi::Env env, const Napi::Value& id, const char* what) {
+  if (!id.IsNumber()) throw Napi::TypeError::New(env, std::string(what) + ": operator id must be a number");
+  double d = id.As<Napi::Number>().DoubleValue();
+  if (!(d >= 0) || d != double(uint32_t(d)) || uint32_t(d) >= opCount.load(std::memory_order_acquire)) {
+    throw Napi::RangeError::New(env, std::string(what) + ": unknown operator id " + id.ToString().Utf8Value());
   }
+  auto index = uint32_t(d);
   return *opTable[index].load(std::memory_order_acquire);
 }
 
@@ -320,8 +322,9 @@ void runOp(const Napi::CallbackInfo& info, OpEntry& op, torch::jit::Stack& stack
   LOCO_GUARD(env, op.label, op.handle.callBoxed(stack);)
 }
 
-Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
+Napi::Value resolveOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
+  if (!info[0].IsString()) throw Napi::TypeError::New(env, "resolveOp: expected an operator name");
   std::string name = info[0].As<Napi::String>().Utf8Value();
   std::string overload = info.Length() > 1 && info[1].IsString() ? info[1].As<Napi::String>().Utf8Value() : "";
   std::string label = overload.empty() ? name : name + "." + overload;
@@ -347,9 +350,9 @@ Napi::Value ResolveOp(const Napi::CallbackInfo& info) {
   return Napi::Number::New(env, double(index));
 }
 
-Napi::Value CallOp(const Napi::CallbackInfo& info) {
+Napi::Value callOp(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "callOp");
   torch::jit::Stack stack;
   runOp(info, op, stack);
   if (stack.size() == 1) return fromIValue(env, std::move(stack[0]));
@@ -359,17 +362,17 @@ Napi::Value CallOp(const Napi::CallbackInfo& info) {
 }
 
 // For in-place ops: the result aliases an argument the caller already holds, so no new handle.
-Napi::Value CallOpVoid(const Napi::CallbackInfo& info) {
+Napi::Value callOpVoid(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "callOpVoid");
   torch::jit::Stack stack;
   runOp(info, op, stack);
   return env.Undefined();
 }
 
-Napi::Value OpSchema(const Napi::CallbackInfo& info) {
+Napi::Value opSchema(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  OpEntry& op = entryAt(env, info[0]);
+  OpEntry& op = entryAt(env, info[0], "opSchema");
   std::ostringstream text;
   text << op.handle.schema();
   return Napi::String::New(env, text.str());
@@ -377,11 +380,13 @@ Napi::Value OpSchema(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
-void registerOps(Napi::Env env, Napi::Object exports) {
-  exports.Set("resolveOp", Napi::Function::New(env, ResolveOp, "resolveOp"));
-  exports.Set("callOp", Napi::Function::New(env, CallOp, "callOp"));
-  exports.Set("callOpVoid", Napi::Function::New(env, CallOpVoid, "callOpVoid"));
-  exports.Set("opSchema", Napi::Function::New(env, OpSchema, "opSchema"));
+std::vector<NativeExport> opsExports() {
+  return {
+      {"resolveOp", resolveOp},
+      {"callOp", callOp},
+      {"callOpVoid", callOpVoid},
+      {"opSchema", opSchema},
+  };
 }
 
 }  // namespace loco

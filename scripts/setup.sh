@@ -14,7 +14,9 @@ APT_PACKAGES=(
   libopenblas0-openmp     # fast BLAS for linear layers (else reference BLAS, ~40x slower)
   python3-torch           # PyTorch 1.13.1: test oracle and benchmark baseline
   python3-torchvision     # torchvision 0.14: ResNet oracle
+  libjemalloc2            # jemalloc: the tuned-allocator PyTorch baseline of bench:engine
   dataset-fashion-mnist   # the embedded default dataset
+  chromium                # headless browser: the report test renders report.html
   g++ make python3        # node-gyp toolchain
 )
 

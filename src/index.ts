@@ -20,3 +20,4 @@ export {
   type EncoderFactory,
 } from "./learning";
 export { VERSION } from "./version";
+export * as parallel from "./parallel";

@@ -190,6 +190,35 @@ describe("DataLoader", () => {
     await resumed.close();
   });
 
+  test("shards split each global batch without overlap and equal one process with the whole batch", async () => {
+    const ds = toyDataset(26);
+    const base = { augment: simclrCifar(8), seed: 5 };
+    const whole = new DataLoader(ds, { ...base, batchSize: 6, workers: 0 });
+    const shards = [0, 1].map(
+      (rank) => new DataLoader(ds, { ...base, batchSize: 3, shard: { rank, count: 2 }, workers: rank }),
+    );
+    assert.equal(shards[0].batchesPerEpoch, whole.batchesPerEpoch);
+    // Across two epochs (4 global batches each), the shards' batches concatenate to the whole
+    // batch: the same images in the same order, and the same augmentations.
+    const expected = await take(whole, 8);
+    const parts = await Promise.all(shards.map((l) => take(l, 8)));
+    for (let b = 0; b < 8; b++) {
+      const [a, c] = [parts[0][b], parts[1][b]];
+      assert.equal(new Set([...a.indices, ...c.indices]).size, 6, `batch ${b}: the shards overlap`);
+      assert.deepEqual([...a.indices, ...c.indices], expected[b].indices);
+      for (let v = 0; v < 2; v++) assert.deepEqual([...a.views[v], ...c.views[v]], expected[b].views[v]);
+    }
+    assert.throws(
+      () => new DataLoader(ds, { ...base, batchSize: 3, shard: { rank: 2, count: 2 } }),
+      /shard\.rank must be below shard\.count \(2\), got 2/,
+    );
+    assert.throws(
+      () => new DataLoader(ds, { ...base, batchSize: 3, shard: { rank: 0, count: 2 }, dropLast: false }),
+      /sharding needs dropLast/,
+    );
+    await Promise.all([whole.close(), ...shards.map((l) => l.close())]);
+  });
+
   test("prefetch overlaps preparation with a slow consumer", async () => {
     const ds = toyDataset(64, 3, 32);
     const loader = new DataLoader(ds, { batchSize: 16, augment: simclrCifar(32), seed: 1, workers: 1, prefetch: 2 });

@@ -10,6 +10,7 @@ import {
   arange,
   cat,
   empty,
+  emptyCache,
   enableGrad,
   eye,
   fromTypedArray,
@@ -39,6 +40,8 @@ import {
   zerosLike,
   defaultGenerator,
 } from "../src/torch";
+import * as torch from "../src/torch";
+import * as nn from "../src/nn";
 
 const close = (a: number[], b: number[], tol = 1e-6, msg = "") => {
   assert.equal(a.length, b.length, `${msg} length`);
@@ -693,6 +696,28 @@ describe("memory gauges", () => {
     resetPeakMemory();
     assert.equal(memoryStats().peakBytes, memoryStats().currentBytes);
   });
+
+  test(
+    "freed large blocks are cached and reused for requests up to 1/4 smaller; emptyCache() frees them",
+    { skip: process.env.LOCO_CACHE_MB !== undefined && "LOCO_CACHE_MB is set" },
+    () => {
+      emptyCache();
+      assert.equal(memoryStats().cachedBytes, 0);
+      empty([1 << 18]).dispose(); // 1 MiB: its block is cached
+      const block = memoryStats().cachedBytes;
+      assert.ok(block >= 1 << 20, `cachedBytes ${block}`);
+      const near = empty([240000]); // 0.92 MiB, another size class: takes the cached block
+      assert.equal(memoryStats().cachedBytes, 0);
+      near.dispose();
+      assert.equal(memoryStats().cachedBytes, block); // back in its own class
+      const half = empty([1 << 17]); // 0.5 MiB: too small for that block, a new one
+      assert.equal(memoryStats().cachedBytes, block);
+      half.dispose();
+      assert.ok(memoryStats().cachedBytes > block);
+      emptyCache();
+      assert.equal(memoryStats().cachedBytes, 0);
+    },
+  );
 });
 
 describe("threads and workers", () => {
@@ -760,5 +785,66 @@ describe("threads and workers", () => {
     const c = await run(12);
     assert.equal(c.sum, 27);
     scope(() => assert.equal(ones([2]).sum().item(), 2, "the main thread's engine still works"));
+  });
+});
+
+describe("devices", () => {
+  test("tensors are created on, moved to and report a device ('cpu' on this build)", () => {
+    scope(() => {
+      assert.ok(torch.availableDevices().includes("cpu"));
+      assert.equal(torch.checkDevice("cpu"), "cpu");
+      assert.equal(torch.checkDevice("cpu:0"), "cpu", "one canonical name for the CPU");
+      const made = [
+        torch.zeros([2], { device: "cpu" }),
+        torch.ones([2], { device: "cpu" }),
+        torch.full([2], 3, { device: "cpu" }),
+        torch.arange(0, 4, 1, { device: "cpu" }),
+        torch.randn([2], { device: "cpu", generator: new torch.Generator(1) }),
+        torch.randperm(3, { device: "cpu" }),
+        torch.tensor([1, 2], { device: "cpu" }),
+        torch.zerosLike(torch.ones([2]), { device: "cpu" }),
+      ];
+      for (const t of made) assert.equal(t.device, "cpu");
+      const x = torch.tensor([1.5, -2]);
+      const moved = x.to("cpu");
+      assert.equal(moved.device, "cpu");
+      assert.deepEqual(moved.toArray(), [1.5, -2]);
+      const both = x.to({ device: "cpu", dtype: "float64" });
+      assert.equal(both.dtype, "float64");
+      assert.deepEqual(both.toArray(), [1.5, -2]);
+    });
+  });
+
+  test("an unavailable or unknown device is an error naming it and what is available", () => {
+    scope(() => {
+      if (torch.isDeviceAvailable("cuda")) return; // a CUDA build of libtorch: nothing to refuse
+      const unavailable = /device 'cuda' is not available in this libtorch build \(available: cpu/;
+      assert.throws(() => torch.zeros([2], { device: "cuda" }), new RegExp(`zeros: ${unavailable.source}`));
+      assert.throws(() => torch.tensor([1], { device: "cuda" }), new RegExp(`tensor: ${unavailable.source}`));
+      assert.throws(() => torch.randn([2]).to("cuda"), new RegExp(`Tensor\\.to: ${unavailable.source}`));
+      assert.throws(() => torch.checkDevice("cuda:1"), /device 'cuda:1' is not available/);
+      assert.throws(() => torch.checkDevice("nonsense"), /checkDevice: unknown device 'nonsense' \(available: cpu/);
+      assert.throws(() => torch.zeros([2], { device: 7 as never }), /zeros: a device is a string such as "cpu"/);
+      assert.throws(() => torch.randn([2]).to("float33" as never), /unknown dtype 'float33'/);
+    });
+  });
+
+  test("Module.to(device) moves parameters and buffers; an unavailable device changes nothing", () => {
+    const model = new nn.Sequential(new nn.Linear(3, 2), new nn.BatchNorm1d(2));
+    const before = model.parameters().map((p) => p.toArray());
+    assert.equal(model.to("cpu"), model);
+    assert.ok([...model.parameters(), ...model.buffers()].every((t) => t.device === "cpu"));
+    assert.deepEqual(
+      model.parameters().map((p) => p.toArray()),
+      before,
+    );
+    if (!torch.isDeviceAvailable("cuda")) {
+      assert.throws(() => model.to("cuda"), /Module\.to: device 'cuda' is not available .*available: cpu/);
+      assert.deepEqual(
+        model.parameters().map((p) => p.toArray()),
+        before,
+      );
+    }
+    model.dispose();
   });
 });

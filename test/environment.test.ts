@@ -6,6 +6,7 @@ import assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import { PYTHON, oracleAvailable } from "./helpers/oracle";
+import { CHROMIUM, chromiumAvailable } from "./helpers/browser";
 import { DEFAULT_FASHION_MNIST_DIR } from "../src/data/mnist";
 
 const inCI = process.env.CI !== undefined && process.env.CI !== "" && process.env.CI !== "false";
@@ -18,5 +19,6 @@ test("CI has everything the conditional suites need (no silent skips)", { skip: 
     fs.existsSync(DEFAULT_FASHION_MNIST_DIR),
     `${DEFAULT_FASHION_MNIST_DIR} is missing (dataset-fashion-mnist)`,
   );
+  assert.ok(chromiumAvailable(), `${CHROMIUM} is missing: scripts/setup.sh must install chromium (report test)`);
   assert.equal(process.getuid?.(), 0, "the full-disk tests mount a tmpfs and need root");
 });

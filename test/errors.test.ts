@@ -225,8 +225,12 @@ describe("lifetime errors", () => {
   });
   test("generators, threads, allocation failures", () => {
     scope(() => {
-      throwsWith(() => new Generator(1).setState(new Uint8Array(10)), ["generator.setState: ", "RNG state size"]);
-      throwsWith(() => callTensor("rand.generator", [2], 999, null), ["unknown generator"], RangeError);
+      throwsWith(() => new Generator(1).setState(new Uint8Array(10)), ["generatorSetState: ", "RNG state size"]);
+      throwsWith(() => callTensor("rand.generator", [2], 999, null), ["expected a Generator"], TypeError);
+      const dropped = new Generator(2);
+      dropped.dispose();
+      throwsWith(() => dropped.manualSeed(1), ["Generator was used after dispose()"]);
+      throwsWith(() => dropped.dispose(), ["already disposed"]);
       throwsWith(() => setNumThreads(0), ["setNumThreads: expected a count of at least 1"], RangeError);
       throwsWith(() => zeros([1e8, 1e8]), ["aten::zeros: ", "can't allocate memory"]);
       throwsWith(() => empty([2 ** 61]), ["aten::empty.memory_format: ", "overflow"]);

@@ -20,14 +20,14 @@ import {
 import * as nn from "../src/nn";
 import { resnet18 } from "../src/models";
 import { loadMnistSplit } from "../src/data/mnist";
+import { type ImageDataset, MemoryImages, makeDataset } from "../src/data/dataset";
+import { readoutReport } from "../src/learning/readout";
 import {
   type EvalBatch,
   type FeatureSet,
   disposeFeatureSet,
   evaluateEncoder,
-  evaluateEncoderAsync,
   extractFeatures,
-  extractFeaturesAsync,
   fromViewBatches,
   extractStageFeatures,
   knnClassify,
@@ -36,7 +36,6 @@ import {
   stageFeatures,
   stageForward,
   trainSupervised,
-  trainSupervisedAsync,
   withEval,
 } from "../src/eval";
 
@@ -257,12 +256,12 @@ test("kNN: clustered data → top-1 ≈ 1, chunked and unchunked agree", () => {
 
 // ---- extraction and the encoder harness ----
 
-test("extractFeatures: leaves liveTensors unchanged apart from its two outputs", () => {
+test("extractFeatures: leaves liveTensors unchanged apart from its two outputs", async () => {
   const encoder = smallEncoder(1);
   const data = quadrantImages(40, 1);
   const batches = batchesOf(data, 16);
   const before = liveTensors();
-  const out = withEval(encoder, () => extractFeatures((x) => encoder.forward(x), batches));
+  const out = await withEval(encoder, () => extractFeatures((x) => encoder.forward(x), batches));
   assert.equal(liveTensors(), before + 2);
   assert.deepEqual(out.features.shape, [40, 32]);
   assert.equal(out.features.dtype, "float32");
@@ -285,11 +284,11 @@ test("extractFeatures: leaves liveTensors unchanged apart from its two outputs",
     }
   }
   const before2 = liveTensors();
-  const gen = extractFeatures(rawPixelsFeatures, generated(), { limit: 20, disposeBatches: true });
+  const gen = await extractFeatures(rawPixelsFeatures, generated(), { limit: 20, disposeBatches: true });
   assert.equal(liveTensors(), before2 + 2);
   assert.deepEqual(gen.features.shape, [20, 64], "limit cuts the last batch");
   disposeFeatureSet(gen);
-  const full = extractFeatures(rawPixelsFeatures, generated(), { disposeBatches: true });
+  const full = await extractFeatures(rawPixelsFeatures, generated(), { disposeBatches: true });
   assert.deepEqual(full.features.shape, [24, 64]);
   assert.equal(liveTensors(), before2 + 2);
   disposeFeatureSet(full);
@@ -300,7 +299,7 @@ test("extractFeatures: leaves liveTensors unchanged apart from its two outputs",
   encoder.dispose();
 });
 
-test("evaluateEncoder never changes the encoder (state dict bit for bit) and restores its mode", () => {
+test("evaluateEncoder never changes the encoder (state dict bit for bit) and restores its mode", async () => {
   const encoder = smallEncoder(2); // in training mode: a forward in train mode would move BN stats
   const trainData = quadrantImages(64, 3);
   const testData = quadrantImages(32, 4);
@@ -308,7 +307,7 @@ test("evaluateEncoder never changes the encoder (state dict bit for bit) and res
   const testBatches = batchesOf(testData, 16);
   const before = snapshot(encoder);
   const live = liveTensors();
-  const r = evaluateEncoder(encoder, trainBatches, testBatches, {
+  const r = await evaluateEncoder(encoder, trainBatches, testBatches, {
     numClasses: 4,
     linear: { epochs: 10 },
     knn: { k: 10 },
@@ -339,7 +338,7 @@ test("evaluateEncoder never changes the encoder (state dict bit for bit) and res
   encoder.dispose();
 });
 
-test("trainSupervised trains the same encoder end to end; then the linear protocol reads it out", () => {
+test("trainSupervised trains the same encoder end to end; then the linear protocol reads it out", async () => {
   manualSeed(0);
   const encoder = smallEncoder(3);
   const random = smallEncoder(3); // identical initialisation, left untouched (random-init baseline)
@@ -348,7 +347,7 @@ test("trainSupervised trains the same encoder end to end; then the linear protoc
   const trainBatches = batchesOf(trainData, 32);
   const testBatches = batchesOf(testData, 64);
   const live = liveTensors();
-  const result = trainSupervised(encoder, 32, 4, () => trainBatches, { epochs: 4, lr: 0.1, warmupEpochs: 1 });
+  const result = await trainSupervised(encoder, 32, 4, () => trainBatches, { epochs: 4, lr: 0.1, warmupEpochs: 1 });
   assert.equal(liveTensors(), live + 2, "only the head's weight and bias remain");
   assert.equal(result.history.length, 4);
   assert.equal(result.steps, 32);
@@ -363,8 +362,8 @@ test("trainSupervised trains the same encoder end to end; then the linear protoc
   );
   result.head.dispose();
   const options = { numClasses: 4, linear: { epochs: 20 }, knn: false as const };
-  const supervised = evaluateEncoder(encoder, trainBatches, testBatches, options);
-  const baseline = evaluateEncoder(random, trainBatches, testBatches, options);
+  const supervised = await evaluateEncoder(encoder, trainBatches, testBatches, options);
+  const baseline = await evaluateEncoder(random, trainBatches, testBatches, options);
   assert.ok(
     supervised.linear !== undefined && supervised.linear.top1 >= 0.95,
     `supervised top1 ${supervised.linear?.top1}`,
@@ -378,7 +377,7 @@ test("trainSupervised trains the same encoder end to end; then the linear protoc
   random.dispose();
 });
 
-test("per-stage readout: pooled features of any stage, one pass for all stages", () => {
+test("per-stage readout: pooled features of any stage, one pass for all stages", async () => {
   const model = resnet18({ width: 4, stem: "cifar", inChannels: 1, numClasses: 0, generator: new Generator(1) });
   const stages = model.stages();
   const data = quadrantImages(12, 7);
@@ -397,7 +396,7 @@ test("per-stage readout: pooled features of any stage, one pass for all stages",
     ),
   );
   const live = liveTensors();
-  const sets = withEval(model, () => extractStageFeatures(stages, batches, [0, 2]));
+  const sets = await withEval(model, () => extractStageFeatures(stages, batches, [0, 2]));
   assert.equal(liveTensors(), live + 4);
   assert.deepEqual(
     sets.map((s) => s.features.shape),
@@ -406,10 +405,10 @@ test("per-stage readout: pooled features of any stage, one pass for all stages",
       [12, 16],
     ],
   );
-  const single = extractFeatures(stageForward(stages, 2), batches, { module: model });
+  const single = await extractFeatures(stageForward(stages, 2), batches, { module: model });
   assert.ok(single.features.allclose(sets[1].features, 1e-5, 1e-6));
   // Without withEval: the stages (Modules) are put in eval mode by extractStageFeatures itself.
-  const auto = extractStageFeatures(stages, batches, [2]);
+  const auto = await extractStageFeatures(stages, batches, [2]);
   assert.ok(auto[0].features.allclose(sets[1].features, 1e-5, 1e-6));
   assert.ok(
     model.modules().every((m) => m.training),
@@ -440,17 +439,17 @@ test("async batches (DataLoader-shaped): extraction, evaluation and supervised t
   }
   const encoder = smallEncoder(4);
   const before = liveTensors();
-  const feats = await extractFeaturesAsync((x) => encoder.forward(x), fromViewBatches(loaderLike(1, 3)));
+  const feats = await extractFeatures((x) => encoder.forward(x), fromViewBatches(loaderLike(1, 3)));
   assert.equal(liveTensors(), before + 2);
   assert.deepEqual(feats.features.shape, [48, 32]);
   disposeFeatureSet(feats);
-  const sup = await trainSupervisedAsync(encoder, 32, 4, () => fromViewBatches(loaderLike(2, 4)), {
+  const sup = await trainSupervised(encoder, 32, 4, () => fromViewBatches(loaderLike(2, 4)), {
     epochs: 2,
     lr: 0.05,
   });
   assert.equal(sup.steps, 8);
   sup.head.dispose();
-  const r = await evaluateEncoderAsync(
+  const r = await evaluateEncoder(
     encoder,
     () => fromViewBatches(loaderLike(3, 4)),
     () => fromViewBatches(loaderLike(4, 2)),
@@ -472,7 +471,7 @@ const FMNIST = "/usr/share/datasets/fashion-mnist";
 test(
   "Fashion-MNIST raw pixels: linear readout of 2000 train / 1000 test images > 0.7",
   { skip: !fs.existsSync(FMNIST) },
-  () => {
+  async () => {
     const load = (split: "train" | "test", n: number): { images: Tensor; labels: Tensor } => {
       const s = loadMnistSplit(FMNIST, split);
       const pixels = Float32Array.from(s.images.subarray(0, n * 784), (v) => v / 255);
@@ -482,7 +481,7 @@ test(
     const trainData = load("train", 2000);
     const testData = load("test", 1000);
     const [trainBatches, testBatches] = [batchesOf(trainData, 500), batchesOf(testData, 500)];
-    const r = evaluateEncoder(rawPixelsFeatures, trainBatches, testBatches, {
+    const r = await evaluateEncoder(rawPixelsFeatures, trainBatches, testBatches, {
       numClasses: 10,
       linear: { epochs: 30 },
     });
@@ -496,3 +495,92 @@ test(
     for (const t of [trainData.images, trainData.labels, testData.images, testData.labels]) t.dispose();
   },
 );
+
+test("progress: extraction reports examples of each split, the linear readout its epochs", async () => {
+  const encoder = smallEncoder(5);
+  const train = quadrantImages(40, 5);
+  const testData = quadrantImages(20, 6);
+  const [trainBatches, testBatches] = [batchesOf(train, 16), batchesOf(testData, 16)];
+  const seen: string[] = [];
+  const r = await evaluateEncoder(encoder, trainBatches, testBatches, {
+    linear: { epochs: 3 },
+    knn: false,
+    trainTotal: 40,
+    onProgress: (stage, done, total) => seen.push(`${stage} ${done}/${total}`),
+  });
+  assert.deepEqual(seen, [
+    "train features 16/40",
+    "train features 32/40",
+    "train features 40/40",
+    "test features 16/undefined",
+    "test features 20/undefined",
+    "linear readout 1/3",
+    "linear readout 2/3",
+    "linear readout 3/3",
+  ]);
+  assert.equal(r.testSize, 20);
+  // With a weight-decay grid the readout fits once per grid value, then once more.
+  const epochs: string[] = [];
+  const features = await extractFeatures((x) => encoder.forward(x), trainBatches, { module: encoder, limit: 30 });
+  const progress: number[][] = [];
+  await extractFeatures((x) => encoder.forward(x), trainBatches, {
+    module: encoder,
+    limit: 30,
+    onProgress: (done, total) => progress.push([done, total ?? -1]),
+  }).then(disposeFeatureSet);
+  assert.deepEqual(progress, [
+    [16, 30],
+    [30, 30],
+  ]);
+  linearReadout(features, features, {
+    epochs: 2,
+    selectWeightDecay: [0, 1e-3],
+    onProgress: (done, total) => epochs.push(`${done}/${total}`),
+  });
+  assert.deepEqual(epochs, ["1/6", "2/6", "3/6", "4/6", "5/6", "6/6"]);
+  disposeFeatureSet(features);
+  disposeBatches([...trainBatches, ...testBatches]);
+  for (const t of [train.images, train.labels, testData.images, testData.labels]) t.dispose();
+  encoder.dispose();
+});
+
+test("readoutReport: a test-set size limit (strided subset), progress per evaluated encoder", async () => {
+  const rng = new Generator(11);
+  const synthetic = (name: string, count: number): ImageDataset => {
+    const images = MemoryImages.allocate(count, 1, 8, 8);
+    images.data.set(Uint8Array.from(randint(0, 256, [count * 64], { generator: rng }).toArray()));
+    const labels = Int32Array.from({ length: count }, (_, i) => i % 3);
+    return makeDataset({ name, images, labels, classNames: ["a", "b", "c"] });
+  };
+  const train = synthetic("synthetic/train", 40);
+  const testSet = synthetic("synthetic/test", 20);
+  const encoder = resnet18({ width: 4, stem: "cifar", inChannels: 1, numClasses: 0, generator: new Generator(2) });
+  const last = new Map<string, string>();
+  const report = await readoutReport(encoder, train, testSet, {
+    normalize: null,
+    readoutEpochs: 2,
+    readoutTrainSize: 0,
+    readoutTestSize: 10,
+    baselines: ["raw-pixels"],
+    perStage: false,
+    supervisedEpochs: 1,
+    batchSize: 16,
+    seed: 0,
+    freshEncoder: () => {
+      throw new Error("not needed for raw pixels");
+    },
+    onProgress: (what, stage, done, total) => last.set(`${what} ${stage}`, `${done}/${total}`),
+  });
+  assert.ok(report !== null);
+  assert.equal(report.readout.testImages, 10);
+  assert.equal(report.readout.trainImages, 40);
+  assert.deepEqual(Object.fromEntries(last), {
+    "trained train features": "40/40",
+    "trained test features": "10/10",
+    "trained linear readout": "2/2",
+    "raw-pixels train features": "40/40",
+    "raw-pixels test features": "10/10",
+    "raw-pixels linear readout": "2/2",
+  });
+  encoder.dispose();
+});

@@ -232,6 +232,72 @@ function makeCases(): Case[] {
     inputs: { x: normal(6, 3) },
     run: (a) => F.normalize(a.x, { p: 1, dim: 0 }),
   });
+  // Grid sampling (the random-resized-crop of src/data/augment.ts), differentiable in input and grid;
+  // the grid reaches past [-1, 1] so the padding modes matter.
+  const gridCases: [string, F.GridSampleOptions, string[]][] = [
+    ["grid_bilinear_zeros", { mode: "bilinear", paddingMode: "zeros", alignCorners: false }, ["x", "grid"]],
+    ["grid_bilinear_border_corners", { mode: "bilinear", paddingMode: "border", alignCorners: true }, ["x", "grid"]],
+    ["grid_nearest_reflection", { mode: "nearest", paddingMode: "reflection", alignCorners: false }, ["x"]],
+  ];
+  for (const [name, o, grad] of gridCases) {
+    add({
+      name,
+      op: "grid_sample",
+      params: { mode: o.mode, padding_mode: o.paddingMode, align_corners: o.alignCorners },
+      grad,
+      inputs: { x: normal(2, 3, 5, 6), grid: uniform(-1.2, 1.2, 2, 4, 3, 2) },
+      run: (a) => F.gridSample(a.x, a.grid, o),
+    });
+  }
+  // amax / amin: rounded values have ties, where the gradient is shared evenly.
+  add({
+    name: "amax_ties",
+    op: "amax",
+    params: { dim: [1], keepdim: false },
+    grad: ["x"],
+    inputs: { x: normal(4, 6).mul(2).round() },
+    run: (a) => a.x.amax(1),
+  });
+  add({
+    name: "amin_multi",
+    op: "amin",
+    params: { dim: [0, 2], keepdim: true },
+    grad: ["x"],
+    inputs: { x: normal(3, 4, 5) },
+    run: (a) => a.x.amin([0, 2], true),
+  });
+  add({
+    name: "fmod_scalar",
+    op: "fmod",
+    params: { other: 1.3 },
+    grad: ["x"],
+    inputs: { x: normal(4, 5).mul(3) },
+    run: (a) => a.x.fmod(1.3),
+  });
+  add({
+    name: "fmod_tensor",
+    op: "fmod",
+    params: {},
+    grad: ["x"],
+    inputs: { x: normal(4, 5).mul(3), y: uniform(0.5, 2, 4, 5) },
+    run: (a) => a.x.fmod(a.y),
+  });
+  add({
+    name: "scatter_add",
+    op: "scatter_add",
+    params: { dim: 0 },
+    grad: ["x", "src"],
+    inputs: { x: normal(3, 5), index: randint(0, 3, [4, 5], { generator: gen }), src: normal(4, 5) },
+    run: (a) => a.x.scatterAdd(0, a.index, a.src),
+  });
+  add({
+    name: "index_copy",
+    op: "index_copy",
+    params: { dim: 0 },
+    grad: ["x", "src"],
+    inputs: { x: normal(5, 3), index: tensor([3, 0], { dtype: "int64" }), src: normal(2, 3) },
+    run: (a) => a.x.indexCopy(0, a.index, a.src),
+  });
   // A vector-Jacobian product with two outputs, via autograd.grad (nothing may accumulate in .grad).
   add({
     name: "vjp",
@@ -351,6 +417,15 @@ describe("functional ops vs PyTorch 1.13 (forward and backward)", { skip }, () =
     "logsoftmax_d0",
     "normalize_l2",
     "normalize_l1_d0",
+    "grid_bilinear_zeros",
+    "grid_bilinear_border_corners",
+    "grid_nearest_reflection",
+    "amax_ties",
+    "amin_multi",
+    "fmod_scalar",
+    "fmod_tensor",
+    "scatter_add",
+    "index_copy",
     "vjp",
   ];
   for (const name of names) {

@@ -23,7 +23,7 @@ import { MAX_CONSECUTIVE_SKIPS } from "../src/learning/divergence";
 import { checkFreeSpace } from "../src/learning/rundir";
 import type { TrainInput } from "../src/learning/options";
 import { openDataset } from "../src/data/datasets";
-import { Progress } from "../src/report/progress";
+import { Progress } from "../src/learning/progress";
 import { keep, noGrad, saveSafetensors, zeros } from "../src/torch";
 import {
   ENV,

@@ -19,7 +19,7 @@ import { evaluateRun } from "../src/learning/evaluate";
 import type { RunEncoder } from "../src/learning/encoders";
 import { trainSpecs } from "../src/cli/train";
 import { parseArgs } from "../src/cli/options";
-import { Progress } from "../src/report/progress";
+import { Progress } from "../src/learning/progress";
 import { ENV, MAIN, haveFashionMnist, makeTinyFashionMnist, tinyInput } from "./helpers/runs";
 
 const skip = haveFashionMnist ? false : "Fashion-MNIST is not installed at /usr/share/datasets/fashion-mnist";
@@ -142,7 +142,7 @@ describe("train() as a library", { skip }, () => {
       hooks(),
     );
     assert.ok(
-      logs.some((l) => /^readout: the trained encoder: features of 256 train and 64 test images/.test(l)),
+      logs.some((l) => /^readout: trained: features of 256 train and 64 test images/.test(l)),
       logs.join("\n"),
     );
     const file = path.join(dir, "config.json");
@@ -167,7 +167,7 @@ describe("train() as a library", { skip }, () => {
     assert.ok(evaluation.baselines.rawPixels !== undefined);
     assert.deepEqual(JSON.parse(fs.readFileSync(file, "utf8")).linear, evaluation.linear);
     assert.ok(
-      lines.some((l) => /^readout: raw pixels: linear \d+\.\d+%/.test(l)),
+      lines.some((l) => /^readout: raw-pixels: linear \d+\.\d+%/.test(l)),
       lines.join("\n"),
     );
     const cli = spawnSync(
@@ -176,7 +176,7 @@ describe("train() as a library", { skip }, () => {
       { env: ENV, encoding: "utf8" },
     );
     assert.equal(cli.status, 0, cli.stderr);
-    assert.match(cli.stderr, /readout: the trained encoder: features of 256 train and 32 test images/);
+    assert.match(cli.stderr, /readout: trained: features of 256 train and 32 test images/);
     assert.match(cli.stdout, /gim \(losses 1,2,3,4, reach 0, c 1, m 2, t 0\.5, simultaneous\), step 4/);
   });
 

@@ -14,6 +14,13 @@ export const evalSpecs: OptionSpec[] = [
     defaultText: "the run's",
   },
   {
+    flag: "readout-weight-decays",
+    type: "number-list",
+    min: 0,
+    description: "linear readout L2 weight decay: one value, or a grid to select from on held-out train features",
+    defaultText: "the run's",
+  },
+  {
     flag: "readout-train-size",
     type: "int",
     min: 0,
@@ -66,6 +73,7 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
   const where = target(positionals, "eval");
   const { evaluation, file } = await evaluateRun(where, {
     readoutEpochs: values.readoutEpochs as number | undefined,
+    readoutWeightDecays: values.readoutWeightDecays as number[] | undefined,
     readoutTrainSize: values.readoutTrainSize as number | undefined,
     readoutTestSize: values.readoutTestSize as number | undefined,
     baselines: withFlagNames(() => parseBaselines(values.baselines as string | undefined)),

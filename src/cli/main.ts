@@ -5,6 +5,9 @@ import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
+import { reportSpecs, runReport } from "./report-command";
+import { experimentSpecs, runExperimentCommand } from "./experiment";
+import { launchSpecs, launchUsage, runLaunch } from "./launch";
 
 interface Command {
   summary: string;
@@ -12,6 +15,8 @@ interface Command {
   usage?: string;
   /** The positional arguments the command takes, at most (default: none; a stray one is an error). */
   maxPositionals?: number;
+  /** Everything after `--` is handed to run() untouched, as its positionals. */
+  passThrough?: boolean;
   /** `given`: the fields set by a flag or the config file (the others hold their defaults). */
   run: (values: Record<string, unknown>, positionals: string[], given: ReadonlySet<string>) => void | Promise<void>;
   /** Config-file fields that are read and ignored (a run's config.json carries its resolved options). */
@@ -41,17 +46,40 @@ const commands: Record<string, Command> = {
     maxPositionals: 1,
     run: runEmbed,
   },
+  experiment: {
+    summary:
+      "Run a grid of runs (the authors' response: methods x ablations x seeds, feedback alignment, baselines), resumably; write results.{md,json,csv} and report.html.",
+    specs: experimentSpecs,
+    usage: "loco experiment <quick | standard | paper | grid.yaml> [options]",
+    maxPositionals: 1,
+    run: runExperimentCommand,
+  },
+  report: {
+    summary:
+      "Write a self-contained report.html (tables and SVG charts: loss, kNN, readout, per-stage, memory, time) for a run or experiment directory.",
+    specs: reportSpecs,
+    usage: "loco report <run dir | experiment dir> [options]",
+    maxPositionals: 1,
+    run: runReport,
+  },
   memory: {
     summary:
       "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
     specs: memorySpecs,
     run: runMemory,
   },
+  launch: {
+    summary: "Start the local ranks of a distributed job like torchrun (rendezvous variables, cores per rank).",
+    specs: launchSpecs,
+    usage: launchUsage,
+    passThrough: true,
+    run: runLaunch,
+  },
 };
 
 function mainHelp(): string {
   const lines = ["Usage: loco <command> [options]", "       loco --version", "", "Commands:"];
-  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(10)}${c.summary}`);
+  for (const [name, c] of Object.entries(commands)) lines.push(`  ${name.padEnd(12)}${c.summary}`);
   lines.push("", "Run `loco <command> --help` for a command's options.");
   return lines.join("\n");
 }
@@ -71,20 +99,26 @@ async function main(argv: string[]): Promise<number> {
     console.error(`loco: unknown command '${name}'\n\n${mainHelp()}`);
     return 2;
   }
-  const parsed = parseArgs(rest, command.specs, name, { ignoreConfigFields: command.ignoreConfigFields });
+  const dashes = command.passThrough ? rest.indexOf("--") : -1;
+  const own = dashes >= 0 ? rest.slice(0, dashes) : rest;
+  const parsed = parseArgs(own, command.specs, name, { ignoreConfigFields: command.ignoreConfigFields });
   if (parsed.help) {
     console.log(formatHelp(name, command.summary, command.specs, command.usage));
     return 0;
   }
+  if (command.passThrough && parsed.positionals.length > 0) {
+    throw new UsageError(`unexpected argument '${parsed.positionals[0]}': put the command after \`--\``);
+  }
   const maxPositionals = command.maxPositionals ?? 0;
-  if (parsed.positionals.length > maxPositionals) {
+  if (!command.passThrough && parsed.positionals.length > maxPositionals) {
     const stray = parsed.positionals.slice(maxPositionals).map((p) => `'${p}'`);
     throw new UsageError(
       `loco ${name}: unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")} ` +
         `(options start with --; see \`loco ${name} --help\`)`,
     );
   }
-  await command.run(parsed.values, parsed.positionals, parsed.given);
+  const passed = dashes >= 0 ? rest.slice(dashes + 1) : parsed.positionals;
+  await command.run(parsed.values, passed, parsed.given);
   return 0;
 }
 

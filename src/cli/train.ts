@@ -2,7 +2,7 @@
 import * as path from "node:path";
 import { installInterruptHandler } from "../torch/signals";
 import { DATASET_NAMES } from "../data/datasets";
-import { METHOD_NAMES } from "../learning/methods";
+import { FEEDBACK_MODES, METHOD_NAMES } from "../learning/methods";
 import {
   AUGMENT_PRESETS,
   ENCODER_NAMES,
@@ -154,6 +154,14 @@ export const trainSpecs: OptionSpec[] = [
     description: "train all stages every step, or one phase per loss stage",
   },
   {
+    flag: "feedback",
+    type: "enum",
+    choices: FEEDBACK_MODES,
+    default: TRAIN_DEFAULTS.feedback,
+    description:
+      "backward pass of conv and linear layers: backprop, or alignment (fixed random feedback matrices, Lillicrap et al. 2016; BN and loss exact)",
+  },
+  {
     flag: "augment",
     type: "enum",
     choices: AUGMENT_PRESETS,
@@ -208,6 +216,14 @@ export const trainSpecs: OptionSpec[] = [
     min: 1,
     default: TRAIN_DEFAULTS.readoutEpochs,
     description: "linear readout: epochs over the cached features",
+  },
+  {
+    flag: "readout-weight-decays",
+    type: "number-list",
+    min: 0,
+    default: TRAIN_DEFAULTS.readoutWeightDecays,
+    description:
+      "linear readout L2 weight decay: one value, or a grid from which each encoder (baselines too) gets the best on 20% of its train features held out",
   },
   {
     flag: "readout-train-size",

@@ -21,7 +21,7 @@
 // - grayscale: ITU-R 601 luma (0.2989 R + 0.587 G + 0.114 B), repeated on the three channels.
 // - Gaussian blur: a per-image separable kernel exp(−x²/2σ²) over kernelSize taps, reflect padding.
 // - normalise: (x − mean) / std per channel.
-import { type Tensor, callTensor, fromTypedArray, scope, where, stack, F } from "../torch";
+import { type Tensor, fromTypedArray, scope, where, stack, F } from "../torch";
 import { Rng, roundHalfEven } from "./rng";
 
 export interface CropConfig {
@@ -340,10 +340,15 @@ export class Augmentation {
     return out;
   }
 
-  /** Samples choices and applies them: `images` is float NCHW in [0, 1] (or uint8, converted). */
-  run(images: Tensor, rng: Rng): { output: Tensor; params: SampleParams[] } {
+  /**
+   * Samples choices and applies them: `images` is float NCHW in [0, 1] (or uint8, converted). The
+   * first `skip` images' choices are drawn and dropped: a rank's shard of a global batch continues
+   * the batch's stream where the ranks before it stop, so the shards together are augmented exactly
+   * as the whole batch in one process.
+   */
+  run(images: Tensor, rng: Rng, skip = 0): { output: Tensor; params: SampleParams[] } {
     const [n, , h, w] = images.shape;
-    const params = this.sample(rng, n, h, w);
+    const params = this.sample(rng, skip + n, h, w).slice(skip);
     return { output: this.apply(images, params), params };
   }
 
@@ -404,8 +409,8 @@ export class Augmentation {
     const gridX = fromTypedArray(gx, [n, 1, ow]).expand(n, oh, ow);
     const gridY = fromTypedArray(gy, [n, oh, 1]).expand(n, oh, ow);
     const grid = stack([gridX, gridY], 3);
-    // interpolation 0 = bilinear, padding 1 = border (never reached: the grid stays in the box).
-    return callTensor("grid_sampler_2d", x.handle, grid.handle, 0, 1, false);
+    // Border padding is never reached: the grid stays in the box.
+    return F.gridSample(x, grid, { mode: "bilinear", paddingMode: "border", alignCorners: false });
   }
 
   #colorJitter(x: Tensor, params: SampleParams[]): Tensor {
@@ -517,7 +522,7 @@ function indicesWhere(params: SampleParams[], pred: (p: SampleParams) => boolean
 
 /** A copy of x with rows idx (dim 0) replaced by src. */
 function indexCopy(x: Tensor, idx: Tensor, src: Tensor): Tensor {
-  return callTensor("index_copy", x.handle, 0, idx.handle, src.handle);
+  return x.indexCopy(0, idx, src);
 }
 
 function indexTensor(indices: number[]): Tensor {
@@ -548,8 +553,8 @@ export function adjustHue(x: Tensor, shift: Tensor): Tensor {
   const r = x.select(1, 0);
   const g = x.select(1, 1);
   const b = x.select(1, 2);
-  const maxc = callTensor("amax", x.handle, [1], false);
-  const minc = callTensor("amin", x.handle, [1], false);
+  const maxc = x.amax(1);
+  const minc = x.amin(1);
   const eqc = maxc.eq(minc);
   const cr = maxc.sub(minc);
   const s = cr.div(where(eqc, 1, maxc));
@@ -565,11 +570,11 @@ export function adjustHue(x: Tensor, shift: Tensor): Tensor {
   const hBlue = gc.sub(rc).add_(4);
   const h6 = where(isR, hRed, where(isG, hGreen, hBlue));
   // torchvision: h = fmod(h / 6 + 1, 1), then (h + shift) % 1; kept in turns, then scaled by 6.
-  let h = callTensor("fmod.Scalar", h6.div(6).add_(1).handle, 1);
+  let h = h6.div(6).add_(1).fmod(1);
   h = h.add_(shift).remainder(1).mul_(6).unsqueeze(1); // N × 1 × H × W, in [0, 6)
   const offsets = fromTypedArray(Float32Array.of(5, 3, 1), [1, 3, 1, 1]);
   const k = h.add(offsets).remainder(6); // N × 3 × H × W
-  const ramp = callTensor("minimum", k.handle, k.rsub(4).handle).clamp_(0, 1);
+  const ramp = k.minimum(k.rsub(4)).clamp_(0, 1);
   const v = maxc.unsqueeze(1);
   const vs = v.mul(s.unsqueeze(1));
   return v.sub(ramp.mul_(vs));

@@ -7,6 +7,11 @@
 // and passed back as `start` (or to seek()) resumes with exactly the batches an uninterrupted run
 // would have seen, whatever the number of workers.
 //
+// Sharding (data parallel): with `shard: { rank, count }`, batch b is the rank's slice of global
+// batch b (count × batchSize images of the same order, rank r taking the r-th run of batchSize),
+// augmented as part of the global batch. The ranks' shards never overlap, and together they are
+// exactly the batch a single process with batchSize × count sees, augmentations included.
+//
 // Overlap: with workers ≥ 1, next() keeps `prefetch` batches requested ahead; the workers read and
 // augment them (each with one libtorch thread by default) and transfer the float32 pixels back, and
 // the main thread only wraps them in tensors. Each batch reports waitMs, the time next() kept the
@@ -51,6 +56,8 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Start here instead of (0, 0): resume from a saved `position`. */
   start?: LoaderPosition;
+  /** This rank's shard of each global batch (data parallel; needs dropLast). Default: no sharding. */
+  shard?: { rank: number; count: number };
 }
 
 /** One batch: the caller owns its tensors (dispose() frees them). */
@@ -103,6 +110,9 @@ export class DataLoader {
   readonly seed: number;
   readonly configs: AugmentConfig[];
   readonly batchesPerEpoch: number;
+  /** This loader's shard: rank `shardRank` of `shardCount` (0 of 1 unsharded). */
+  readonly shardRank: number;
+  readonly shardCount: number;
   readonly #augmentations: Augmentation[];
   readonly #prefetch: number;
   #epoch: number;
@@ -141,12 +151,23 @@ export class DataLoader {
     }
     this.#augmentations = this.configs.map((c) => new Augmentation(c));
     if (dataset.count === 0) throw new RangeError(`DataLoader: ${dataset.name} is empty`);
+    this.shardCount = positiveInt(options.shard?.count ?? 1, "shard.count");
+    this.shardRank = positiveInt(options.shard?.rank ?? 0, "shard.rank", 0);
+    if (this.shardRank >= this.shardCount) {
+      throw new RangeError(
+        `DataLoader: shard.rank must be below shard.count (${this.shardCount}), got ${this.shardRank}`,
+      );
+    }
+    if (this.shardCount > 1 && !this.dropLast) {
+      throw new RangeError("DataLoader: sharding needs dropLast (every rank must get a full batch every step)");
+    }
+    const globalBatch = this.batchSize * this.shardCount;
     this.batchesPerEpoch = this.dropLast
-      ? Math.floor(dataset.count / this.batchSize)
-      : Math.ceil(dataset.count / this.batchSize);
+      ? Math.floor(dataset.count / globalBatch)
+      : Math.ceil(dataset.count / globalBatch);
     if (this.batchesPerEpoch === 0) {
       throw new RangeError(
-        `DataLoader: batchSize ${this.batchSize} exceeds the ${dataset.count} images of ${dataset.name} with dropLast`,
+        `DataLoader: batchSize ${this.batchSize}${this.shardCount > 1 ? ` × ${this.shardCount} ranks` : ""} exceeds the ${dataset.count} images of ${dataset.name} with dropLast`,
       );
     }
     this.#prefetch = positiveInt(options.prefetch ?? 2, "prefetch");
@@ -196,10 +217,10 @@ export class DataLoader {
     return order;
   }
 
-  /** The dataset indices of batch `batch` of epoch `epoch`. */
+  /** The dataset indices of batch `batch` of epoch `epoch` (this rank's shard of it). */
   batchIndices(epoch: number, batch: number): Int32Array {
     const order = this.epochOrder(epoch);
-    const start = batch * this.batchSize;
+    const start = (batch * this.shardCount + this.shardRank) * this.batchSize;
     return order.slice(start, Math.min(start + this.batchSize, order.length));
   }
 
@@ -306,7 +327,8 @@ export class DataLoader {
     if (this.#workers.length === 0) {
       let result: PreparedBatch;
       try {
-        result = prepareBatch(this.dataset.images, this.#augmentations, indices, this.seed, epoch, batch);
+        const skip = this.shardRank * this.batchSize;
+        result = prepareBatch(this.dataset.images, this.#augmentations, indices, this.seed, epoch, batch, skip);
       } catch (error) {
         job = { promise: Promise.reject(error as Error), indices };
         return job;
@@ -321,7 +343,7 @@ export class DataLoader {
       );
       promise.catch(() => {}); // a discarded job's failure is reported only if someone awaits it
       worker.ref();
-      const msg: WorkerRequest = { type: "job", id, indices, epoch, batch };
+      const msg: WorkerRequest = { type: "job", id, indices, epoch, batch, skip: this.shardRank * this.batchSize };
       worker.postMessage(msg);
       job = { promise, indices };
     }

@@ -22,7 +22,10 @@ export interface PreparedBatch {
   prepareMs: number;
 }
 
-/** Reads `indices` from `source` and augments them once per view. */
+/**
+ * Reads `indices` from `source` and augments them once per view. `skip`: images of the batch that
+ * come before these (a rank's shard of a global batch; see Augmentation.run).
+ */
 export function prepareBatch(
   source: ImageSource,
   augmentations: Augmentation[],
@@ -30,6 +33,7 @@ export function prepareBatch(
   seed: number,
   epoch: number,
   batch: number,
+  skip = 0,
 ): PreparedBatch {
   const start = performance.now();
   const n = indices.length;
@@ -38,7 +42,7 @@ export function prepareBatch(
   const views = scope(() => {
     const images = fromTypedArray(pixels, [n, channels, height, width]);
     return augmentations.map((aug, v) => {
-      const { output } = aug.run(images, augmentRng(seed, epoch, batch, v));
+      const { output } = aug.run(images, augmentRng(seed, epoch, batch, v), skip);
       return output.data() as Float32Array;
     });
   });

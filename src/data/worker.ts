@@ -13,7 +13,7 @@ export interface WorkerInit {
 }
 
 export type WorkerRequest =
-  { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number } | { type: "close" };
+  { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number; skip: number } | { type: "close" };
 
 export type WorkerReply =
   | { id: number; views: Float32Array[]; shapes: [number, number, number, number][]; prepareMs: number }
@@ -33,7 +33,7 @@ port.on("message", (msg: WorkerRequest) => {
   }
   let reply: WorkerReply;
   try {
-    const prepared = prepareBatch(source, augmentations, msg.indices, init.seed, msg.epoch, msg.batch);
+    const prepared = prepareBatch(source, augmentations, msg.indices, init.seed, msg.epoch, msg.batch, msg.skip);
     reply = { id: msg.id, ...prepared };
     port.postMessage(
       reply,

@@ -21,8 +21,8 @@ import {
   type ExtractOptions,
   type FeatureSet,
   disposeFeatureSet,
+  type EvalBatches,
   extractFeatures,
-  extractFeaturesAsync,
   withEvalAll,
 } from "./features";
 import { type LinearReadoutOptions, type LinearReadoutResult, ReadoutDivergedError, linearReadout } from "./linear";
@@ -31,10 +31,14 @@ import { type KnnOptions, type KnnResult, knnClassify } from "./knn";
 /** An encoder to evaluate: a function images → [N, D] features, or a Module. */
 export type Encoder = ((images: Tensor) => Tensor) | Module;
 
-/** Batches, or a function returning fresh batches each time it is called (for generators). */
-export type BatchSource = Iterable<EvalBatch> | (() => Iterable<EvalBatch>);
-export type AsyncBatchSource =
-  Iterable<EvalBatch> | AsyncIterable<EvalBatch> | (() => Iterable<EvalBatch> | AsyncIterable<EvalBatch>);
+/**
+ * Batches (sync or async: arrays, generators, DataLoader epochs), or a function returning fresh
+ * batches each time it is called (for generators).
+ */
+export type BatchSource = EvalBatches | (() => EvalBatches);
+
+/** What evaluateEncoder is doing when it reports progress. */
+export type EvaluateStage = "train features" | "test features" | "linear readout";
 
 interface FeatureModule extends Module {
   forwardFeatures(x: Tensor): Tensor;
@@ -65,6 +69,14 @@ export interface EvaluateOptions {
   module?: Module | Module[];
   /** Keep the extracted features in the result (the caller disposes them). Default false. */
   keepFeatures?: boolean;
+  /**
+   * Progress: examples of each split extracted (total when `extract.total` / `trainTotal` /
+   * `testTotal` or `extract.limit` tell it), then epochs of the linear readout.
+   */
+  onProgress?: (stage: EvaluateStage, done: number, total: number | undefined) => void;
+  /** Examples in the train and test batches, for onProgress (not counted in advance). */
+  trainTotal?: number;
+  testTotal?: number;
 }
 
 export interface EvaluateResult {
@@ -99,8 +111,13 @@ function readouts(train: FeatureSet, test: FeatureSet, extractMs: number, option
   };
   try {
     if (options.linear !== false) {
+      const report = options.onProgress;
+      const linear: LinearReadoutOptions = { numClasses: options.numClasses, ...(options.linear ?? {}) };
+      if (report !== undefined && linear.onProgress === undefined) {
+        linear.onProgress = (done, total) => report("linear readout", done, total);
+      }
       try {
-        result.linear = linearReadout(train, test, { numClasses: options.numClasses, ...(options.linear ?? {}) });
+        result.linear = linearReadout(train, test, linear);
       } catch (error) {
         if (!(error instanceof ReadoutDivergedError)) throw error;
         result.linearDiverged = error.message;
@@ -123,46 +140,53 @@ function readouts(train: FeatureSet, test: FeatureSet, extractMs: number, option
   return result;
 }
 
+function extractOptions(
+  options: EvaluateOptions,
+  stage: "train features" | "test features",
+  total: number | undefined,
+): ExtractOptions {
+  const report = options.onProgress;
+  const extract: ExtractOptions = { ...options.extract, total: total ?? options.extract?.total };
+  if (report !== undefined) {
+    const inner = extract.onProgress;
+    extract.onProgress = (done, all) => {
+      inner?.(done, all);
+      report(stage, done, all);
+    };
+  }
+  return extract;
+}
+
 /**
- * Evaluates a frozen encoder: extracts features of the train and test batches (Modules in eval
- * mode, no autograd, modes restored afterwards), then runs the linear readout and the kNN monitor
- * on them. The encoder's parameters and buffers are never modified. Every encoder compared in a
- * report (trained, random-init, raw pixels, supervised) must go through this with the same
- * batches and options.
+ * Evaluates a frozen encoder: extracts features of the train and test batches (sync or async;
+ * Modules in eval mode, no autograd, modes restored afterwards), then runs the linear readout and
+ * the kNN monitor on them. The encoder's parameters and buffers are never modified. Every encoder
+ * compared in a report (trained, random-init, raw pixels, supervised) must go through this with
+ * the same batches and options.
  */
-export function evaluateEncoder(
+export async function evaluateEncoder(
   encoder: Encoder,
   trainBatches: BatchSource,
   testBatches: BatchSource,
-  options: EvaluateOptions = {},
-): EvaluateResult {
-  const forward = encoder instanceof Module ? featureForward(encoder) : encoder;
-  const t0 = performance.now();
-  const [train, test] = withEvalAll(evalModules(encoder, options), () => {
-    const tr = extractFeatures(forward, resolve(trainBatches), options.extract);
-    try {
-      return [tr, extractFeatures(forward, resolve(testBatches), options.extract)];
-    } catch (error) {
-      disposeFeatureSet(tr);
-      throw error;
-    }
-  });
-  return readouts(train, test, performance.now() - t0, options);
-}
-
-/** evaluateEncoder over sync or async batches (e.g. DataLoader epochs; see ExtractOptions.disposeBatches). */
-export async function evaluateEncoderAsync(
-  encoder: Encoder,
-  trainBatches: AsyncBatchSource,
-  testBatches: AsyncBatchSource,
   options: EvaluateOptions = {},
 ): Promise<EvaluateResult> {
   const forward = encoder instanceof Module ? featureForward(encoder) : encoder;
   const t0 = performance.now();
   const [train, test] = await withEvalAll(evalModules(encoder, options), async () => {
-    const tr = await extractFeaturesAsync(forward, resolve(trainBatches), options.extract);
+    const tr = await extractFeatures(
+      forward,
+      resolve(trainBatches),
+      extractOptions(options, "train features", options.trainTotal),
+    );
     try {
-      return [tr, await extractFeaturesAsync(forward, resolve(testBatches), options.extract)];
+      return [
+        tr,
+        await extractFeatures(
+          forward,
+          resolve(testBatches),
+          extractOptions(options, "test features", options.testTotal),
+        ),
+      ];
     } catch (error) {
       disposeFeatureSet(tr);
       throw error;
@@ -349,55 +373,14 @@ function disposeBatch(batch: EvalBatch): void {
  * The supervised baseline: trains `encoder` (in place) end to end with a fresh linear head
  * Linear(featureDim, numClasses) and cross-entropy, SGD with momentum and a (warmup +) cosine
  * schedule, for `options.epochs` passes over `trainBatches()` (called once per epoch: augment
- * there). The encoder is in training mode during the run; its previous mode is restored after.
+ * there; sync or async batches, e.g. a DataLoader with disposeBatches). The encoder is in training mode during the run; its previous mode is restored after.
  * Then read the encoder out with evaluateEncoder, exactly as the self-supervised encoders are.
  */
-export function trainSupervised(
+export async function trainSupervised(
   encoder: Module,
   featureDim: number,
   numClasses: number,
-  trainBatches: () => Iterable<EvalBatch>,
-  options: SupervisedOptions,
-): SupervisedResult {
-  let batches = trainBatches();
-  const run = new SupervisedRun(
-    encoder,
-    featureDim,
-    numClasses,
-    options,
-    Array.isArray(batches) ? batches.length : null,
-  );
-  try {
-    for (let epoch = 0; epoch < options.epochs; epoch++) {
-      if (epoch > 0) batches = trainBatches();
-      const it = batches[Symbol.iterator]();
-      try {
-        for (let r = it.next(); !r.done; r = it.next()) {
-          const batch = r.value;
-          try {
-            scope(() => run.step(batch));
-          } finally {
-            if (options.disposeBatches) disposeBatch(batch);
-          }
-        }
-      } finally {
-        it.return?.();
-      }
-      run.endEpoch(epoch);
-    }
-  } catch (error) {
-    run.fail();
-    throw error;
-  }
-  return run.finish();
-}
-
-/** trainSupervised over sync or async batches (e.g. a DataLoader; set disposeBatches for its batches). */
-export async function trainSupervisedAsync(
-  encoder: Module,
-  featureDim: number,
-  numClasses: number,
-  trainBatches: () => Iterable<EvalBatch> | AsyncIterable<EvalBatch>,
+  trainBatches: () => EvalBatches,
   options: SupervisedOptions,
 ): Promise<SupervisedResult> {
   let batches = trainBatches();

@@ -33,6 +33,13 @@ export interface ExtractOptions {
   /** Stop after this many examples (the last batch is cut). Default: all. */
   limit?: number;
   /**
+   * Called after every batch with the examples done so far and the expected total: `total` when
+   * given, else `limit`, else undefined (a generator's length is not known in advance).
+   */
+  onProgress?: (done: number, total: number | undefined) => void;
+  /** The number of examples the batches hold, for onProgress (they are not counted in advance). */
+  total?: number;
+  /**
    * Modules to hold in eval mode during the extraction (each module's previous mode is restored
    * afterwards), e.g. the encoder behind a `forward` function. extractStageFeatures adds the
    * stages themselves when they are Modules.
@@ -217,23 +224,22 @@ class Collector {
   }
 }
 
-function runSync(
-  forward: (images: Tensor) => Tensor[],
-  outputs: number,
-  batches: Iterable<EvalBatch>,
-  options: ExtractOptions,
-  stages: readonly unknown[] = [],
-): FeatureSet[] {
-  return withEvalAll(modulesOf(options.module, stages), () => runSyncInner(forward, outputs, batches, options));
+/** Progress reporting of one extraction pass (a no-op without onProgress). */
+function progressOf(options: ExtractOptions): (done: number) => void {
+  const report = options.onProgress;
+  if (report === undefined) return () => {};
+  const total = options.total === undefined ? options.limit : Math.min(options.total, options.limit ?? Infinity);
+  return (done) => report(done, total);
 }
 
-function runSyncInner(
+function runSyncBatches(
   forward: (images: Tensor) => Tensor[],
   outputs: number,
   batches: Iterable<EvalBatch>,
   options: ExtractOptions,
 ): FeatureSet[] {
   const limit = options.limit ?? Infinity;
+  const progress = progressOf(options);
   const collector = new Collector(outputs);
   const it = batches[Symbol.iterator]();
   try {
@@ -247,6 +253,7 @@ function runSyncInner(
       } finally {
         if (options.disposeBatches) disposeBatch(r.value);
       }
+      progress(collector.count);
     }
   } catch (error) {
     collector.dispose();
@@ -257,24 +264,29 @@ function runSyncInner(
   return collector.finish();
 }
 
-function runAsync(
+/** Batches to extract from: an array, a generator, a DataLoader epoch (sync or async). */
+export type EvalBatches = Iterable<EvalBatch> | AsyncIterable<EvalBatch>;
+
+function run(
   forward: (images: Tensor) => Tensor[],
   outputs: number,
-  batches: Iterable<EvalBatch> | AsyncIterable<EvalBatch>,
+  batches: EvalBatches,
   options: ExtractOptions,
   stages: readonly unknown[] = [],
 ): Promise<FeatureSet[]> {
-  return withEvalAll(modulesOf(options.module, stages), () => runAsyncInner(forward, outputs, batches, options));
+  return withEvalAll(modulesOf(options.module, stages), () => runBatches(forward, outputs, batches, options));
 }
 
-async function runAsyncInner(
+async function runBatches(
   forward: (images: Tensor) => Tensor[],
   outputs: number,
-  batches: Iterable<EvalBatch> | AsyncIterable<EvalBatch>,
+  batches: EvalBatches,
   options: ExtractOptions,
 ): Promise<FeatureSet[]> {
-  if (Symbol.iterator in batches) return runSyncInner(forward, outputs, batches as Iterable<EvalBatch>, options);
+  // Sync batches are consumed without a microtask per batch.
+  if (Symbol.iterator in batches) return runSyncBatches(forward, outputs, batches as Iterable<EvalBatch>, options);
   const limit = options.limit ?? Infinity;
+  const progress = progressOf(options);
   const collector = new Collector(outputs);
   try {
     for await (const batch of batches) {
@@ -283,6 +295,7 @@ async function runAsyncInner(
       } finally {
         if (options.disposeBatches) disposeBatch(batch);
       }
+      progress(collector.count);
       if (collector.count >= limit) break;
     }
   } catch (error) {
@@ -293,29 +306,21 @@ async function runAsyncInner(
 }
 
 /**
- * Runs `forward` under noGrad over every batch and returns the concatenated features [N, D]
- * (float32) with their labels [N] (int64). Each batch's activations are freed at once (a scope
- * per batch), so only the features accumulate; the caller owns and disposes the result.
+ * Runs `forward` under noGrad over every batch (sync or async: arrays, generators, DataLoader
+ * epochs) and returns the concatenated features [N, D] (float32) with their labels [N] (int64).
+ * Each batch's activations are freed at once (a scope per batch), so only the features
+ * accumulate; the caller owns and disposes the result.
  *
  * `forward` is an opaque function, so its module's mode is the caller's: pass it as
- * `options.module` (or wrap the call in withEval) so BatchNorm uses its running statistics;
- * evaluateEncoder does this. `forward` must return [N, D].
+ * `options.module` so BatchNorm uses its running statistics (evaluateEncoder does this).
+ * `forward` must return [N, D].
  */
-export function extractFeatures(
+export async function extractFeatures(
   forward: (images: Tensor) => Tensor,
-  batches: Iterable<EvalBatch>,
-  options: ExtractOptions = {},
-): FeatureSet {
-  return runSync((x) => [forward(x)], 1, batches, options)[0];
-}
-
-/** extractFeatures over sync or async batches (e.g. a DataLoader's epoch; see `disposeBatches`). */
-export async function extractFeaturesAsync(
-  forward: (images: Tensor) => Tensor,
-  batches: Iterable<EvalBatch> | AsyncIterable<EvalBatch>,
+  batches: EvalBatches,
   options: ExtractOptions = {},
 ): Promise<FeatureSet> {
-  return (await runAsync((x) => [forward(x)], 1, batches, options))[0];
+  return (await run((x) => [forward(x)], 1, batches, options))[0];
 }
 
 function allStagesForward(stages: readonly StageLike[], which: readonly number[]): (images: Tensor) => Tensor[] {
@@ -336,25 +341,14 @@ function allStagesForward(stages: readonly StageLike[], which: readonly number[]
  * network once): one FeatureSet per entry of `stageIndices` (0-based; default all stages). Stages
  * that are Modules are held in eval mode meanwhile (their modes restored after).
  */
-export function extractStageFeatures(
+export async function extractStageFeatures(
   stages: readonly StageLike[],
-  batches: Iterable<EvalBatch>,
-  stageIndices: readonly number[] = stages.map((_, i) => i),
-  options: ExtractOptions = {},
-): FeatureSet[] {
-  stageIndices.forEach((i) => checkStageIndex(stages, i, "extractStageFeatures"));
-  return runSync(allStagesForward(stages, stageIndices), stageIndices.length, batches, options, stages);
-}
-
-/** extractStageFeatures over sync or async batches. */
-export function extractStageFeaturesAsync(
-  stages: readonly StageLike[],
-  batches: Iterable<EvalBatch> | AsyncIterable<EvalBatch>,
+  batches: EvalBatches,
   stageIndices: readonly number[] = stages.map((_, i) => i),
   options: ExtractOptions = {},
 ): Promise<FeatureSet[]> {
-  stageIndices.forEach((i) => checkStageIndex(stages, i, "extractStageFeaturesAsync"));
-  return runAsync(allStagesForward(stages, stageIndices), stageIndices.length, batches, options, stages);
+  stageIndices.forEach((i) => checkStageIndex(stages, i, "extractStageFeatures"));
+  return run(allStagesForward(stages, stageIndices), stageIndices.length, batches, options, stages);
 }
 
 /** What the DataLoader yields (structurally): views of a batch, its labels, and dispose(). */

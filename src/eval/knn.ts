@@ -3,7 +3,6 @@
 // L2-normalised features; the k most similar train features vote for their class with weight
 // exp(similarity / temperature); the class with the largest total wins.
 import { noGrad } from "../torch/autograd";
-import { callTensor } from "../torch/tensor";
 import { zeros } from "../torch/creation";
 import * as F from "../torch/functional";
 import { scope } from "../torch/scope";
@@ -87,13 +86,7 @@ export function knnClassify(train: FeatureSet, test: FeatureSet, options: KnnOpt
           const { values, indices } = query.mm(bank).topk(k, 1); // [len, k]
           const neighbourLabels = bankLabels.indexSelect(0, indices.flatten()).view(len, k);
           const weights = values.double().div(temperature).exp();
-          const votes = callTensor(
-            "scatter_add",
-            zeros([len, numClasses], { dtype: "float64" }).handle,
-            1,
-            neighbourLabels.handle,
-            weights.handle,
-          );
+          const votes = zeros([len, numClasses], { dtype: "float64" }).scatterAdd(1, neighbourLabels, weights);
           const y = test.labels.narrow(0, start, len).long();
           const pred = votes.argmax(1);
           correct1 += pred.eq(y).sum().item();

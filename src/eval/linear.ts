@@ -57,6 +57,11 @@ export interface LinearReadoutOptions {
   chunkSize?: number;
   /** Called after every epoch of the final fit with the epoch's mean train loss. */
   onEpoch?: (epoch: number, loss: number) => void;
+  /**
+   * Called after every epoch of every fit with the epochs done and the total: `epochs`, times
+   * (grid size + 1) with selectWeightDecay.
+   */
+  onProgress?: (done: number, total: number) => void;
 }
 
 export interface WeightDecayTrial {
@@ -105,6 +110,8 @@ interface ResolvedOptions {
   momentum: number;
   standardize: boolean;
   chunkSize: number;
+  /** Counts an epoch of any fit towards onProgress. */
+  epochDone: () => void;
 }
 
 function positiveInt(value: unknown, name: string): number {
@@ -257,6 +264,7 @@ function fit(
       if (!Number.isFinite(loss))
         throw new ReadoutDivergedError(`linearReadout: the loss diverged (${loss}) at epoch ${epoch}; lower lr`);
       onEpoch?.(epoch, loss);
+      o.epochDone();
     }
   } catch (error) {
     head.dispose();
@@ -321,11 +329,15 @@ export function linearReadout(
     momentum: nonNegative(options.momentum ?? 0.9, "momentum"),
     standardize: options.standardize ?? true,
     chunkSize: positiveInt(options.chunkSize ?? 4096, "chunkSize"),
+    epochDone: () => {},
   };
   const seed = options.seed ?? 0;
   if (!Number.isInteger(seed) || seed < 0)
     throw new RangeError(`${FN}: seed must be a non-negative integer, got ${seed}`);
   const grid = resolveGrid(options.selectWeightDecay);
+  const totalEpochs = o.epochs * (grid === null ? 1 : grid.length + 1);
+  let epochsDone = 0;
+  o.epochDone = () => options.onProgress?.(++epochsDone, totalEpochs);
   let weightDecay = nonNegative(options.weightDecay ?? 0, "weightDecay");
   const xTrain = train.features.dtype === "float32" ? train.features : null;
   if (xTrain === null || test.features.dtype !== "float32") {

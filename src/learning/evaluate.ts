@@ -7,7 +7,7 @@ import { openDataset } from "../data/datasets";
 import { buildRunEncoder } from "./encoders";
 import type { MethodName, LocalLearningConfig } from "./methods";
 import { describeMethod } from "./options";
-import { noGrad, saveSafetensors } from "../torch";
+import { saveSafetensors } from "../torch";
 import { extractFeatures, extractStageFeatures } from "../eval/features";
 import { removeStaleTemporaries } from "./checkpoint";
 import { encoderFeatures } from "./encoders";
@@ -19,6 +19,7 @@ import { openRun, readRunConfig, runDirOf } from "./runs";
 export interface EvaluateRunOptions {
   /** Default: the run's. */
   readoutEpochs?: number;
+  readoutWeightDecays?: number[];
   readoutTrainSize?: number;
   readoutTestSize?: number;
   baselines?: BaselineName[];
@@ -58,9 +59,11 @@ export async function evaluateRun(
   try {
     const o = run.options;
     log(`evaluating ${run.checkpoint} (step ${run.step}) …`);
-    const report = readoutReport(run.encoder, train, test, {
+    const report = (await readoutReport(run.encoder, train, test, {
       normalize: o.normalize,
       readoutEpochs: options.readoutEpochs ?? o.readoutEpochs,
+      // Runs made before the option existed read out with one fixed weight decay of 0, as then.
+      readoutWeightDecays: options.readoutWeightDecays ?? o.readoutWeightDecays ?? [0],
       readoutTrainSize: options.readoutTrainSize ?? o.readoutTrainSize,
       readoutTestSize: options.readoutTestSize ?? o.readoutTestSize ?? 0,
       baselines: options.baselines ?? [],
@@ -70,7 +73,7 @@ export async function evaluateRun(
       seed: o.seed,
       freshEncoder: () => buildRunEncoder(o, train.channels),
       log,
-    })!;
+    }))!;
     const evaluation: RunEvaluation = {
       method: o.method,
       methodSettings: describeMethod(o.method, o.learning),
@@ -118,12 +121,10 @@ export async function embedRun(
   const run = openRun(target, dataset.channels, log);
   try {
     const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);
-    const set = noGrad(() => {
-      run.encoder.eval();
-      return stage === 4
-        ? extractFeatures(encoderFeatures(run.encoder), batches(), {})
-        : extractStageFeatures(run.encoder.stages(), batches(), [stage - 1])[0];
-    });
+    const set =
+      stage === 4
+        ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
+        : (await extractStageFeatures(run.encoder.stages(), batches(), [stage - 1], { module: run.encoder }))[0];
     try {
       saveSafetensors(
         file,

@@ -3,9 +3,11 @@ export { routeStep, validateLosses, type Forwardable, type StageLoss, type Route
 export { Decoder, type DecoderOptions } from "./decoder";
 export {
   METHOD_NAMES,
+  FEEDBACK_MODES,
   methodPreset,
   resolveLosses,
   type MethodName,
+  type FeedbackMode,
   type LocalLearningConfig,
   type ResolvedLoss,
 } from "./methods";

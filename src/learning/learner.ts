@@ -3,6 +3,7 @@
 import type { Tensor } from "../torch";
 import { Module } from "../nn/module";
 import { ModuleList } from "../nn/container";
+import { useFeedbackAlignment } from "../nn/layers";
 import type { BlockType } from "../models/resnet";
 import type { Generator } from "../torch/random";
 import { Decoder } from "./decoder";
@@ -53,6 +54,11 @@ export class LocalLearner extends Module {
         ),
       ),
     );
+    // Feedback alignment: every conv and linear layer of the stages and decoders gets its fixed
+    // matrix, drawn after the decoders' init from the same generator (so a seed fixes both).
+    if ((config.feedback ?? "backprop") === "alignment") {
+      for (const m of [...this.#stages, this.decoders]) useFeedbackAlignment(m, { generator: options.generator });
+    }
     if (config.schedule === "sequential") this.setPhase(0);
   }
 

@@ -4,6 +4,14 @@
 export type MethodName = "simclr" | "gim" | "loco";
 export const METHOD_NAMES: readonly MethodName[] = ["simclr", "gim", "loco"];
 
+/**
+ * How gradients travel backward through convolution and linear layers: exact backprop, or feedback
+ * alignment (Lillicrap et al. 2016: a fixed random matrix of the weight's shape in the weight's
+ * place for the input gradient; batch norm and the loss stay exact).
+ */
+export type FeedbackMode = "backprop" | "alignment";
+export const FEEDBACK_MODES: readonly FeedbackMode[] = ["backprop", "alignment"];
+
 export interface LocalLearningConfig {
   /** 1-based stages that carry a loss (S_1 … S_K). */
   lossStages: number[];
@@ -19,6 +27,8 @@ export interface LocalLearningConfig {
   temperature: number | number[];
   /** simultaneous: every stage trains every step; sequential: one phase per loss stage, lower stages frozen. */
   schedule: "simultaneous" | "sequential";
+  /** Backward pass of the encoder's and decoders' conv and linear layers (default "backprop"). */
+  feedback?: FeedbackMode;
 }
 
 /** The preset for a method on an encoder with `stageCount` stages (K). */
@@ -34,6 +44,7 @@ export function methodPreset(method: MethodName, stageCount: number, temperature
         headBN: true,
         temperature,
         schedule: "simultaneous",
+        feedback: "backprop",
       };
     case "gim":
       return {
@@ -44,6 +55,7 @@ export function methodPreset(method: MethodName, stageCount: number, temperature
         headBN: true,
         temperature,
         schedule: "simultaneous",
+        feedback: "backprop",
       };
     case "loco":
       return {
@@ -54,6 +66,7 @@ export function methodPreset(method: MethodName, stageCount: number, temperature
         headBN: true,
         temperature,
         schedule: "simultaneous",
+        feedback: "backprop",
       };
   }
 }
@@ -80,6 +93,11 @@ function perLoss(value: number | number[], count: number, field: string): number
  * larger than the stages below a loss is clipped (LoCo's reach 1 at S_1 has nothing below it).
  */
 export function resolveLosses(config: LocalLearningConfig, stageCount: number): ResolvedLoss[] {
+  if (config.feedback !== undefined && !FEEDBACK_MODES.includes(config.feedback)) {
+    throw new RangeError(
+      `feedback: expected one of ${FEEDBACK_MODES.join(", ")}, got ${JSON.stringify(config.feedback)}`,
+    );
+  }
   const stages = config.lossStages;
   if (!Array.isArray(stages) || stages.length === 0) throw new RangeError("lossStages: expected at least one stage");
   const seen = new Set<number>();

@@ -10,8 +10,17 @@ import { datasetFacts } from "../data/registry";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { TrainingError } from "./errors";
 import type { EncoderFactory } from "./encoders";
-import { type LocalLearningConfig, METHOD_NAMES, type MethodName, methodPreset, resolveLosses } from "./methods";
+import {
+  FEEDBACK_MODES,
+  type FeedbackMode,
+  type LocalLearningConfig,
+  METHOD_NAMES,
+  type MethodName,
+  methodPreset,
+  resolveLosses,
+} from "./methods";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
+import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
 export type NonFiniteAction = "stop" | "skip";
 export const NON_FINITE_ACTIONS: readonly NonFiniteAction[] = ["stop", "skip"];
@@ -59,6 +68,8 @@ export interface TrainOptions {
   readout?: ReadoutMode;
   /** Linear readout: epochs over cached features, how many train and test images it reads (0: all). */
   readoutEpochs: number;
+  /** Linear readout L2 weight decay: one value, or a grid to select from on held-out train features. */
+  readoutWeightDecays: number[];
   readoutTrainSize: number;
   readoutTestSize?: number;
   baselines: BaselineName[];
@@ -117,6 +128,8 @@ export interface TrainInput {
   mlpLayers?: number;
   headBn?: boolean;
   schedule?: ScheduleName;
+  /** Backward pass of conv and linear layers: exact backprop, or feedback alignment. */
+  feedback?: FeedbackMode;
   augment?: AugmentPreset;
   seed?: number;
   /** Default: the machine's cores. */
@@ -128,6 +141,7 @@ export interface TrainInput {
   knnTestSize?: number;
   readout?: ReadoutMode;
   readoutEpochs?: number;
+  readoutWeightDecays?: number[];
   readoutTrainSize?: number;
   readoutTestSize?: number;
   /** Names, or a comma-separated list ("none": no baselines). */
@@ -148,19 +162,20 @@ export const TRAIN_DEFAULTS = {
   method: "simclr",
   dataset: "fashion-mnist",
   imageSize: 96,
-  trainSubset: 10000,
+  trainSubset: 0,
   encoder: "resnet18",
   width: 16,
-  epochs: 8,
+  epochs: 3,
   batchSize: 128,
   optimizer: "lars",
   weightDecay: 1e-6,
   momentum: 0.9,
-  warmupEpochs: 1,
-  temperature: 0.5,
+  warmupEpochs: 0.25,
+  temperature: 0.2,
   mlpLayers: 2,
   headBn: true,
   schedule: "simultaneous",
+  feedback: "backprop",
   augment: "auto",
   seed: 0,
   workers: 1,
@@ -169,7 +184,8 @@ export const TRAIN_DEFAULTS = {
   knnTrainSize: 5000,
   knnTestSize: 2000,
   readout: "linear",
-  readoutEpochs: 50,
+  readoutEpochs: 100,
+  readoutWeightDecays: [...DEFAULT_WEIGHT_DECAY_GRID],
   readoutTrainSize: 10000,
   readoutTestSize: 0,
   baselines: ["random-init", "raw-pixels"],
@@ -205,6 +221,15 @@ function number(field: string, value: unknown, min: number, max = Infinity): num
 function boolean(field: string, value: unknown): boolean {
   if (typeof value !== "boolean") throw invalid(field, "true or false", value);
   return value;
+}
+
+/** The readout's weight decays: a non-empty list of distinct non-negative numbers. */
+function weightDecayGrid(value: unknown): number[] {
+  const expected = "a non-empty list of distinct weight decays >= 0";
+  if (!Array.isArray(value) || value.length === 0) throw invalid("readoutWeightDecays", expected, value);
+  value.forEach((v, i) => number(`readoutWeightDecays[${i}]`, v, 0));
+  if (new Set(value).size !== value.length) throw invalid("readoutWeightDecays", expected, value);
+  return [...(value as number[])];
 }
 
 /** Baselines from names or a comma-separated list ("none" or empty: none). */
@@ -260,6 +285,7 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
     headBN: boolean("headBn", v.headBn),
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
+    feedback: oneOf("feedback", v.feedback, FEEDBACK_MODES),
   };
 }
 
@@ -368,6 +394,7 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     knnTestSize: integer("knnTestSize", v.knnTestSize, 0),
     readout: oneOf("readout", v.readout, READOUT_MODES),
     readoutEpochs: integer("readoutEpochs", v.readoutEpochs, 1),
+    readoutWeightDecays: weightDecayGrid(v.readoutWeightDecays),
     readoutTrainSize: integer("readoutTrainSize", v.readoutTrainSize, 0),
     readoutTestSize: integer("readoutTestSize", v.readoutTestSize, 0),
     baselines: parseBaselines(v.baselines),
@@ -392,7 +419,8 @@ export function describeMethod(method: MethodName, learning: LocalLearningConfig
     : String(learning.temperature);
   return (
     `${method} (losses ${learning.lossStages.join(",")}, reach ${reach}, c ${learning.convBlocks}, ` +
-    `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule})`
+    `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule}` +
+    `${learning.feedback === "alignment" ? ", feedback alignment" : ""})`
   );
 }
 

@@ -1,4 +1,4 @@
-// The readout report of a pretrained encoder (docs/methods.md, "Evaluation protocols"): linear readout
+// The readout report of a pretrained encoder (docs/methods.md, "Evaluation as implemented"): linear readout
 // and kNN on frozen features, optionally per stage, beside the baselines on the same protocol.
 // Used by `loco train` at the end of a run and by `loco eval` on any checkpoint.
 import type { Tensor } from "../torch";
@@ -7,7 +7,8 @@ import type { Module } from "../nn/module";
 import type { NormalizeConfig } from "../data/augment";
 import type { ImageDataset } from "../data/dataset";
 import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
-import { type EvaluateResult, evaluateEncoder, trainSupervised } from "../eval/baselines";
+import { type EvaluateResult, type EvaluateStage, evaluateEncoder, trainSupervised } from "../eval/baselines";
+import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
@@ -30,15 +31,30 @@ export interface ReadoutReport {
   knn: { top1: number; k: number };
   perStage?: { stage: number; linear: LinearScore; knn: { top1: number } }[];
   baselines: Partial<Record<"randomInit" | "supervised" | "rawPixels", Score>>;
-  readout: { trainImages: number; testImages: number; epochs: number; features: string };
+  readout: {
+    trainImages: number;
+    testImages: number;
+    epochs: number;
+    features: string;
+    /** The weight decays the linear readout chose from (on held-out train features), or the one it used. */
+    weightDecays: number[];
+    /** The weight decay chosen for the trained encoder's readout. */
+    weightDecay: number;
+  };
 }
 
 export interface ReadoutOptions {
   normalize: NormalizeConfig | null;
   readoutEpochs: number;
+  /**
+   * The linear readout's L2 weight decay: one value is used as is; several are a grid, and each
+   * encoder (baselines included) gets the value that scores best on a held-out 20% of its train
+   * features, then is refitted on all of them (default: eval's DEFAULT_WEIGHT_DECAY_GRID).
+   */
+  readoutWeightDecays?: readonly number[];
   /** Train images read out (0: all), chosen by a fixed stride. */
   readoutTrainSize: number;
-  /** Test images read out (0: all), chosen by a fixed stride. */
+  /** Test images read out (0 or absent: all), chosen by a fixed stride. */
   readoutTestSize?: number;
   baselines: readonly BaselineName[];
   perStage: boolean;
@@ -49,7 +65,13 @@ export interface ReadoutOptions {
   freshEncoder: () => RunEncoder;
   /** Checked between evaluations: true ends the report early (readoutReport returns null). */
   shouldStop?: () => boolean;
-  /** Progress: told before and after each evaluation (what is read out, and its result). */
+  /**
+   * Progress of each evaluation: `what` names the encoder ("trained", "stage 2", "raw-pixels", …),
+   * `stage` what it is doing (train features, test features: images done of total; linear
+   * readout: epochs done of total).
+   */
+  onProgress?: (what: string, stage: EvaluateStage, done: number, total: number | undefined) => void;
+  /** A line before and after each evaluation (what is read out, on how many images, its result). */
   log?: (message: string) => void;
 }
 
@@ -110,13 +132,13 @@ export function strided(dataset: ImageDataset, size: number): ImageDataset {
 }
 
 /** kNN top-1 of an encoder's features (the per-epoch monitor). */
-export function knnMonitor(
+export async function knnMonitor(
   encoder: RunEncoder,
   bank: ImageDataset,
   queries: ImageDataset,
   normalize: NormalizeConfig | null,
-): number {
-  const result = evaluateEncoder(
+): Promise<number> {
+  const result = await evaluateEncoder(
     encoderFeatures(encoder),
     () => evalBatches(bank, 256, normalize),
     () => evalBatches(queries, 256, normalize),
@@ -129,30 +151,38 @@ export function knnMonitor(
  * Reads out `encoder` (and the baselines) on `train` / `test`. The encoder is never modified.
  * Returns null when options.shouldStop asked to stop between two evaluations.
  */
-export function readoutReport(
+export async function readoutReport(
   encoder: RunEncoder,
   train: ImageDataset,
   test: ImageDataset,
   options: ReadoutOptions,
-): ReadoutReport | null {
+): Promise<ReadoutReport | null> {
   const stop = (): boolean => options.shouldStop?.() ?? false;
-  const log = options.log ?? ((): void => {});
   const readoutTrain = strided(train, options.readoutTrainSize);
   const readoutTest = strided(test, options.readoutTestSize ?? 0);
-  const evaluate = (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): EvaluateResult => {
+  const report = options.onProgress;
+  const log = options.log ?? ((): void => {});
+  const weightDecays = [...(options.readoutWeightDecays ?? DEFAULT_WEIGHT_DECAY_GRID)];
+  const weightDecay =
+    weightDecays.length > 1 ? { selectWeightDecay: weightDecays } : { weightDecay: weightDecays[0] ?? 0 };
+  const evaluate = async (what: string, forward: (x: Tensor) => Tensor, modules: Module[]): Promise<EvaluateResult> => {
     const started = performance.now();
     log(
-      `readout: ${what}: features of ${readoutTrain.count} train and ${readoutTest.count} test images, linear readout (${options.readoutEpochs} epochs), kNN …`,
+      `readout: ${what}: features of ${readoutTrain.count} train and ${readoutTest.count} test images, ` +
+        `linear readout (${options.readoutEpochs} epochs), kNN …`,
     );
-    const r = evaluateEncoder(
+    const r = await evaluateEncoder(
       forward,
       () => evalBatches(readoutTrain, 256, options.normalize),
       () => evalBatches(readoutTest, 256, options.normalize),
       {
         module: modules,
         numClasses: train.numClasses,
-        linear: { epochs: options.readoutEpochs, seed: options.seed },
+        linear: { epochs: options.readoutEpochs, seed: options.seed, ...weightDecay },
         knn: { k: 200, temperature: 0.1 },
+        trainTotal: readoutTrain.count,
+        testTotal: readoutTest.count,
+        onProgress: report === undefined ? undefined : (stage, done, total) => report(what, stage, done, total),
       },
     );
     if (r.linearDiverged !== undefined) {
@@ -171,9 +201,9 @@ export function readoutReport(
     linear: linearScore(r),
     knn: { top1: r.knn!.top1 },
   });
-  const trained = evaluate("the trained encoder", encoderFeatures(encoder), [encoder]);
+  const trained = await evaluate("trained", encoderFeatures(encoder), [encoder]);
   if (stop()) return null;
-  const report: ReadoutReport = {
+  const result: ReadoutReport = {
     linear: { ...linearScore(trained), trainTop1: trained.linear?.trainTop1 ?? null },
     knn: { top1: trained.knn!.top1, k: 200 },
     baselines: {},
@@ -182,29 +212,30 @@ export function readoutReport(
       testImages: readoutTest.count,
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
+      weightDecays,
+      weightDecay: trained.linear!.weightDecay,
     },
   };
   if (options.perStage) {
     const stages = encoder.stages();
-    report.perStage = [];
+    result.perStage = [];
     for (let k = 0; k < stages.length; k++) {
-      const r = evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
-      report.perStage.push({ stage: k + 1, linear: linearScore(r), knn: { top1: r.knn!.top1 } });
+      const r = await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
+      result.perStage.push({ stage: k + 1, linear: linearScore(r), knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }
   }
   for (const baseline of options.baselines) {
     if (stop()) return null;
     if (baseline === "raw-pixels") {
-      report.baselines.rawPixels = score(evaluate("raw pixels", rawPixelsFeatures, []));
+      result.baselines.rawPixels = score(await evaluate(baseline, rawPixelsFeatures, []));
       continue;
     }
     const fresh = options.freshEncoder();
     try {
       if (baseline === "supervised") {
         // Supervised end to end on the readout split's labelled images (no augmentation).
-        log(`readout: training the supervised baseline (${options.supervisedEpochs} epochs) …`);
-        const supervised = trainSupervised(
+        const supervised = await trainSupervised(
           fresh,
           encoderFeatureDim(fresh),
           train.numClasses,
@@ -217,13 +248,13 @@ export function readoutReport(
           },
         );
         supervised.head.dispose();
-        report.baselines.supervised = score(evaluate("supervised baseline", encoderFeatures(fresh), [fresh]));
+        result.baselines.supervised = score(await evaluate(baseline, encoderFeatures(fresh), [fresh]));
       } else {
-        report.baselines.randomInit = score(evaluate("random-init encoder", encoderFeatures(fresh), [fresh]));
+        result.baselines.randomInit = score(await evaluate(baseline, encoderFeatures(fresh), [fresh]));
       }
     } finally {
       fresh.dispose();
     }
   }
-  return report;
+  return result;
 }

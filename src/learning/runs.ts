@@ -3,6 +3,7 @@
 import * as fs from "node:fs";
 import * as path from "node:path";
 import type { Tensor } from "../torch";
+import { useFeedbackAlignment } from "../nn/layers";
 import { type Checkpoint, checkpointDir, loadCheckpoint, loadLatestCheckpoint } from "./checkpoint";
 import { type RunEncoder, buildRunEncoder } from "./encoders";
 import { TrainingError } from "./errors";
@@ -210,6 +211,8 @@ export function openRun(
     );
   }
   const encoder = buildRunEncoder(options, inChannels);
+  // A feedback-alignment run's checkpoint holds the feedback matrices (buffers) too.
+  if (options.learning.feedback === "alignment") useFeedbackAlignment(encoder);
   const state = new Map<string, Tensor>();
   for (const [k, v] of checkpoint.model) if (k.startsWith("encoder.")) state.set(k.slice("encoder.".length), v);
   try {

@@ -10,7 +10,8 @@ import { type ImageDataset, subset } from "../data/dataset";
 import { type DatasetSpec, openDataset } from "../data/datasets";
 import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
-import { Progress, formatDuration } from "../report/progress";
+import { Progress, formatDuration } from "./progress";
+import { writeMetricsCsv } from "./metrics-csv";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
@@ -123,6 +124,7 @@ export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Pro
     if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
     return await runTraining(options, data, { ...hooks, log });
   } finally {
+    writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
     runDir.release();
   }
 }
@@ -141,7 +143,7 @@ interface TrainContext {
   progress: Progress;
   metric: (record: MetricsRecord) => void;
   /** kNN top-1 of the encoder now (null: the monitor is off). */
-  knn: () => number | null;
+  knn: () => Promise<number | null>;
   /** Sequential schedule: the phase last announced in the log. */
   announcedPhase: number | null;
 }
@@ -212,7 +214,7 @@ async function runTraining(
       progress: hooks.progress ?? new Progress(),
       metric,
       announcedPhase: null,
-      knn: () =>
+      knn: async () =>
         options.knnEvery <= 0 || data.train.labels === null
           ? null
           : knnMonitor(model.encoder, knnBank, knnQueries, options.normalize),
@@ -225,7 +227,7 @@ async function runTraining(
       await loader.close();
     }
     if (interrupted) return { results: null, interrupted: true, options };
-    const results = readOut(ctx, data);
+    const results = await readOut(ctx, data);
     return { results, interrupted: results === null, options };
   } finally {
     disposeTrainModel(model);
@@ -395,10 +397,10 @@ function handleProblem(ctx: TrainContext, point: DivergencePoint, text: string):
 }
 
 /** Epoch end: the epoch's mean losses, the kNN monitor, a log line, a record and a checkpoint. */
-function endEpoch(ctx: TrainContext, epoch: number): void {
+async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
   const { options, state } = ctx;
   const meanLoss = takeEpochLoss(state);
-  const knn = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0 ? ctx.knn() : null;
+  const knn = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0 ? await ctx.knn() : null;
   ctx.progress.end();
   ctx.hooks.log(
     `epoch ${epoch + 1}/${options.epochs}: loss ${meanLoss.map((l) => (Number.isFinite(l) ? l.toFixed(4) : "-")).join(" ")}` +
@@ -476,7 +478,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
       });
     }
     if (options.checkpointEvery > 0 && state.step % options.checkpointEvery === 0 && !epochEnds) writeCheckpoint(ctx);
-    if (epochEnds) endEpoch(ctx, epoch);
+    if (epochEnds) await endEpoch(ctx, epoch);
     if (await stopRequested()) {
       ctx.progress.end();
       const file = writeCheckpoint(ctx);
@@ -494,7 +496,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
 }
 
 /** The readout of the trained encoder; writes results.json. Null when stopped during it. */
-function readOut(ctx: TrainContext, data: RunData): Results | null {
+async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null> {
   const { options, model, state, hooks } = ctx;
   const training: Results["training"] = {
     seconds: state.trainSeconds,
@@ -517,9 +519,10 @@ function readOut(ctx: TrainContext, data: RunData): Results | null {
     results = { ...settings, training };
   } else {
     hooks.log("evaluating: linear readout on frozen features, kNN, baselines …");
-    const report = readoutReport(model.encoder, data.train, data.test, {
+    const report = await readoutReport(model.encoder, data.train, data.test, {
       normalize: options.normalize,
       readoutEpochs: options.readoutEpochs,
+      readoutWeightDecays: options.readoutWeightDecays,
       readoutTrainSize: options.readoutTrainSize,
       readoutTestSize: options.readoutTestSize,
       baselines: options.baselines,

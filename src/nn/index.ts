@@ -19,6 +19,7 @@ export {
   Flatten,
   Identity,
   Dropout,
+  useFeedbackAlignment,
   type IntPair,
   type ParameterOptions,
   type Conv2dOptions,

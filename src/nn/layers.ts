@@ -1,5 +1,5 @@
 // Layers: PyTorch's torch.nn layers with the same parameter names, shapes and default init.
-import { Tensor, callTensor } from "../torch/tensor";
+import { Tensor } from "../torch/tensor";
 import { empty, ones, zeros } from "../torch/creation";
 import { noGrad } from "../torch/autograd";
 import type { DType } from "../torch/dtype";
@@ -32,6 +32,32 @@ export interface ParameterOptions {
   dtype?: DType;
   /** Generator for the default init (default: libtorch's default generator). */
   generator?: Generator;
+}
+
+// ---- feedback alignment ----
+
+/** A feedback matrix for `weight`: its shape and dtype, drawn as the weight's default init. */
+function feedbackMatrix(weight: Tensor, generator?: Generator): Tensor {
+  const b = empty(weight.shape, { dtype: weight.dtype });
+  init.kaimingUniform_(b, { a: Math.sqrt(5), generator });
+  return b;
+}
+
+/**
+ * Switches every Conv2d and Linear inside `module` (itself included) to feedback alignment
+ * (Lillicrap et al. 2016), each with its own fixed random feedback matrix drawn from `generator`
+ * in module order. Other layers (batch norm, pooling) keep their exact gradients. Returns how many
+ * layers were switched.
+ */
+export function useFeedbackAlignment(module: Module, options: { generator?: Generator } = {}): number {
+  let count = 0;
+  for (const m of module.modules()) {
+    if (m instanceof Conv2d || m instanceof Linear) {
+      m.useFeedbackAlignment(options.generator);
+      count++;
+    }
+  }
+  return count;
 }
 
 // ---- convolution ----
@@ -98,6 +124,32 @@ export class Conv2d extends Module {
     init.defaultLayerInit_(this.weight, this.bias, generator);
   }
 
+  /** Feedback alignment's fixed random matrix (buffer `feedback_weight`), or null: exact backprop. */
+  get feedbackWeight(): Tensor | null {
+    return this.buffer("feedback_weight");
+  }
+
+  /**
+   * Switches this layer to feedback alignment: the input gradient goes through a fixed random
+   * matrix B of the weight's shape (drawn like the weight's default init, saved as the buffer
+   * `feedback_weight`) instead of the weight. Forward and the weight and bias gradients are
+   * unchanged. Calling it again keeps the existing B.
+   */
+  useFeedbackAlignment(generator?: Generator): void {
+    if (this.feedbackWeight === null) this.registerBuffer("feedback_weight", feedbackMatrix(this.weight, generator));
+  }
+
+  /** Numeric padding for feedback alignment's convolution (which takes no "same"/"valid"). */
+  #numericPadding(): [number, number] {
+    if (this.padding === "valid") return [0, 0];
+    if (this.padding !== "same") return this.padding;
+    const total = this.kernelSize.map((k, i) => this.dilation[i] * (k - 1));
+    if (total.some((t) => t % 2 !== 0)) {
+      throw new RangeError("Conv2d: padding 'same' with an even kernel is not supported with feedback alignment");
+    }
+    return [total[0] / 2, total[1] / 2];
+  }
+
   override forward(input: Tensor): Tensor {
     if (input.ndim !== 4 && input.ndim !== 3) {
       throw new RangeError(`Conv2d: expected a 3-D or 4-D input (N, C, H, W), got shape [${input.shape.join(", ")}]`);
@@ -108,18 +160,14 @@ export class Conv2d extends Module {
         `Conv2d: expected input with ${this.inChannels} channels, got shape [${input.shape.join(", ")}]`,
       );
     }
-    if (typeof this.padding === "string") {
-      const bias = this.bias;
-      return callTensor(
-        "conv2d.padding",
-        input.handle,
-        this.weight.handle,
-        bias ? bias.handle : null,
-        this.stride,
-        this.padding,
-        this.dilation,
-        this.groups,
-      );
+    const feedback = this.feedbackWeight;
+    if (feedback !== null) {
+      return F.feedbackConv2d(input, this.weight, this.bias, feedback, {
+        stride: this.stride,
+        padding: this.#numericPadding(),
+        dilation: this.dilation,
+        groups: this.groups,
+      });
     }
     return F.conv2d(input, this.weight, this.bias, {
       stride: this.stride,
@@ -175,6 +223,16 @@ export class Linear extends Module {
     init.defaultLayerInit_(this.weight, this.bias, generator);
   }
 
+  /** Feedback alignment's fixed random matrix (buffer `feedback_weight`), or null: exact backprop. */
+  get feedbackWeight(): Tensor | null {
+    return this.buffer("feedback_weight");
+  }
+
+  /** Switches this layer to feedback alignment (see Conv2d.useFeedbackAlignment). */
+  useFeedbackAlignment(generator?: Generator): void {
+    if (this.feedbackWeight === null) this.registerBuffer("feedback_weight", feedbackMatrix(this.weight, generator));
+  }
+
   override forward(input: Tensor): Tensor {
     const s = input.shape;
     if (s.length === 0 || s[s.length - 1] !== this.inFeatures) {
@@ -182,6 +240,8 @@ export class Linear extends Module {
         `Linear: expected input with last dimension ${this.inFeatures}, got shape [${s.join(", ")}]`,
       );
     }
+    const feedback = this.feedbackWeight;
+    if (feedback !== null) return F.feedbackLinear(input, this.weight, this.bias, feedback);
     return F.linear(input, this.weight, this.bias);
   }
 
@@ -238,6 +298,13 @@ export abstract class BatchNormBase extends Module {
     this.registerBuffer("running_var", this.trackRunningStats ? ones([numFeatures], { dtype }) : null);
     this.registerBuffer("num_batches_tracked", this.trackRunningStats ? zeros([], { dtype: "int64" }) : null);
   }
+
+  /**
+   * Training-mode normalisation over every rank's batch (SyncBatchNorm), installed by
+   * parallel.convertSyncBatchNorm: given this layer, the input and the running-statistics factor,
+   * it returns the output and updates the running statistics. Null: this process's batch only.
+   */
+  crossRankForward: ((layer: BatchNormBase, input: Tensor, factor: number) => Tensor) | null = null;
 
   get weight(): Tensor | null {
     return this.optionalParam("weight");
@@ -301,6 +368,7 @@ export abstract class BatchNormBase extends Module {
       noGrad(() => tracked.add_(1));
       if (this.momentum === null) factor = 1 / tracked.item();
     }
+    if (this.training && this.crossRankForward !== null) return this.crossRankForward(this, input, factor);
     // Running statistics are passed only when they are used or updated, as PyTorch does.
     const passStats = !this.training || this.trackRunningStats;
     return F.batchNorm(input, passStats ? this.runningMean : null, passStats ? this.runningVar : null, {

@@ -10,7 +10,8 @@
 import { Tensor } from "../torch/tensor";
 import { keep } from "../torch/scope";
 import { noGrad } from "../torch/autograd";
-import { type DType, type MemoryFormat, isFloatingDType } from "../torch/dtype";
+import { type DType, type MemoryFormat, isDType, isFloatingDType } from "../torch/dtype";
+import { type Device, checkDevice } from "../torch/device";
 
 export interface LoadStateDictOptions {
   /**
@@ -413,11 +414,18 @@ export class Module {
 
   /**
    * Converts floating-point parameters and buffers to `dtype` (integer buffers such as
-   * num_batches_tracked are left alone). Gradients are dropped. Returns this module.
+   * num_batches_tracked are left alone), or moves every parameter and buffer to `device`
+   * ("cpu" today; an unavailable device is an error naming it and what is available). Gradients
+   * are dropped. Returns this module.
    */
-  to(dtype: DType): this {
-    if (!isFloatingDType(dtype)) throw new TypeError(`Module.to: expected a floating dtype, got '${dtype}'`);
-    this.#mapTensors((t) => (isFloatingDType(t.dtype) && t.dtype !== dtype ? t.to(dtype) : null));
+  to(target: DType | Device): this {
+    if (isDType(target)) {
+      if (!isFloatingDType(target)) throw new TypeError(`Module.to: expected a floating dtype, got '${target}'`);
+      this.#mapTensors((t) => (isFloatingDType(t.dtype) && t.dtype !== target ? t.to(target) : null));
+      return this;
+    }
+    const device = checkDevice(target, "Module.to");
+    this.#mapTensors((t) => (t.device !== device ? t.to(target) : null));
     return this;
   }
 

@@ -1,6 +1,6 @@
 // Autograd entry points: backward over several roots, vector-Jacobian products (the gradient
 // router of docs/methods.md is built on grad()), and grad-mode scopes.
-import { native } from "./native";
+import { type NativeHandle, native } from "./native";
 import { type BackwardOptions, Tensor, handles, runBackward } from "./tensor";
 
 export type { BackwardOptions };
@@ -27,14 +27,21 @@ export function grad(
   gradOutputs: (Tensor | null)[] = [],
   options: GradOptions = {},
 ): (Tensor | null)[] {
-  const result = native.autogradGrad(
-    handles(outputs),
-    handles(inputs),
-    gradOutputs.map((g) => (g === null ? null : g.handle)),
-    options.retainGraph ?? false,
-    options.createGraph ?? false,
-    options.allowUnused ?? false,
-  );
+  let result: (NativeHandle | null)[];
+  try {
+    result = native.autogradGrad(
+      handles(outputs),
+      handles(inputs),
+      gradOutputs.map((g) => (g === null ? null : g.handle)),
+      options.retainGraph ?? false,
+      options.createGraph ?? false,
+      options.allowUnused ?? false,
+    );
+  } catch (error) {
+    // The addon names its export; say what the caller called.
+    if (error instanceof Error) error.message = error.message.replace(/^autogradGrad: /, "autograd.grad: ");
+    throw error;
+  }
   return result.map((h) => (h === null ? null : new Tensor(h)));
 }
 

@@ -1,11 +1,17 @@
-// Factory functions: zeros, ones, full, arange, random tensors, and tensors from JS data.
+// Factory functions: zeros, ones, full, arange, random tensors, and tensors from JS data. Each takes
+// a `device` option ("cpu" today; see device.ts): factories that call an ATen factory pass it
+// through (the schema's `Device? device`, after `ScalarType? dtype` and `Layout? layout`);
+// tensors built from JS data are made on the CPU and moved.
 import { native } from "./native";
+import { type Device, checkDevice } from "./device";
 import { type DType, type TypedArray, dtypeOfTypedArray, isDType, scalarTypeCode } from "./dtype";
 import { type NestedArray, type Shape, Tensor, callTensor } from "./tensor";
 import type { Generator } from "./random";
 
 export interface FactoryOptions {
   dtype?: DType;
+  /** Where the tensor lives (default "cpu"; an unavailable device is an error naming it). */
+  device?: Device;
   requiresGrad?: boolean;
 }
 
@@ -21,6 +27,19 @@ function code(options: FactoryOptions | undefined, fallback?: DType): number | n
   return scalarTypeCode[dtype];
 }
 
+/** The schema's `Layout? layout, Device? device` pair: the default layout and the checked device. */
+function place(options: FactoryOptions | undefined, fn: string): [null, string | null] {
+  return [null, options?.device === undefined ? null : checkDevice(options.device, fn)];
+}
+
+/** Moves a tensor made on the CPU to options.device (no-op for the CPU). */
+function moved(t: Tensor, options: FactoryOptions | undefined, fn: string): Tensor {
+  if (options?.device === undefined || checkDevice(options.device, fn) === t.device) return t;
+  const out = t.to(options.device);
+  t.dispose();
+  return out;
+}
+
 function finish(t: Tensor, options?: FactoryOptions): Tensor {
   if (options?.requiresGrad) t.requiresGrad_(true);
   return t;
@@ -34,45 +53,51 @@ function checkShape(shape: Shape, fn: string): number[] {
 }
 
 export function zeros(shape: Shape, options?: FactoryOptions): Tensor {
-  return finish(callTensor("zeros", checkShape(shape, "zeros"), code(options)), options);
+  return finish(callTensor("zeros", checkShape(shape, "zeros"), code(options), ...place(options, "zeros")), options);
 }
 
 export function ones(shape: Shape, options?: FactoryOptions): Tensor {
-  return finish(callTensor("ones", checkShape(shape, "ones"), code(options)), options);
+  return finish(callTensor("ones", checkShape(shape, "ones"), code(options), ...place(options, "ones")), options);
 }
 
 export function full(shape: Shape, value: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("full", checkShape(shape, "full"), value, code(options, "float32")), options);
+  return finish(
+    callTensor("full", checkShape(shape, "full"), value, code(options, "float32"), ...place(options, "full")),
+    options,
+  );
 }
 
 export function empty(shape: Shape, options?: FactoryOptions): Tensor {
-  return finish(callTensor("empty.memory_format", checkShape(shape, "empty"), code(options)), options);
+  return finish(
+    callTensor("empty.memory_format", checkShape(shape, "empty"), code(options), ...place(options, "empty")),
+    options,
+  );
 }
 
 export function zerosLike(t: Tensor, options?: FactoryOptions): Tensor {
-  return finish(callTensor("zeros_like", t.handle, code(options)), options);
+  return finish(callTensor("zeros_like", t.handle, code(options), ...place(options, "zerosLike")), options);
 }
 
 export function onesLike(t: Tensor, options?: FactoryOptions): Tensor {
-  return finish(callTensor("ones_like", t.handle, code(options)), options);
+  return finish(callTensor("ones_like", t.handle, code(options), ...place(options, "onesLike")), options);
 }
 
 export function fullLike(t: Tensor, value: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("full_like", t.handle, value, code(options)), options);
+  return finish(callTensor("full_like", t.handle, value, code(options), ...place(options, "fullLike")), options);
 }
 
 /** Values start, start+step, … below end (int64 when all arguments are integers, as in PyTorch). */
 export function arange(start: number, end?: number, step = 1, options?: FactoryOptions): Tensor {
   if (end === undefined) [start, end] = [0, start];
-  return finish(callTensor("arange.start_step", start, end, step, code(options)), options);
+  return finish(callTensor("arange.start_step", start, end, step, code(options), ...place(options, "arange")), options);
 }
 
 export function linspace(start: number, end: number, steps: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("linspace", start, end, steps, code(options)), options);
+  return finish(callTensor("linspace", start, end, steps, code(options), ...place(options, "linspace")), options);
 }
 
 export function eye(n: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("eye", n, code(options)), options);
+  return finish(callTensor("eye", n, code(options), ...place(options, "eye")), options);
 }
 
 /** Samples of U[0, 1). */
@@ -80,8 +105,8 @@ export function rand(shape: Shape, options?: RandomOptions): Tensor {
   const s = checkShape(shape, "rand");
   return finish(
     options?.generator
-      ? callTensor("rand.generator", s, options.generator.id, code(options))
-      : callTensor("rand", s, code(options)),
+      ? callTensor("rand.generator", s, options.generator.handle, code(options), ...place(options, "rand"))
+      : callTensor("rand", s, code(options), ...place(options, "rand")),
     options,
   );
 }
@@ -91,8 +116,8 @@ export function randn(shape: Shape, options?: RandomOptions): Tensor {
   const s = checkShape(shape, "randn");
   return finish(
     options?.generator
-      ? callTensor("randn.generator", s, options.generator.id, code(options))
-      : callTensor("randn", s, code(options)),
+      ? callTensor("randn.generator", s, options.generator.handle, code(options), ...place(options, "randn"))
+      : callTensor("randn", s, code(options), ...place(options, "randn")),
     options,
   );
 }
@@ -102,8 +127,16 @@ export function randint(low: number, high: number, shape: Shape, options?: Rando
   const s = checkShape(shape, "randint");
   return finish(
     options?.generator
-      ? callTensor("randint.low_generator", low, high, s, options.generator.id, code(options, "int64"))
-      : callTensor("randint.low", low, high, s, code(options, "int64")),
+      ? callTensor(
+          "randint.low_generator",
+          low,
+          high,
+          s,
+          options.generator.handle,
+          code(options, "int64"),
+          ...place(options, "randint"),
+        )
+      : callTensor("randint.low", low, high, s, code(options, "int64"), ...place(options, "randint")),
     options,
   );
 }
@@ -111,14 +144,20 @@ export function randint(low: number, high: number, shape: Shape, options?: Rando
 /** A random permutation of 0 … n-1 (int64). */
 export function randperm(n: number, options?: RandomOptions): Tensor {
   return options?.generator
-    ? callTensor("randperm.generator", n, options.generator.id, code(options, "int64"))
-    : callTensor("randperm", n, code(options, "int64"));
+    ? callTensor(
+        "randperm.generator",
+        n,
+        options.generator.handle,
+        code(options, "int64"),
+        ...place(options, "randperm"),
+      )
+    : callTensor("randperm", n, code(options, "int64"), ...place(options, "randperm"));
 }
 
 /** Bernoulli samples with probability p, shaped like `shape`. */
 export function bernoulli(shape: Shape, p: number, options?: RandomOptions): Tensor {
-  const probs = full(shape, p, { dtype: options?.dtype ?? "float32" });
-  const out = callTensor("bernoulli", probs.handle, options?.generator?.id ?? null);
+  const probs = full(shape, p, { dtype: options?.dtype ?? "float32", device: options?.device });
+  const out = callTensor("bernoulli", probs.handle, options?.generator?.handle ?? null);
   probs.dispose();
   return out;
 }
@@ -140,7 +179,7 @@ export function fromTypedArray(data: TypedArray, shape?: Shape, options?: Factor
     t.dispose();
     t = converted;
   }
-  return finish(t, options);
+  return finish(moved(t, options, "fromTypedArray"), options);
 }
 
 function inferShape(data: NestedArray): number[] {
@@ -184,12 +223,15 @@ export function tensor(data: NestedArray | TypedArray, options?: FactoryOptions)
       f.dispose();
     }
   }
-  return finish(t, options);
+  return finish(moved(t, options, "tensor"), options);
 }
 
 /** A 0-d tensor holding one value. */
 export function scalarTensor(value: number, options?: FactoryOptions): Tensor {
-  return finish(callTensor("scalar_tensor", value, code(options, "float32")), options);
+  return finish(
+    callTensor("scalar_tensor", value, code(options, "float32"), ...place(options, "scalarTensor")),
+    options,
+  );
 }
 
 export function cat(tensors: readonly Tensor[], dim = 0): Tensor {

@@ -1,19 +1,21 @@
 // Functional neural-network ops, PyTorch's torch.nn.functional in camelCase.
 import { type DType, scalarTypeCode } from "./dtype";
+import { native } from "./native";
 import { Tensor, callTensor, callTensors } from "./tensor";
 
 type IntPair = number | [number, number];
 
 export interface Conv2dOptions {
   stride?: IntPair;
-  padding?: IntPair;
+  /** Zero padding per side, or "same" (output as large as the input; stride 1) or "valid" (none). */
+  padding?: IntPair | "same" | "valid";
   dilation?: IntPair;
   groups?: number;
 }
 
 export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, options: Conv2dOptions = {}): Tensor {
   return callTensor(
-    "conv2d",
+    typeof options.padding === "string" ? "conv2d.padding" : "conv2d",
     input.handle,
     weight.handle,
     bias ? bias.handle : null,
@@ -22,6 +24,44 @@ export function conv2d(input: Tensor, weight: Tensor, bias?: Tensor | null, opti
     options.dilation ?? 1,
     options.groups ?? 1,
   );
+}
+
+const intPair = (v: IntPair | undefined, fallback: number): number[] =>
+  v === undefined ? [fallback, fallback] : typeof v === "number" ? [v, v] : [v[0], v[1]];
+
+/**
+ * Feedback alignment (Lillicrap et al. 2016): the same output as conv2d, but the backward pass
+ * sends the output gradient to the input through the fixed `feedback` tensor (the weight's shape)
+ * instead of the weight: grad_input = conv_transpose2d(grad_output, feedback). The weight and
+ * bias gradients are exact; `feedback` gets none. Padding is numeric (resolve "same" first).
+ */
+export function feedbackConv2d(
+  input: Tensor,
+  weight: Tensor,
+  bias: Tensor | null,
+  feedback: Tensor,
+  options: Omit<Conv2dOptions, "padding"> & { padding?: IntPair } = {},
+): Tensor {
+  return new Tensor(
+    native.feedbackConv2d(
+      input.handle,
+      weight.handle,
+      bias ? bias.handle : null,
+      feedback.handle,
+      intPair(options.stride, 1),
+      intPair(options.padding, 0),
+      intPair(options.dilation, 1),
+      options.groups ?? 1,
+    ),
+  );
+}
+
+/**
+ * Feedback alignment for a linear layer: y = x Wᵀ + b forward, grad_input = grad_output · B
+ * backward (B = `feedback`, the weight's shape); the weight and bias gradients are exact.
+ */
+export function feedbackLinear(input: Tensor, weight: Tensor, bias: Tensor | null, feedback: Tensor): Tensor {
+  return new Tensor(native.feedbackLinear(input.handle, weight.handle, bias ? bias.handle : null, feedback.handle));
 }
 
 export interface BatchNormOptions {
@@ -239,4 +279,38 @@ export function pad(
 /** Cosine similarity along `dim`. */
 export function cosineSimilarity(a: Tensor, b: Tensor, dim = 1, eps = 1e-8): Tensor {
   return callTensor("cosine_similarity", a.handle, b.handle, dim, eps);
+}
+
+export interface GridSampleOptions {
+  /** Interpolation (default "bilinear"). */
+  mode?: "bilinear" | "nearest" | "bicubic";
+  /** Values read outside the input (default "zeros"). */
+  paddingMode?: "zeros" | "border" | "reflection";
+  /** Whether -1 and 1 are the centres of the corner pixels (true) or their outer edges (default false). */
+  alignCorners?: boolean;
+}
+
+const gridModeCode = { bilinear: 0, nearest: 1, bicubic: 2 } as const;
+const gridPaddingCode = { zeros: 0, border: 1, reflection: 2 } as const;
+
+/**
+ * Samples `input` (N, C, H, W) at the normalised (x, y) locations of `grid` (N, Ho, Wo, 2), in
+ * [-1, 1], like F.grid_sample: the result is N × C × Ho × Wo. Differentiable in input and grid.
+ */
+export function gridSample(input: Tensor, grid: Tensor, options: GridSampleOptions = {}): Tensor {
+  const mode = options.mode ?? "bilinear";
+  const paddingMode = options.paddingMode ?? "zeros";
+  if (!(mode in gridModeCode))
+    throw new TypeError(`gridSample: unknown mode '${String(mode)}' (bilinear, nearest, bicubic)`);
+  if (!(paddingMode in gridPaddingCode)) {
+    throw new TypeError(`gridSample: unknown paddingMode '${String(paddingMode)}' (zeros, border, reflection)`);
+  }
+  return callTensor(
+    "grid_sampler",
+    input.handle,
+    grid.handle,
+    gridModeCode[mode],
+    gridPaddingCode[paddingMode],
+    options.alignCorners ?? false,
+  );
 }

@@ -11,9 +11,12 @@ export interface MemoryStats {
   allocations: number;
   /** Tensor handles neither disposed nor collected. */
   liveTensors: number;
+  /** Generators neither disposed nor collected (libtorch's default generator not counted). */
+  liveGenerators: number;
   /**
    * Bytes of freed large blocks the allocator keeps for reuse (not counted in currentBytes; capped
-   * by LOCO_CACHE_MB, default 2048). emptyCache() returns them to the system.
+   * by LOCO_CACHE_MB, else by 2048 MiB or 1.5x the most tensor bytes held at once, whichever is
+   * more). emptyCache() returns them to the system.
    */
   cachedBytes: number;
 }

@@ -1,17 +1,32 @@
 // Loads the compiled addon (build/Release/loco_native.node) and types its surface. Nothing above
-// src/torch touches this module directly.
+// src/torch touches this module directly. Every export is registered through one guard in
+// native/addon.cpp, so a C++ exception becomes a JS Error whose message starts with its name.
 import * as fs from "node:fs";
 import * as path from "node:path";
 
 /** An opaque handle to a libtorch tensor owned by the addon. */
 export type NativeHandle = { readonly __nativeTensor: unique symbol };
+/** An opaque handle to a libtorch random generator owned by the addon. */
+export type NativeGeneratorHandle = { readonly __nativeGenerator: unique symbol };
 
 export interface MemoryStatsRaw {
   currentBytes: number;
   peakBytes: number;
   allocations: number;
   liveTensors: number;
+  liveGenerators: number;
   cachedBytes: number;
+}
+
+/** An opaque handle to a c10d process group (distributed.cpp). */
+export type NativeGroup = { readonly __nativeGroup: unique symbol };
+
+export interface NativeGroupOptions {
+  masterAddr: string;
+  masterPort: number;
+  rank: number;
+  worldSize: number;
+  timeoutMs: number;
 }
 
 export interface NativeAddon {
@@ -26,6 +41,8 @@ export interface NativeAddon {
   shape(handle: NativeHandle): number[];
   strides(handle: NativeHandle): number[];
   scalarType(handle: NativeHandle): number;
+  /** The tensor's device as libtorch names it ("cpu", "cuda:0"). */
+  device(handle: NativeHandle): string;
   numel(handle: NativeHandle): number;
   dim(handle: NativeHandle): number;
   isContiguous(handle: NativeHandle, memoryFormat: number): boolean;
@@ -54,15 +71,18 @@ export interface NativeAddon {
   setGradEnabled(enabled: boolean): boolean;
   isGradEnabled(): boolean;
   manualSeed(seed: number): void;
-  newGenerator(seed: number): number;
-  generatorSeed(id: number, seed: number): void;
-  generatorGetState(id: number): ArrayBuffer;
-  generatorSetState(id: number, state: Uint8Array): void;
+  newGenerator(seed: number): NativeGeneratorHandle;
+  /** A handle to libtorch's default generator (never released). */
+  defaultGenerator(): NativeGeneratorHandle;
+  disposeGenerator(generator: NativeGeneratorHandle): boolean;
+  generatorSeed(generator: NativeGeneratorHandle, seed: number): void;
+  generatorGetState(generator: NativeGeneratorHandle): ArrayBuffer;
+  generatorSetState(generator: NativeGeneratorHandle, state: Uint8Array): void;
   setNumThreads(n: number): void;
   getNumThreads(): number;
   hardwareConcurrency(): number;
   /**
-   * SIGINT/SIGTERM handled in native code (see addon.cpp): the first prints `first` and is
+   * SIGINT/SIGTERM handled in native code (native/signals.cpp): the first prints `first` and is
    * counted, the second prints `second` and exits with 128 + signal at once.
    */
   installInterruptHandler(first: string, second: string): void;
@@ -71,6 +91,40 @@ export interface NativeAddon {
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
   emptyCache(): void;
+  /** Device types this libtorch build can use ("cpu" always). */
+  availableDevices(): string[];
+  /** The canonical name of an available device, or an error naming what is available. */
+  checkDevice(name: string): string;
+  feedbackConv2d(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+    stride: number[],
+    padding: number[],
+    dilation: number[],
+    groups: number,
+  ): NativeHandle;
+  feedbackLinear(
+    input: NativeHandle,
+    weight: NativeHandle,
+    bias: NativeHandle | null,
+    feedback: NativeHandle,
+  ): NativeHandle;
+  // Process groups (distributed.cpp). Each operation returns a Promise settled off the main thread.
+  initProcessGroup(options: NativeGroupOptions): Promise<NativeGroup>;
+  destroyProcessGroup(group: NativeGroup): Promise<void>;
+  /** The group's first failure message, "" while healthy. */
+  processGroupFailure(group: NativeGroup): string;
+  /** opCode: 0 sum, 2 product, 3 min, 4 max (c10d::ReduceOp). */
+  allReduce(group: NativeGroup, tensor: NativeHandle, opCode: number, timeoutMs?: number): Promise<void>;
+  allGather(group: NativeGroup, outputs: NativeHandle[], input: NativeHandle, timeoutMs?: number): Promise<void>;
+  broadcast(group: NativeGroup, tensor: NativeHandle, root: number, timeoutMs?: number): Promise<void>;
+  barrier(group: NativeGroup, timeoutMs?: number): Promise<void>;
+  send(group: NativeGroup, tensor: NativeHandle, dst: number, tag: number, timeoutMs?: number): Promise<void>;
+  recv(group: NativeGroup, tensor: NativeHandle, src: number, tag: number, timeoutMs?: number): Promise<void>;
+  allReduceSumWithGrad(group: NativeGroup, tensor: NativeHandle): NativeHandle;
+  allGatherWithGrad(group: NativeGroup, tensor: NativeHandle): NativeHandle;
 }
 
 function findPackageRoot(start: string): string {

@@ -11,6 +11,8 @@ import {
   typedArrayFor,
 } from "./dtype";
 import { type Scoped, track } from "./scope";
+import type { Generator } from "./random";
+import { type Device, availableDevices, checkDevice } from "./device";
 
 // ---- operator resolution --------------------------------------------------------------------
 
@@ -132,6 +134,10 @@ export class Tensor implements Scoped {
   get dtype(): DType {
     return dtypeFromCode(native.scalarType(this.handle));
   }
+  /** Where the tensor lives, as libtorch names it ("cpu", "cuda:0"). */
+  get device(): string {
+    return native.device(this.handle);
+  }
   get ndim(): number {
     return native.dim(this.handle);
   }
@@ -230,12 +236,31 @@ export class Tensor implements Scoped {
 
   // ---- conversion and copies ----
 
-  to(dtype: DType): Tensor {
-    if (!isDType(dtype)) {
+  /**
+   * A copy (or this tensor's values, aliased, when nothing changes) converted to a dtype or moved to
+   * a device: `x.to("float64")`, `x.to("cpu")`, `x.to({ device: "cpu", dtype: "float32" })`.
+   */
+  to(target: DType | Device | { dtype?: DType; device?: Device }): Tensor {
+    const { dtype, device } =
+      typeof target === "object" && target !== null
+        ? target
+        : isDType(target)
+          ? { dtype: target, device: undefined }
+          : { dtype: undefined, device: target as Device };
+    if (dtype !== undefined && !isDType(dtype)) {
       const known = Object.keys(scalarTypeCode).join(", ");
       throw new TypeError(`Tensor.to: unknown dtype '${String(dtype)}' (expected one of ${known})`);
     }
-    return callTensor("to.dtype", this.handle, scalarTypeCode[dtype], false, false);
+    if (device === undefined)
+      return callTensor("to.dtype", this.handle, scalarTypeCode[dtype ?? this.dtype], false, false);
+    if (typeof device !== "string" || !/^[a-z]+(:\d+)?$/.test(device)) {
+      const known = Object.keys(scalarTypeCode).join(", ");
+      throw new TypeError(
+        `Tensor.to: unknown dtype '${String(device)}' (expected one of ${known}) or device (available: ${availableDevices().join(", ")})`,
+      );
+    }
+    const name = checkDevice(device, "Tensor.to");
+    return callTensor("to.device", this.handle, name, scalarTypeCode[dtype ?? this.dtype], false, false);
   }
   float(): Tensor {
     return this.to("float32");
@@ -318,6 +343,14 @@ export class Tensor implements Scoped {
       ? callTensor("scatter.value", this.handle, dim, index.handle, src)
       : callTensor("scatter.src", this.handle, dim, index.handle, src.handle);
   }
+  /** `scatter` that sums: out[index[i][j]][j] += src[i][j] along `dim` (out starts as this). */
+  scatterAdd(dim: number, index: Tensor, src: Tensor): Tensor {
+    return callTensor("scatter_add", this.handle, dim, index.handle, src.handle);
+  }
+  /** A copy with the slices `index` along `dim` replaced by the slices of `source`. */
+  indexCopy(dim: number, index: Tensor, source: Tensor): Tensor {
+    return callTensor("index_copy", this.handle, dim, index.handle, source.handle);
+  }
   maskedFill(mask: Tensor, value: number): Tensor {
     return callTensor("masked_fill.Scalar", this.handle, mask.handle, value);
   }
@@ -380,6 +413,12 @@ export class Tensor implements Scoped {
     return typeof other === "number"
       ? callTensor("remainder.Scalar", this.handle, other)
       : callTensor("remainder.Tensor", this.handle, other.handle);
+  }
+  /** C's fmod: the remainder with the sign of the dividend (remainder() takes the divisor's sign). */
+  fmod(other: TensorOrScalar): Tensor {
+    return typeof other === "number"
+      ? callTensor("fmod.Scalar", this.handle, other)
+      : callTensor("fmod.Tensor", this.handle, other.handle);
   }
   pow(exponent: TensorOrScalar): Tensor {
     return typeof exponent === "number"
@@ -525,6 +564,14 @@ export class Tensor implements Scoped {
     const [values, indices] = callTensors("min.dim", this.handle, dim, keepdim);
     return { values, indices };
   }
+  /** The largest values over `dim` (values only; gradient split evenly between ties, as PyTorch). */
+  amax(dim: number | number[] = [], keepdim = false): Tensor {
+    return callTensor("amax", this.handle, [dim].flat(), keepdim);
+  }
+  /** The smallest values over `dim` (values only). */
+  amin(dim: number | number[] = [], keepdim = false): Tensor {
+    return callTensor("amin", this.handle, [dim].flat(), keepdim);
+  }
   /** Elementwise maximum with another tensor. */
   maximum(other: Tensor): Tensor {
     return callTensor("maximum", this.handle, other.handle);
@@ -669,12 +716,12 @@ export class Tensor implements Scoped {
     return this;
   }
   /** Fills with samples of U(from, to) (used by initialisers). */
-  uniform_(from = 0, to = 1, generator?: { id: number }): this {
-    callInPlace("uniform_", this.handle, from, to, generator?.id ?? null);
+  uniform_(from = 0, to = 1, generator?: Generator): this {
+    callInPlace("uniform_", this.handle, from, to, generator?.handle ?? null);
     return this;
   }
-  normal_(mean = 0, std = 1, generator?: { id: number }): this {
-    callInPlace("normal_", this.handle, mean, std, generator?.id ?? null);
+  normal_(mean = 0, std = 1, generator?: Generator): this {
+    callInPlace("normal_", this.handle, mean, std, generator?.handle ?? null);
     return this;
   }
 }

@@ -8,7 +8,7 @@ import { readIdx, writeIdx } from "../../src/data/idx";
 import { loadCheckpoint } from "../../src/learning/checkpoint";
 import type { TrainInput } from "../../src/learning/options";
 import { type TrainOutcome, train } from "../../src/learning/trainer";
-import { Progress } from "../../src/report/progress";
+import { Progress } from "../../src/learning/progress";
 
 export const MAIN = path.join(__dirname, "..", "..", "src", "cli", "main.js");
 export const FASHION_MNIST = "/usr/share/datasets/fashion-mnist";

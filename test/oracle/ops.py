@@ -55,6 +55,20 @@ def forward(op, a, p):
         return F.log_softmax(a["x"], dim=p["dim"])
     if op == "normalize":
         return F.normalize(a["x"], p=p.get("p", 2.0), dim=p.get("dim", 1), eps=p.get("eps", 1e-12))
+    if op == "grid_sample":
+        return F.grid_sample(
+            a["x"], a["grid"], mode=p["mode"], padding_mode=p["padding_mode"], align_corners=p["align_corners"],
+        )
+    if op == "amax":
+        return torch.amax(a["x"], dim=p["dim"], keepdim=p["keepdim"])
+    if op == "amin":
+        return torch.amin(a["x"], dim=p["dim"], keepdim=p["keepdim"])
+    if op == "fmod":
+        return torch.fmod(a["x"], a["y"] if "y" in a else p["other"])
+    if op == "scatter_add":
+        return a["x"].scatter_add(p["dim"], a["index"], a["src"])
+    if op == "index_copy":
+        return a["x"].index_copy(p["dim"], a["index"], a["src"])
     if op == "vjp":
         y0 = torch.tanh(a["x"] @ a["w"])
         y1 = (a["x"] * a["x"]).sum(1)

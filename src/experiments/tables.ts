@@ -1,0 +1,147 @@
+// An experiment's tables: results.json (everything), results.md (for reading and the README) and
+// results.csv (one column per number), all with mean ± std over seeds.
+import * as fs from "node:fs";
+import * as path from "node:path";
+import { readRun } from "../report/rundata";
+import { type RowSummary, type Stat, formatPercent, summarizeRows } from "../report/summary";
+import type { ExperimentSpec } from "./grid";
+import type { ExperimentCell } from "./runner";
+
+function writeAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  fs.writeFileSync(tmp, text);
+  fs.renameSync(tmp, file);
+}
+
+const fixed = (s: Stat | null, digits: number, scale = 1): string =>
+  s === null
+    ? "-"
+    : s.n > 1
+      ? `${(s.mean * scale).toFixed(digits)} ± ${(s.std * scale).toFixed(digits)}`
+      : (s.mean * scale).toFixed(digits);
+
+const STAGES = [1, 2, 3, 4];
+
+export function resultsMarkdown(
+  spec: ExperimentSpec,
+  rows: RowSummary[],
+  reference: { title: string; values: Record<string, string> },
+): string {
+  const head = [
+    "row",
+    "seeds",
+    "linear top-1 %",
+    "kNN top-1 %",
+    ...STAGES.map((s) => `stage ${s} linear %`),
+    "peak MiB",
+    "step s",
+    "img/s",
+    "wall s",
+    reference.title,
+  ];
+  const lines = [
+    `# ${spec.name}: results`,
+    "",
+    `Protocol: ${spec.protocol}. Mean ± std over ${spec.seeds.length} seed${spec.seeds.length > 1 ? "s" : ""} (${spec.seeds.join(", ")}).`,
+    "Peak MiB: bytes libtorch held during one training step at the run's batch size (counting allocator).",
+    `The last column is the paper's ImageNet figure (ResNet-50, 100 epochs) from the authors' response, a different scale.`,
+    "",
+    `| ${head.join(" | ")} |`,
+    `| ${head.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
+  ];
+  for (const r of rows) {
+    const cells = [
+      r.kind === "baseline" ? `*${r.row}*` : r.row,
+      r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`,
+      formatPercent(r.linear),
+      formatPercent(r.knn),
+      ...STAGES.map((s) => formatPercent(r.perStage.find((p) => p.stage === s)?.linear ?? null)),
+      fixed(r.peakBytes, 1, 2 ** -20),
+      fixed(r.stepSeconds, 3),
+      fixed(r.imagesPerSecond, 0),
+      fixed(r.wallSeconds, 0),
+      reference.values[r.row] ?? "-",
+    ];
+    lines.push(`| ${cells.join(" | ")} |`);
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+export function resultsCsv(rows: RowSummary[], reference: { values: Record<string, string> }): string {
+  const stats: [string, (r: RowSummary) => Stat | null][] = [
+    ["linear_top1", (r) => r.linear],
+    ["knn_top1", (r) => r.knn],
+    ...STAGES.map((s): [string, (r: RowSummary) => Stat | null] => [
+      `stage${s}_linear_top1`,
+      (r) => r.perStage.find((p) => p.stage === s)?.linear ?? null,
+    ]),
+    ...STAGES.map((s): [string, (r: RowSummary) => Stat | null] => [
+      `stage${s}_knn_top1`,
+      (r) => r.perStage.find((p) => p.stage === s)?.knn ?? null,
+    ]),
+    ["peak_bytes", (r) => r.peakBytes],
+    ["step_seconds", (r) => r.stepSeconds],
+    ["images_per_second", (r) => r.imagesPerSecond],
+    ["train_seconds", (r) => r.trainSeconds],
+    ["wall_seconds", (r) => r.wallSeconds],
+  ];
+  const quote = (s: string): string => (/[",\n]/.test(s) ? `"${s.replace(/"/g, '""')}"` : s);
+  const head = [
+    "row",
+    "kind",
+    "runs",
+    "finished",
+    ...stats.flatMap(([n]) => [`${n}_mean`, `${n}_std`]),
+    "paper_imagenet_top1",
+  ];
+  const lines = [head.join(",")];
+  for (const r of rows) {
+    const values = stats.flatMap(([, f]) => {
+      const s = f(r);
+      return s === null ? ["", ""] : [String(s.mean), String(s.std)];
+    });
+    lines.push(
+      [quote(r.row), r.kind, String(r.runs), String(r.finished), ...values, quote(reference.values[r.row] ?? "")].join(
+        ",",
+      ),
+    );
+  }
+  return `${lines.join("\n")}\n`;
+}
+
+/** Writes results.json, results.md and results.csv; returns the number of rows. */
+export function writeResultTables(
+  dir: string,
+  spec: ExperimentSpec,
+  cells: ExperimentCell[],
+  reference: { title: string; values: Record<string, string> },
+): number {
+  const inputs = cells.map((c) => {
+    const runDir = path.join(dir, c.dir);
+    return {
+      row: c.row,
+      seed: c.seed,
+      wallSeconds: c.wallSeconds,
+      run: fs.existsSync(runDir) ? readRun(runDir) : null,
+    };
+  });
+  const rows = summarizeRows(inputs);
+  writeAtomic(
+    path.join(dir, "results.json"),
+    `${JSON.stringify(
+      {
+        name: spec.name,
+        protocol: spec.protocol,
+        seeds: spec.seeds,
+        reference,
+        rows: rows.map((r) => ({ ...r, reference: reference.values[r.row] ?? null })),
+        runs: cells,
+      },
+      null,
+      2,
+    )}\n`,
+  );
+  writeAtomic(path.join(dir, "results.md"), resultsMarkdown(spec, rows, reference));
+  writeAtomic(path.join(dir, "results.csv"), resultsCsv(rows, reference));
+  return rows.length;
+}

@@ -1,0 +1,111 @@
+// Aggregates of runs by grid row: mean and standard deviation over seeds of the readouts, peak
+// memory and timing; the baselines a run read out become rows of their own.
+import type { RunData } from "./rundata";
+
+/** Mean and sample standard deviation (0 for a single value) of n values. */
+export interface Stat {
+  mean: number;
+  std: number;
+  n: number;
+}
+
+export function stat(values: (number | null | undefined)[]): Stat | null {
+  const xs = values.filter((v): v is number => typeof v === "number" && Number.isFinite(v));
+  if (xs.length === 0) return null;
+  const mean = xs.reduce((a, b) => a + b, 0) / xs.length;
+  const variance = xs.length > 1 ? xs.reduce((a, b) => a + (b - mean) ** 2, 0) / (xs.length - 1) : 0;
+  return { mean, std: Math.sqrt(variance), n: xs.length };
+}
+
+export interface RowSummary {
+  row: string;
+  kind: "method" | "baseline";
+  /** Runs of this row, and how many have results. */
+  runs: number;
+  finished: number;
+  linear: Stat | null;
+  knn: Stat | null;
+  perStage: { stage: number; linear: Stat | null; knn: Stat | null }[];
+  peakBytes: Stat | null;
+  activationPeakBytes: Stat | null;
+  /** Training seconds per optimizer step, images per second, training seconds, wall seconds per run. */
+  stepSeconds: Stat | null;
+  imagesPerSecond: Stat | null;
+  trainSeconds: Stat | null;
+  wallSeconds: Stat | null;
+}
+
+export const BASELINE_ROWS: Record<string, string> = {
+  randomInit: "random init",
+  supervised: "supervised",
+  rawPixels: "raw pixels",
+};
+
+export interface RowInput {
+  row: string;
+  run: RunData | null;
+  seed: number;
+  wallSeconds?: number;
+}
+
+/** One summary per row (grid order), then one per baseline found (each seed counted once). */
+export function summarizeRows(inputs: RowInput[]): RowSummary[] {
+  const rows = [...new Set(inputs.map((i) => i.row))];
+  const out: RowSummary[] = rows.map((row) => {
+    const cells = inputs.filter((i) => i.row === row);
+    const done = cells.filter((c) => c.run?.results != null);
+    const res = done.map((c) => c.run!.results!);
+    const stages = [...new Set(res.flatMap((r) => (r.perStage ?? []).map((s) => s.stage)))].sort((a, b) => a - b);
+    const mem = cells.map((c) => c.run?.memory ?? null);
+    return {
+      row,
+      kind: "method",
+      runs: cells.length,
+      finished: done.length,
+      linear: stat(res.map((r) => r.linear?.top1)),
+      knn: stat(res.map((r) => r.knn?.top1)),
+      perStage: stages.map((stage) => ({
+        stage,
+        linear: stat(res.map((r) => r.perStage?.find((s) => s.stage === stage)?.linear.top1)),
+        knn: stat(res.map((r) => r.perStage?.find((s) => s.stage === stage)?.knn.top1)),
+      })),
+      peakBytes: stat(mem.map((m) => m?.peakBytes)),
+      activationPeakBytes: stat(mem.map((m) => m?.activationPeakBytes)),
+      stepSeconds: stat(res.map((r) => (r.training.steps > 0 ? r.training.seconds / r.training.steps : null))),
+      imagesPerSecond: stat(res.map((r) => r.training.imagesPerSecond)),
+      trainSeconds: stat(res.map((r) => r.training.seconds)),
+      wallSeconds: stat(done.map((c) => c.wallSeconds)),
+    };
+  });
+  for (const [key, label] of Object.entries(BASELINE_ROWS)) {
+    const bySeed = new Map<number, { linear: number; knn: number }>();
+    for (const i of inputs) {
+      const b = i.run?.results?.baselines?.[key as keyof NonNullable<NonNullable<RunData["results"]>["baselines"]>];
+      if (b !== undefined && !bySeed.has(i.seed)) bySeed.set(i.seed, { linear: b.linear.top1 ?? NaN, knn: b.knn.top1 });
+    }
+    if (bySeed.size === 0) continue;
+    const values = [...bySeed.values()];
+    out.push({
+      row: label,
+      kind: "baseline",
+      runs: values.length,
+      finished: values.length,
+      linear: stat(values.map((v) => v.linear)),
+      knn: stat(values.map((v) => v.knn)),
+      perStage: [],
+      peakBytes: null,
+      activationPeakBytes: null,
+      stepSeconds: null,
+      imagesPerSecond: null,
+      trainSeconds: null,
+      wallSeconds: null,
+    });
+  }
+  return out;
+}
+
+/** "78.70 ± 0.42" (percent; no ± for a single seed), or "-". */
+export function formatPercent(s: Stat | null): string {
+  if (s === null) return "-";
+  return s.n > 1 ? `${(s.mean * 100).toFixed(2)} ± ${(s.std * 100).toFixed(2)}` : (s.mean * 100).toFixed(2);
+}

@@ -1,0 +1,67 @@
+// Starting test ranks as child processes on 127.0.0.1 with a free port, one libtorch thread each.
+import { spawn } from "node:child_process";
+import * as net from "node:net";
+import * as path from "node:path";
+
+/** A TCP port nobody listens on right now (the OS picks it). */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = net.createServer();
+    server.once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as net.AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+export interface RankOutcome {
+  rank: number;
+  /** Exit status; null when killed by a signal. */
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  /** The parsed `RESULT <json>` line, or undefined when the rank printed none. */
+  result: Record<string, unknown> | undefined;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `script scenario` as ranks `ranks` of a group of `worldSize` and collects each one's outcome. */
+export function runRanks(
+  script: string,
+  scenario: string,
+  options: { worldSize: number; ranks?: number[]; port: number; timeoutMs: number; extraEnv?: Record<string, string> },
+): Promise<RankOutcome[]> {
+  const ranks = options.ranks ?? Array.from({ length: options.worldSize }, (_, i) => i);
+  return Promise.all(
+    ranks.map(
+      (rank) =>
+        new Promise<RankOutcome>((resolve) => {
+          const child = spawn(process.execPath, [path.resolve(script), scenario], {
+            env: {
+              ...process.env,
+              OMP_NUM_THREADS: "1",
+              LOCO_NUM_THREADS: "1",
+              MASTER_ADDR: "127.0.0.1",
+              MASTER_PORT: String(options.port),
+              RANK: String(rank),
+              LOCAL_RANK: String(rank),
+              WORLD_SIZE: String(options.worldSize),
+              LOCO_DIST_TIMEOUT_MS: String(options.timeoutMs),
+              ...options.extraEnv,
+            },
+            stdio: ["ignore", "pipe", "pipe"],
+          });
+          let stdout = "";
+          let stderr = "";
+          child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+          child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
+          child.on("close", (code, signal) => {
+            const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
+            const result = line ? (JSON.parse(line.slice(7)) as Record<string, unknown>) : undefined;
+            resolve({ rank, code, signal, result, stdout, stderr });
+          });
+        }),
+    ),
+  );
+}
