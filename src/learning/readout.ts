@@ -38,8 +38,8 @@ export interface ReadoutReport {
     features: string;
     /** The weight decays the linear readout chose from (on held-out train features), or the one it used. */
     weightDecays: number[];
-    /** The weight decay chosen for the trained encoder's readout. */
-    weightDecay: number;
+    /** The weight decay chosen for the trained encoder's readout (null when it diverged). */
+    weightDecay: number | null;
   };
 }
 
@@ -213,7 +213,7 @@ export async function readoutReport(
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
       weightDecays,
-      weightDecay: trained.linear!.weightDecay,
+      weightDecay: trained.linear?.weightDecay ?? null,
     },
   };
   if (options.perStage) {
