@@ -10,8 +10,22 @@
 //            views), and the caller's cost per batch once batches are ready (wrapping the worker's
 //            buffers in tensors), the floor of the `waitMs` a trainer sees.
 //
-// The pixels are random uint8 held in memory (decoding and file reads are not measured). Options:
-// --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json.
+//   stream   the streaming image-folder loader (src/data/stream.ts) on a generated folder of JPEGs
+//            of mixed sizes (160–500 px a side, like ImageNet's; bench/make-folder.ts), SimCLR's
+//            ImageNet preset at 224 and at 96 px, with 1 and 2 worker threads: images per second
+//            (two views each, decoded, cropped and augmented), and the process's resident memory
+//            (RSS, workers included) after the first batch, half-way and at the end of the timed
+//            batches (flat once warm: an image's pixels live only while its batch is prepared).
+//
+// augment and loader use random uint8 pixels held in memory (no decoding, no file reads). Options:
+// --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json;
+// stream: --folder DIR (a folder written by bench/make-folder.ts; default: one of --folder-count
+// images generated once under the OS temp folder), --folder-count N (20000), --stream-batch-size N
+// (64), --stream-batches N (8), --stream-cases SIZE:WORKERS,… (224:1,224:2,96:1,96:2), --only
+// stream|memory (one part only).
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
 import { getNumThreads, setNumThreads, fromTypedArray, type Tensor } from "../src/torch";
 import {
   Augmentation,
@@ -21,8 +35,10 @@ import {
   Rng,
   grayscale,
   makeDataset,
+  openStreamingFolder,
   simclrCifar,
   simclrImagenet,
+  writeSyntheticFolder,
 } from "../src/data";
 
 interface Options {
@@ -30,10 +46,31 @@ interface Options {
   repeats: number;
   batches: number;
   json: boolean;
+  folder?: string;
+  folderCount: number;
+  streamBatchSize: number;
+  streamBatches: number;
+  only?: "stream" | "memory";
+  /** Streaming cases as [size, workers]. */
+  streamCases: [number, number][];
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { batchSize: 256, repeats: 5, batches: 8, json: false };
+  const o: Options = {
+    batchSize: 256,
+    repeats: 5,
+    batches: 8,
+    json: false,
+    folderCount: 20000,
+    streamBatchSize: 64,
+    streamBatches: 8,
+    streamCases: [
+      [224, 1],
+      [224, 2],
+      [96, 1],
+      [96, 2],
+    ],
+  };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const int = (): number => {
@@ -45,9 +82,24 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--repeats") o.repeats = int();
     else if (a === "--batches") o.batches = int();
     else if (a === "--json") o.json = true;
+    else if (a === "--folder") o.folder = argv[++i];
+    else if (a === "--folder-count") o.folderCount = int();
+    else if (a === "--stream-batch-size") o.streamBatchSize = int();
+    else if (a === "--stream-batches") o.streamBatches = int();
+    else if (a === "--stream-cases") {
+      const text = argv[++i] ?? "";
+      o.streamCases = text.split(",").map((c) => {
+        const [size, workers] = c.split(":").map(Number);
+        if (!Number.isInteger(size) || size < 8 || !Number.isInteger(workers) || workers < 0)
+          throw new Error(`--stream-cases: expected SIZE:WORKERS[,…] (e.g. 224:1,96:2), got ${text}`);
+        return [size, workers];
+      });
+    } else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
+      o.only = argv[++i] as "stream" | "memory";
     else
       throw new Error(
-        `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json]`,
+        `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json] ` +
+          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] [--only stream|memory]`,
       );
   }
   return o;
@@ -131,19 +183,90 @@ async function benchLoader(c: Case, o: Options): Promise<{ imagesPerS: number; r
   return { imagesPerS: ((o.batches * o.batchSize) / elapsed) * 1000, readyWaitMs };
 }
 
+interface StreamRow {
+  size: number;
+  workers: number;
+  imagesPerS: number;
+  rssFirstMiB: number;
+  rssMidMiB: number;
+  rssEndMiB: number;
+}
+
+/** The benchmark's folder: --folder, or a generated one kept under the OS temp folder for reuse. */
+async function benchFolder(o: Options): Promise<string> {
+  if (o.folder !== undefined) return o.folder;
+  const dir = path.join(os.tmpdir(), `loco-bench-folder-${o.folderCount}`);
+  const done = path.join(dir, ".complete");
+  if (!fs.existsSync(done)) {
+    fs.rmSync(dir, { recursive: true, force: true });
+    process.stderr.write(`writing ${o.folderCount} JPEGs to ${dir} (once) …\n`);
+    await writeSyntheticFolder(dir, { classes: 10, train: Math.ceil(o.folderCount / 10), seed: 0 });
+    fs.writeFileSync(done, "");
+  }
+  return dir;
+}
+
+async function benchStream(dir: string, size: number, workers: number, o: Options): Promise<StreamRow> {
+  const dataset = openStreamingFolder({ dir, split: "train", size, labelFree: true });
+  const loader = new DataLoader(dataset, {
+    batchSize: o.streamBatchSize,
+    augment: simclrImagenet(size),
+    views: 2,
+    workers,
+    prefetch: Math.max(2, workers),
+  });
+  const mib = (): number => process.memoryUsage().rss / 2 ** 20;
+  try {
+    (await loader.next()).dispose(); // starts the workers, warms them up
+    const rssFirstMiB = mib();
+    let rssMidMiB = rssFirstMiB;
+    const t0 = performance.now();
+    for (let b = 0; b < o.streamBatches; b++) {
+      (await loader.next()).dispose();
+      if (b === Math.floor(o.streamBatches / 2) - 1) rssMidMiB = mib();
+    }
+    const imagesPerS = ((o.streamBatches * o.streamBatchSize) / (performance.now() - t0)) * 1000;
+    return { size, workers, imagesPerS, rssFirstMiB, rssMidMiB, rssEndMiB: mib() };
+  } finally {
+    await loader.close();
+  }
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   setNumThreads(1);
   const rows: { name: string; augmentViewsPerS: number; loaderImagesPerS: number; readyWaitMs: number }[] = [];
-  for (const c of CASES) {
+  for (const c of o.only === "stream" ? [] : CASES) {
     const augmentViewsPerS = benchAugment(c, o);
     const { imagesPerS, readyWaitMs } = await benchLoader(c, o);
     rows.push({ name: c.name, augmentViewsPerS, loaderImagesPerS: imagesPerS, readyWaitMs });
   }
+  const stream: StreamRow[] = [];
+  if (o.only !== "memory") {
+    const dir = await benchFolder(o);
+    for (const [size, workers] of o.streamCases) stream.push(await benchStream(dir, size, workers, o));
+  }
   if (o.json) {
-    console.log(JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), rows }));
+    console.log(JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), rows, stream }));
     return;
   }
+  if (stream.length > 0) {
+    console.log(
+      `streaming folder: simclrImagenet, batch ${o.streamBatchSize}, ${o.streamBatches} batches timed, one libtorch thread per worker`,
+    );
+    printTable([
+      ["size", "workers", "images/s (2 views)", "RSS (MiB): after batch 1", "half-way", "end"],
+      ...stream.map((r) => [
+        `${r.size}x${r.size}`,
+        String(r.workers),
+        r.imagesPerS.toFixed(1),
+        r.rssFirstMiB.toFixed(0),
+        r.rssMidMiB.toFixed(0),
+        r.rssEndMiB.toFixed(0),
+      ]),
+    ]);
+  }
+  if (rows.length === 0) return;
   console.log(`batch ${o.batchSize}, one libtorch thread (caller and worker)`);
   const header = ["case", "augment views/s", "loader images/s (2 views)", "wait when ready (ms)"];
   const table = [
@@ -155,7 +278,11 @@ async function main(): Promise<void> {
       r.readyWaitMs.toFixed(2),
     ]),
   ];
-  const widths = header.map((_, i) => Math.max(...table.map((row) => row[i].length)));
+  printTable(table);
+}
+
+function printTable(table: string[][]): void {
+  const widths = table[0].map((_, i) => Math.max(...table.map((row) => row[i].length)));
   for (const row of table) console.log(row.map((cell, i) => cell.padEnd(widths[i])).join("  "));
 }
 

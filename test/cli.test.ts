@@ -12,6 +12,8 @@ import * as path from "node:path";
 import { trainSpecs } from "../src/cli/train";
 import { resolveTrainOptions } from "../src/learning/options";
 import { memorySpecs } from "../src/cli/memory";
+import { finetuneSpecs } from "../src/cli/finetune";
+import { exportSpecs } from "../src/cli/export";
 import { type OptionSpec, parseArgs } from "../src/cli/options";
 import { readMetrics } from "../src/learning/metrics";
 
@@ -172,6 +174,10 @@ describe("loco: bad options exit 2 with a message naming them", () => {
       [["memory", "--batch-size", "1"], /--batch-size: expected an integer >= 2, got '1'/],
       [["memory", "--encoder", "vgg16"], /--encoder: expected one of resnet18, resnet34, resnet50/],
       [["memory", "--methods", "simclr,byol"], /--methods: unknown method 'byol'/],
+      [["memory", "--splits", "even"], /--splits: unknown value 'even'/],
+      [["memory", "--budget", "lots"], /--budget: expected a size like 8GiB/],
+      [["train", "--split", "4,x"], /--split: expected resnet, balanced-memory, balanced-compute or comma-separated/],
+      [["train", "--overlap", "drop"], /--overlap: expected one of retain, recompute/],
     ];
     const results = await locoMany(cases.map(([args]) => args));
     for (const [i, [args, message]] of cases.entries()) {
@@ -186,8 +192,15 @@ const TINY_MEMORY = ["--encoder", "resnet18", "--image-size", "16", "--batch-siz
 
 interface MemoryRow {
   method: string;
+  split: string;
+  stages: number;
+  overlap: string;
+  cuts: number[];
   peakBytes: number;
   activationPeakBytes: number;
+  stageBytes: number[];
+  stepSeconds: number;
+  stepRatio: number | null;
 }
 
 function parseMemory(r: Run): MemoryRow[] {
@@ -198,21 +211,68 @@ function parseMemory(r: Run): MemoryRow[] {
 }
 
 describe("loco memory", () => {
-  test("--json prints {method, peakBytes, activationPeakBytes} for simclr, gim, loco", () => {
+  test("--json: simclr, gim, loco with ResNet's stages and retained graphs first, then each split and overlap", () => {
     const rows = parseMemory(loco(["memory", ...TINY_MEMORY]));
     assert.deepEqual(
-      rows.map((r) => r.method),
-      ["simclr", "gim", "loco"],
+      rows.slice(0, 3).map((r) => [r.method, r.split, r.overlap]),
+      [
+        ["simclr", "resnet", "retain"],
+        ["gim", "resnet", "retain"],
+        ["loco", "resnet", "retain"],
+      ],
     );
+    const settings = rows.map((r) => `${r.method} ${r.split} ${r.stages} ${r.overlap}`);
+    for (const s of ["loco resnet 4 recompute", "loco balanced-memory 8 recompute", "simclr balanced-memory 4 retain"])
+      assert.ok(settings.includes(s), `a row for ${s}: ${settings.join("; ")}`);
+    assert.ok(!settings.some((s) => s.startsWith("gim") && s.endsWith("recompute")), "GIM has no late messages");
+    assert.equal(new Set(settings).size, settings.length, "each setting once");
     for (const row of rows) {
-      assert.deepEqual(Object.keys(row).sort(), ["activationPeakBytes", "method", "peakBytes"]);
+      assert.equal(row.cuts.length + 1, row.stages);
+      assert.equal(row.stageBytes.length, row.stages);
       assert.ok(Number.isInteger(row.peakBytes) && row.peakBytes > 0, `${row.method} peakBytes ${row.peakBytes}`);
       assert.ok(
         Number.isInteger(row.activationPeakBytes) && row.activationPeakBytes > 0,
         `${row.method} activationPeakBytes`,
       );
       assert.ok(row.activationPeakBytes <= row.peakBytes, `${row.method}: activation peak within the peak`);
+      assert.ok(row.stepSeconds > 0 && row.stepRatio !== null && row.stepRatio > 0);
     }
+    assert.equal(rows[0].stepRatio, 1);
+    const at = (s: string): MemoryRow => rows[settings.indexOf(s)];
+    // Same learning, less memory: recompute frees the stage graph LoCo retains for the bridge.
+    assert.ok(at("loco resnet 4 recompute").activationPeakBytes < at("loco resnet 4 retain").activationPeakBytes);
+  });
+
+  test("--budget: the largest batch and image size that fit, each measured", () => {
+    const args = ["--splits", "resnet", "--overlaps", "retain", "--methods", "simclr,gim"];
+    const rows = JSON.parse(loco(["memory", ...TINY_MEMORY, ...args, "--budget", "6MiB"]).stdout) as (MemoryRow & {
+      batchSize: number;
+      imageSize: number;
+    })[];
+    assert.deepEqual(
+      rows.map((r) => r.method),
+      ["simclr", "gim"],
+    );
+    for (const row of rows) {
+      const measure = (batch: number, size: number): number =>
+        parseMemory(
+          loco([
+            "memory",
+            ...TINY_MEMORY,
+            ...args,
+            "--methods",
+            row.method,
+            "--batch-size",
+            String(batch),
+            "--image-size",
+            String(size),
+          ]),
+        )[0].peakBytes;
+      assert.ok(row.batchSize >= 2, `${row.method}: batch ${row.batchSize}`);
+      assert.ok(measure(row.batchSize, 16) <= 6 * 2 ** 20, `${row.method}: its batch fits`);
+      assert.ok(measure(row.batchSize + 1, 16) > 6 * 2 ** 20, `${row.method}: one more does not`);
+    }
+    assert.ok(rows[1].batchSize >= rows[0].batchSize, "GIM fits at least end to end's batch");
   });
 });
 
@@ -220,7 +280,16 @@ describe("config files", () => {
   test("JSON and YAML configs are read (camelCase or kebab-case fields); flags override them", () => {
     const json = writeFile(
       "memory.json",
-      JSON.stringify({ encoder: "resnet18", imageSize: 16, batchSize: 4, width: 4, methods: "gim", json: true }),
+      JSON.stringify({
+        encoder: "resnet18",
+        imageSize: 16,
+        batchSize: 4,
+        width: 4,
+        methods: "gim",
+        splits: "resnet",
+        overlaps: "retain",
+        json: true,
+      }),
     );
     assert.deepEqual(
       parseMemory(loco(["memory", "--config", json])).map((r) => r.method),
@@ -228,7 +297,7 @@ describe("config files", () => {
     );
     const yaml = writeFile(
       "memory.yaml",
-      "encoder: resnet18\nimage-size: 16\nbatchSize: 4\nwidth: 4\nmethods: loco\njson: true\n",
+      "encoder: resnet18\nimage-size: 16\nbatchSize: 4\nwidth: 4\nmethods: loco\nsplits: resnet\noverlaps: retain\njson: true\n",
     );
     assert.deepEqual(
       parseMemory(loco(["memory", "--config", yaml])).map((r) => r.method),
@@ -288,9 +357,10 @@ const METHODS_DOC = path.join(__dirname, "..", "..", "docs", "methods.md");
 describe("docs/methods.md", { skip: fs.existsSync(METHODS_DOC) ? false : "docs/methods.md not found" }, () => {
   const doc = fs.existsSync(METHODS_DOC) ? fs.readFileSync(METHODS_DOC, "utf8") : "";
 
-  test("every --flag it mentions is an option of loco train or loco memory", () => {
-    const known = new Set([...trainSpecs, ...memorySpecs].map((s) => s.flag));
-    for (const s of [...trainSpecs, ...memorySpecs]) if (s.type === "boolean") known.add(`no-${s.flag}`);
+  test("every --flag it mentions is an option of loco train, memory, finetune or export", () => {
+    const specs = [...trainSpecs, ...memorySpecs, ...finetuneSpecs, ...exportSpecs];
+    const known = new Set(specs.map((s) => s.flag));
+    for (const s of specs) if (s.type === "boolean") known.add(`no-${s.flag}`);
     known.add("config").add("help");
     const mentioned = new Set([...doc.matchAll(/(?<![\w-])--([a-z][a-z0-9-]*)/g)].map((m) => m[1]));
     assert.ok(mentioned.size > 10, "the doc mentions flags");

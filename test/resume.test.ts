@@ -193,4 +193,32 @@ describe("exact resume and interruption", { skip }, () => {
     assert.doesNotMatch(r.stderr, /at Object|\.js:\d+/, "a message, not a stack trace");
     assert.deepEqual(checkpointsOf(dir), ["step-000000002.safetensors"], "nothing was written");
   });
+
+  test("checkpoints record the split; --resume refuses another split but takes another overlap mode", async () => {
+    const dir = path.join(tmp, "split-stages");
+    const splitFlags = ["--method", "loco", "--stages", "8", "--split", "balanced-memory"];
+    const first = await loco(["train", ...tinyFlags(data, { epochs: 1 }), ...splitFlags, "--run-dir", dir], {
+      env: { LOCO_TEST_STOP_AFTER_STEP: "2" },
+    });
+    assert.equal(first.status, 130, show(first));
+    const saved = loadCheckpoint(ckpt(dir, 2));
+    assert.equal(saved.meta.split?.length, 7, `eight stages: ${JSON.stringify(saved.meta.split)}`);
+    for (const t of [...saved.model.values(), ...saved.optimizer.values()]) t.release();
+    const configFile = path.join(dir, "config.json");
+    const original = fs.readFileSync(configFile, "utf8");
+    const config = JSON.parse(original);
+    config.resolved.learning.split = "balanced-compute";
+    fs.writeFileSync(configFile, JSON.stringify(config));
+    const refused = await loco(["train", "--resume", dir]);
+    assert.equal(refused.status, 1, show(refused));
+    assert.match(refused.stderr, /other settings \(learning\.split "balanced-memory" → "balanced-compute"\)/);
+    assert.deepEqual(checkpointsOf(dir), ["step-000000002.safetensors"], "nothing was written");
+    // Recompute computes the same gradients: a run may continue in the other mode.
+    const recompute = JSON.parse(original);
+    recompute.resolved.learning.overlap = "recompute";
+    fs.writeFileSync(configFile, JSON.stringify(recompute));
+    const resumed = await loco(["train", "--resume", dir]);
+    assert.equal(resumed.status, 0, show(resumed));
+    assert.match(resumed.stderr, /stages: 8 \(split "balanced-memory", blocks .*\), overlap recompute/);
+  });
 });

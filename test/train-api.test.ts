@@ -41,11 +41,17 @@ class TwoStageEncoder extends Module {
       this.registerModule("stage2", stage(4, 8, 2)),
     ];
   }
-  stages(): Module[] {
+  blocks(): Module[] {
     return this.#stages;
   }
-  stageChannels(): number[] {
+  blockChannels(): number[] {
     return [4, 8];
+  }
+  blockNames(): string[] {
+    return ["stage1", "stage2"];
+  }
+  naturalSplit(): number[] {
+    return [1];
   }
   override forward(x: Tensor): Tensor {
     return this.#stages[1].forward(this.#stages[0].forward(x));

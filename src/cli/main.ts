@@ -5,6 +5,8 @@ import { formatHelp, parseArgs, type OptionSpec, UsageError } from "./options";
 import { memorySpecs, runMemory } from "./memory";
 import { runTrain, trainSpecs } from "./train";
 import { embedSpecs, evalSpecs, runEmbed, runEval } from "./evaluate";
+import { exportSpecs, runExport } from "./export";
+import { finetuneSpecs, runFinetune } from "./finetune";
 import { reportSpecs, runReport } from "./report-command";
 import { experimentSpecs, runExperimentCommand } from "./experiment";
 import { launchSpecs, launchUsage, runLaunch } from "./launch";
@@ -46,6 +48,20 @@ const commands: Record<string, Command> = {
     maxPositionals: 1,
     run: runEmbed,
   },
+  finetune: {
+    summary:
+      "Fine-tune a run's encoder with a fresh linear head on 1%/10%/100% of the labels (SimCLR's recipe), or from random init.",
+    specs: finetuneSpecs,
+    usage: "loco finetune <run dir | checkpoint file> [--fraction 0.01,0.1] [--from-random-init] [options]",
+    run: runFinetune,
+  },
+  export: {
+    summary:
+      "Write a run's encoder alone as safetensors with torchvision's parameter names, and a JSON of its input size and normalisation.",
+    specs: exportSpecs,
+    usage: "loco export <run dir | checkpoint file> [--out encoder.safetensors]",
+    run: runExport,
+  },
   experiment: {
     summary:
       "Run a grid of runs (the authors' response: methods x ablations x seeds, feedback alignment, baselines), resumably; write results.{md,json,csv} and report.html.",
@@ -64,7 +80,7 @@ const commands: Record<string, Command> = {
   },
   memory: {
     summary:
-      "Measure peak training-step memory of SimCLR end to end, GIM and LoCo with the engine's counting allocator.",
+      "Measure peak training-step memory of SimCLR end to end, GIM and LoCo per split and overlap mode, per block (--blocks) and under a budget (--budget), with the engine's counting allocator.",
     specs: memorySpecs,
     run: runMemory,
   },

@@ -1,8 +1,22 @@
-// `loco memory`: peak training-step memory of each method, measured with the engine's counting
-// allocator, with ratios to end to end beside the paper's figure.
+// `loco memory`: peak training-step memory of each method, split and overlap mode, measured with
+// the engine's counting allocator, with ratios to end to end beside the paper's figure; per-block
+// activation bytes (--blocks); the largest batch and image size under a budget (--budget).
 import { getNumThreads } from "../torch";
-import { type MethodMemory, measureMethodMemory } from "../learning/memory";
-import { METHOD_NAMES, type MethodName } from "../learning/methods";
+import {
+  type MemoryMeasureOptions,
+  type MemorySetting,
+  budgetSearch,
+  measureBlocks,
+  measureMethodMemory,
+  overlapMatters,
+  parseBytes,
+  settingCuts,
+  settingOverrides,
+  stageBytes,
+} from "../learning/memory";
+import { METHOD_NAMES, type MethodName, SPLIT_NAMES, type SplitName, methodPreset } from "../learning/methods";
+import { OVERLAP_MODES, type Overlap } from "../learning/router";
+import { type BlockProfile, describeSplit } from "../learning/split";
 import type { ResNetDepth } from "../models/resnet";
 import { type OptionSpec, UsageError } from "./options";
 import { formatTable } from "./table";
@@ -30,9 +44,75 @@ export const memorySpecs: OptionSpec[] = [
   { flag: "width", type: "int", min: 1, default: 64, description: "ResNet base width" },
   { flag: "in-channels", type: "int", min: 1, default: 3, description: "input channels" },
   { flag: "methods", type: "string", default: "simclr,gim,loco", description: "comma-separated methods to measure" },
+  {
+    flag: "splits",
+    type: "string",
+    default: "resnet,balanced-memory",
+    description: `comma-separated splits to measure (${SPLIT_NAMES.join(", ")})`,
+  },
+  { flag: "stages", type: "int-list", min: 1, default: [4, 8], description: "stage counts K of the balanced splits" },
+  {
+    flag: "overlaps",
+    type: "string",
+    default: "retain,recompute",
+    description: "comma-separated overlap modes (GIM has no late messages: retain only)",
+  },
+  { flag: "blocks", type: "boolean", default: false, description: "print each block's activation bytes and FLOPs" },
+  {
+    flag: "budget",
+    type: "string",
+    description:
+      "a memory budget (e.g. 8GiB): per setting, the largest batch at --image-size and the largest image size at batch 2 (measured searches)",
+  },
   { flag: "channels-last", type: "boolean", default: false, description: "run the encoder in channels-last layout" },
-  { flag: "json", type: "boolean", default: false, description: "print a JSON array instead of the table" },
+  { flag: "json", type: "boolean", default: false, description: "print JSON instead of tables" },
 ];
+
+function listOf<T extends string>(flag: string, value: unknown, allowed: readonly T[]): T[] {
+  const items = String(value)
+    .split(",")
+    .map((m) => m.trim());
+  for (const m of items) {
+    if (!allowed.includes(m as T))
+      throw new UsageError(`--${flag}: unknown value '${m}' (expected ${allowed.join(", ")})`);
+  }
+  return items as T[];
+}
+
+/**
+ * The settings to measure: first each method with ResNet's stages and retained graphs (the rows
+ * `loco memory` always had), then per method every other (split, K, overlap).
+ */
+export function memorySettings(
+  methods: MethodName[],
+  splits: SplitName[],
+  stageCounts: number[],
+  overlaps: Overlap[],
+): MemorySetting[] {
+  const first: MemorySetting[] = [];
+  const rest: MemorySetting[] = [];
+  for (const method of methods) {
+    const modes = overlapMatters(methodPreset(method, 4)) ? overlaps : overlaps.slice(0, 1);
+    for (const split of splits) {
+      for (const stages of split === "resnet" ? [undefined] : stageCounts) {
+        for (const overlap of modes) {
+          const setting = { method, split, stages, overlap };
+          (split === "resnet" && overlap === modes[0] ? first : rest).push(setting);
+        }
+      }
+    }
+  }
+  // Ratios are to plain end to end: measured whenever simclr is listed, whatever the filters.
+  const reference: MemorySetting = { method: "simclr", split: "resnet", overlap: "retain" };
+  const isReference = (s: MemorySetting): boolean =>
+    s.method === "simclr" && s.split === "resnet" && s.overlap === "retain";
+  const all = [...first, ...rest];
+  return methods.includes("simclr") && !all.some(isReference) ? [reference, ...all] : all;
+}
+
+const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
+const label = (s: MemorySetting, cuts: number[]): string =>
+  `${s.method} ${s.split === "resnet" ? "resnet" : `${String(s.split)} K=${cuts.length + 1}`} ${s.overlap}`;
 
 export function runMemory(values: Record<string, unknown>): void {
   const methods = String(values.methods)
@@ -42,58 +122,169 @@ export function runMemory(values: Record<string, unknown>): void {
     if (!METHOD_NAMES.includes(m as MethodName))
       throw new UsageError(`--methods: unknown method '${m}' (expected ${METHOD_NAMES.join(", ")})`);
   }
+  const splits = listOf("splits", values.splits, SPLIT_NAMES);
+  const overlaps = listOf("overlaps", values.overlaps, OVERLAP_MODES);
+  let budget: number | null = null;
+  if (values.budget !== undefined) {
+    try {
+      budget = parseBytes(String(values.budget));
+    } catch (error) {
+      throw new UsageError(`--budget: ${(error as Error).message}`);
+    }
+  }
   const imageSize = values.imageSize as number;
   const depth = Number(String(values.encoder).replace("resnet", "")) as ResNetDepth;
   const stem = (values.stem as "cifar" | "imagenet" | undefined) ?? (imageSize < 96 ? "cifar" : "imagenet");
   const batchSize = values.batchSize as number;
-  const results: MethodMemory[] = [];
-  for (const method of methods as MethodName[]) {
-    if (!values.json) process.stderr.write(`measuring ${method} …\n`);
-    results.push(
-      measureMethodMemory(method, {
-        depth,
-        stem,
-        imageSize,
-        batchSize,
-        width: values.width as number,
-        inChannels: values.inChannels as number,
-        channelsLast: values.channelsLast as boolean,
-      }),
-    );
+  const options: MemoryMeasureOptions = {
+    depth,
+    stem,
+    imageSize,
+    batchSize,
+    width: values.width as number,
+    inChannels: values.inChannels as number,
+    channelsLast: values.channelsLast as boolean,
+  };
+  const progress = (m: string): void => {
+    if (!values.json) process.stderr.write(`${m}\n`);
+  };
+  // One forward per block at the measured batch: the per-stage bytes and the balanced splits' costs.
+  progress("measuring blocks …");
+  // A budget search measures other batches anyway: profile one image's views (bytes scale with the batch).
+  const { profiles, naturalSplit: natural } = measureBlocks(budget === null ? options : { ...options, batchSize: 1 });
+  const settings = memorySettings(methods as MethodName[], splits, values.stages as number[], overlaps);
+  for (const s of settings) {
+    if (s.stages !== undefined && s.stages > profiles.length)
+      throw new UsageError(
+        `--stages: ${s.stages} stages need ${s.stages} blocks, resnet${depth} has ${profiles.length}`,
+      );
   }
+  const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}, batch ${batchSize} (${2 * batchSize} views), ${getNumThreads()} threads`;
+
+  if (values.blocks) {
+    if (values.json) console.log(JSON.stringify(profiles));
+    else {
+      console.log(header);
+      console.log(
+        formatTable(
+          ["block", "index", "activation MiB", "GFLOPs", "output"],
+          profiles.map((p, i) => [
+            p.name,
+            String(i),
+            mib(p.activationBytes),
+            (p.flops / 1e9).toFixed(2),
+            p.shape.join("x"),
+          ]),
+        ),
+      );
+    }
+    return;
+  }
+  if (budget !== null) {
+    runBudget(settings, options, budget, profiles, natural, header, Boolean(values.json), progress);
+    return;
+  }
+  const rows = settings.map((s) => {
+    const cuts = settingCuts(s, profiles, natural);
+    progress(`measuring ${label(s, cuts)} …`);
+    const r = measureMethodMemory(s.method, { ...options, overrides: settingOverrides(s, cuts) });
+    return { setting: s, cuts, result: r, stages: stageBytes(profiles, cuts) };
+  });
+  const e2e = rows.find(
+    (r) => r.setting.method === "simclr" && r.setting.split === "resnet" && r.setting.overlap === "retain",
+  );
   if (values.json) {
     console.log(
       JSON.stringify(
-        results.map((r) => ({ method: r.method, peakBytes: r.peakBytes, activationPeakBytes: r.activationPeakBytes })),
+        rows.map((r) => ({
+          method: r.setting.method,
+          split: r.setting.split,
+          stages: r.cuts.length + 1,
+          overlap: r.setting.overlap,
+          cuts: r.cuts,
+          peakBytes: r.result.peakBytes,
+          activationPeakBytes: r.result.activationPeakBytes,
+          stageBytes: r.stages,
+          stepSeconds: r.result.stepSeconds,
+          stepRatio: e2e === undefined ? null : r.result.stepSeconds / e2e.result.stepSeconds,
+        })),
       ),
     );
     return;
   }
-  const e2e = results.find((r) => r.method === "simclr");
-  const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
   const ratio = (a: number | undefined, b: number): string => (a === undefined ? "-" : `${(a / b).toFixed(2)}x`);
-  console.log(
-    `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}, batch ${batchSize} (${2 * batchSize} views), ${getNumThreads()} threads`,
-  );
+  console.log(header);
   console.log(
     formatTable(
       [
-        "method",
+        "setting",
+        "blocks per stage",
+        "largest stage MiB",
         "peak MiB",
         "activation peak MiB",
-        "end-to-end / method (peak)",
-        "end-to-end / method (activations)",
-        "step s",
+        "e2e / peak",
+        "e2e / activations",
+        "step / e2e step",
       ],
-      results.map((r) => [
-        r.method,
-        mib(r.peakBytes),
-        mib(r.activationPeakBytes),
-        ratio(e2e?.peakBytes, r.peakBytes),
-        ratio(e2e?.activationPeakBytes, r.activationPeakBytes),
-        r.stepSeconds.toFixed(1),
+      rows.map((r) => [
+        label(r.setting, r.cuts),
+        describeSplit(r.cuts, profiles.length),
+        mib(Math.max(...r.stages)),
+        mib(r.result.peakBytes),
+        mib(r.result.activationPeakBytes),
+        ratio(e2e?.result.peakBytes, r.result.peakBytes),
+        ratio(e2e?.result.activationPeakBytes, r.result.activationPeakBytes),
+        e2e === undefined ? "-" : `${(r.result.stepSeconds / e2e.result.stepSeconds).toFixed(2)}x`,
       ]),
     ),
   );
   console.log(`paper (ResNet-50, ImageNet): local learning's peak is ${PAPER_MEMORY_RATIO}x lower than end to end's.`);
+}
+
+function runBudget(
+  settings: MemorySetting[],
+  options: MemoryMeasureOptions,
+  budget: number,
+  profiles: readonly BlockProfile[],
+  natural: number[],
+  header: string,
+  json: boolean,
+  progress: (m: string) => void,
+): void {
+  const rows = settings.map((s) => {
+    const cuts = settingCuts(s, profiles, natural);
+    progress(`searching ${label(s, cuts)} …`);
+    const opts = { ...options, overrides: settingOverrides(s, cuts) };
+    const found = budgetSearch(s.method, opts, budget, 32, (what, bytes) => progress(`  ${what}: ${mib(bytes)} MiB`));
+    return { setting: s, cuts, found };
+  });
+  if (json) {
+    console.log(
+      JSON.stringify(
+        rows.map((r) => ({
+          method: r.setting.method,
+          split: r.setting.split,
+          stages: r.cuts.length + 1,
+          overlap: r.setting.overlap,
+          cuts: r.cuts,
+          budgetBytes: budget,
+          batchSize: r.found.batchSize,
+          imageSize: r.found.imageSize,
+        })),
+      ),
+    );
+    return;
+  }
+  console.log(`${header}; budget ${mib(budget)} MiB (weights, gradients, activations; no optimizer state)`);
+  console.log(
+    formatTable(
+      ["setting", "blocks per stage", `largest batch at ${options.imageSize} px`, "largest image at batch 2"],
+      rows.map((r) => [
+        label(r.setting, r.cuts),
+        describeSplit(r.cuts, profiles.length),
+        String(r.found.batchSize ?? "none"),
+        r.found.imageSize === null ? "none" : `${r.found.imageSize} px`,
+      ]),
+    ),
+  );
 }

@@ -34,6 +34,20 @@ export const trainSpecs: OptionSpec[] = [
   },
   { flag: "image-size", type: "int", min: 8, description: "image folder: resize to this size", defaultText: "96" },
   {
+    flag: "readout-data-dir",
+    type: "string",
+    description: "image folder: labelled folder (train/ + val/ class folders) for the readout and kNN",
+    defaultText: "--data-dir",
+  },
+  {
+    flag: "on-bad-image",
+    type: "enum",
+    choices: ["stop", "skip"],
+    description:
+      "image folder: a file that is not a readable image stops the run, or is skipped (listed in bad-images.txt)",
+    defaultText: "stop",
+  },
+  {
     flag: "train-subset",
     type: "int",
     min: 0,
@@ -117,14 +131,14 @@ export const trainSpecs: OptionSpec[] = [
     type: "int-list",
     min: 1,
     description: "1-based stages with a loss",
-    defaultText: "the method's: simclr 4; gim, loco 1,2,3,4",
+    defaultText: "the method's: simclr K; gim, loco 1,...,K",
   },
   {
     flag: "reach",
     type: "int-list",
     min: 0,
     description: "stages below its own a loss's gradient reaches (one, or one per loss)",
-    defaultText: "simclr 3, gim 0, loco 1",
+    defaultText: "simclr K-1, gim 0, loco 1",
   },
   {
     flag: "conv-blocks",
@@ -145,6 +159,28 @@ export const trainSpecs: OptionSpec[] = [
     type: "boolean",
     default: TRAIN_DEFAULTS.headBn,
     description: "batch norm in the MLP head (--no-head-bn to drop)",
+  },
+  {
+    flag: "stages",
+    type: "int",
+    min: 1,
+    description: "encoder stages K, cut at block boundaries by --split",
+    defaultText: "4 (ResNet's own), or the --split list's length + 1",
+  },
+  {
+    flag: "split",
+    type: "string",
+    default: TRAIN_DEFAULTS.split,
+    description:
+      "where stages are cut: resnet (ResNet's four), balanced-memory, balanced-compute (K groups of blocks with the least largest activation bytes or FLOPs), or block indices where stages 2..K begin (e.g. 4,8,14)",
+  },
+  {
+    flag: "overlap",
+    type: "enum",
+    choices: ["retain", "recompute"],
+    default: TRAIN_DEFAULTS.overlap,
+    description:
+      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients)",
   },
   {
     flag: "schedule",

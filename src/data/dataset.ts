@@ -40,6 +40,20 @@ export type SourceSpec =
       path: string;
       count: number;
     }
+  | {
+      kind: "image-files";
+      /** The folder the files were listed from (for messages). */
+      root: string;
+      files: string[];
+      channels: number;
+      /** The output size: images are decoded, cropped and resized to it as they are loaded. */
+      height: number;
+      width: number;
+      /** What to do with a file that fails to decode: stop with its path, or skip it (./stream.ts). */
+      onBadImage: "stop" | "skip";
+      /** Files found bad while listing (skipped already; reported by the loader). */
+      listedBad: { file: string; reason: string }[];
+    }
   | { kind: "subset"; base: SourceSpec; indices: Int32Array }
   | { kind: "concat"; parts: SourceSpec[] };
 
@@ -274,6 +288,42 @@ export class Stl10FileImages implements ImageSource {
   }
 }
 
+// ---- streamed image files (./stream.ts decodes them) ------------------------------------------------
+
+/**
+ * The files of a streamed image folder. Their pixels exist only while a loader prepares a batch:
+ * it decodes each image with the batch's random crop (./stream.ts), so read() is refused.
+ */
+export class ImageFiles implements ImageSource {
+  constructor(readonly description: Extract<SourceSpec, { kind: "image-files" }>) {}
+
+  get count(): number {
+    return this.description.files.length;
+  }
+  get channels(): number {
+    return this.description.channels;
+  }
+  get height(): number {
+    return this.description.height;
+  }
+  get width(): number {
+    return this.description.width;
+  }
+
+  read(): Uint8Array {
+    throw new Error(
+      `${this.description.root}: a streamed image folder is read through a DataLoader, which decodes and crops ` +
+        `each image as it loads it; open the folder with stream: false to hold decoded images in memory`,
+    );
+  }
+
+  spec(): SourceSpec {
+    return this.description;
+  }
+
+  close(): void {}
+}
+
 /** Opens the source a SourceSpec describes (used by loader workers). */
 export function openSource(spec: SourceSpec): ImageSource {
   switch (spec.kind) {
@@ -281,6 +331,8 @@ export function openSource(spec: SourceSpec): ImageSource {
       return new MemoryImages(spec.buffer, spec.count, spec.channels, spec.height, spec.width);
     case "stl10-file":
       return new Stl10FileImages(spec.path, spec.count);
+    case "image-files":
+      return new ImageFiles(spec);
     case "subset":
       return new SubsetImages(openSource(spec.base), spec.indices);
     case "concat":

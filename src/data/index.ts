@@ -6,6 +6,8 @@ export * from "./mnist";
 export * from "./cifar";
 export * from "./stl10";
 export * from "./folder";
+export * from "./stream";
+export * from "./synthetic";
 export * from "./augment";
 export * from "./loader";
 export * from "./datasets";

@@ -16,16 +16,25 @@
 // augment them (each with one libtorch thread by default) and transfer the float32 pixels back, and
 // the main thread only wraps them in tensors. Each batch reports waitMs, the time next() kept the
 // caller waiting, so a trainer can log the share of step time spent waiting for data.
+//
+// Streamed image folders (./stream.ts) go through the same loader: the workers decode each image
+// with its crop as they prepare a batch (one batch at a time per worker), under the same
+// determinism contract; files found bad are collected here (badImages, onBadImage, badImagesFile).
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import { type Tensor, fromTypedArray, keep } from "../torch";
 import { Augmentation, type AugmentConfig } from "./augment";
 import type { ImageDataset } from "./dataset";
+import { type BadImage, BadImageError } from "./folder";
 import { type PreparedBatch, prepareBatch } from "./prepare";
+import { type StreamedFiles, prepareStreamingBatch, streamedFiles } from "./stream";
 import { Rng } from "./rng";
 import type { WorkerInit, WorkerReply, WorkerRequest } from "./worker";
 
 const SHUFFLE_STREAM = 0x5f1;
+/** How long close() waits for a worker to exit before terminating it. */
+const CLOSE_GRACE_MS = 10_000;
 
 /** Where a loader stands: the next batch it returns is batch `batch` of epoch `epoch`. */
 export interface LoaderPosition {
@@ -56,6 +65,10 @@ export interface LoaderOptions {
   prefetch?: number;
   /** Start here instead of (0, 0): resume from a saved `position`. */
   start?: LoaderPosition;
+  /** Streamed image folders: told about each bad file skipped (once per file). */
+  onBadImage?: (bad: BadImage) => void;
+  /** Streamed image folders: keep the list of skipped files here ("path<TAB>reason" lines, rewritten atomically). */
+  badImagesFile?: string;
   /** This rank's shard of each global batch (data parallel; needs dropLast). Default: no sharding. */
   shard?: { rank: number; count: number };
 }
@@ -84,13 +97,16 @@ export interface LoaderStats {
   prepareMs: number;
 }
 
+/** A prepared batch; streamed folders add the dataset index behind each position and the bad files found. */
+type Prepared = PreparedBatch & { indices?: Int32Array; bad?: BadImage[] };
+
 interface Job {
-  promise: Promise<PreparedBatch>;
+  promise: Promise<Prepared>;
   indices: Int32Array;
 }
 
 interface Pending {
-  resolve: (b: PreparedBatch) => void;
+  resolve: (b: Prepared) => void;
   reject: (e: Error) => void;
   worker: number;
 }
@@ -126,6 +142,10 @@ export class DataLoader {
   #failure: Error | null = null;
   #closed = false;
   #stats: LoaderStats = { batches: 0, waitMs: 0, prepareMs: 0 };
+  readonly #streamed: StreamedFiles | null;
+  readonly #bad = new Map<string, string>();
+  readonly #onBadImage?: (bad: BadImage) => void;
+  readonly #badImagesFile?: string;
 
   constructor(dataset: ImageDataset, options: LoaderOptions) {
     this.dataset = dataset;
@@ -178,7 +198,19 @@ export class DataLoader {
     const workers = options.workers ?? 1;
     positiveInt(workers, "workers", 0);
     const threads = positiveInt(options.workerThreads ?? 1, "workerThreads");
-    const init: WorkerInit = { source: dataset.images.spec(), configs: this.configs, seed: this.seed };
+    const spec = dataset.images.spec();
+    this.#streamed = streamedFiles(spec);
+    this.#onBadImage = options.onBadImage;
+    this.#badImagesFile = options.badImagesFile;
+    if (this.#badImagesFile !== undefined && fs.existsSync(this.#badImagesFile)) {
+      // A resumed run: keep the files an earlier part of it skipped.
+      for (const line of fs.readFileSync(this.#badImagesFile, "utf8").split("\n")) {
+        const [file, reason] = line.split("\t");
+        if (file) this.#bad.set(file, reason ?? "");
+      }
+    }
+    if (this.#streamed !== null) this.#noteBad(this.#streamed.listedBad);
+    const init: WorkerInit = { source: spec, configs: this.configs, seed: this.seed };
     for (let w = 0; w < workers; w++) this.#workers.push(this.#spawn(w, init, threads));
   }
 
@@ -190,6 +222,11 @@ export class DataLoader {
   /** Cumulative timings since construction (or resetStats). */
   get stats(): LoaderStats {
     return { ...this.#stats };
+  }
+
+  /** Streamed image folders: the files skipped so far (listed when opened, or found bad while decoding). */
+  get badImages(): BadImage[] {
+    return [...this.#bad].map(([file, reason]) => ({ file, reason }));
   }
 
   resetStats(): void {
@@ -242,6 +279,8 @@ export class DataLoader {
     }
     this.#jobs.delete(`${epoch}:${batch}`);
     const prepared = await job.promise;
+    if (prepared.bad !== undefined) this.#noteBad(prepared.bad);
+    const indices = prepared.indices ?? job.indices;
     const views = prepared.views.map((v, i) => keep(fromTypedArray(v, prepared.shapes[i])));
     const labels = this.dataset.labels;
     const labelTensor =
@@ -249,8 +288,8 @@ export class DataLoader {
         ? null
         : keep(
             fromTypedArray(
-              BigInt64Array.from(job.indices, (i) => BigInt(labels[i])),
-              [job.indices.length],
+              BigInt64Array.from(indices, (i) => BigInt(labels[i])),
+              [indices.length],
             ),
           );
     const next = this.#after({ epoch, batch });
@@ -263,7 +302,7 @@ export class DataLoader {
     return {
       views,
       labels: labelTensor,
-      indices: job.indices,
+      indices,
       epoch,
       batch,
       waitMs,
@@ -293,7 +332,9 @@ export class DataLoader {
     const exits = this.#workers.map(
       (w) =>
         new Promise<void>((resolve) => {
-          const timer = setTimeout(() => void w.terminate(), 2000);
+          // A worker finishes its current image (streamed folders) or batch first; terminating it
+          // inside a native call would abort the process, so the grace period is generous.
+          const timer = setTimeout(() => void w.terminate(), CLOSE_GRACE_MS);
           w.once("exit", () => {
             clearTimeout(timer);
             resolve();
@@ -306,6 +347,22 @@ export class DataLoader {
     for (const p of this.#pending.values()) p.reject(new Error("DataLoader closed"));
     this.#pending.clear();
     this.#workers = [];
+  }
+
+  /** Records newly found bad files: tells onBadImage and rewrites badImagesFile. */
+  #noteBad(found: readonly BadImage[]): void {
+    const fresh = found.filter((b) => !this.#bad.has(b.file));
+    if (fresh.length === 0) return;
+    for (const b of fresh) {
+      this.#bad.set(b.file, b.reason);
+      this.#onBadImage?.(b);
+    }
+    if (this.#badImagesFile !== undefined) {
+      const text = this.badImages.map((b) => `${b.file}\t${b.reason.replace(/\s+/g, " ")}\n`).join("");
+      const tmp = `${this.#badImagesFile}.tmp-${process.pid}`;
+      fs.writeFileSync(tmp, text);
+      fs.renameSync(tmp, this.#badImagesFile);
+    }
   }
 
   #normalise(): void {
@@ -324,7 +381,20 @@ export class DataLoader {
     let job = this.#jobs.get(key);
     if (job !== undefined) return job;
     const indices = this.batchIndices(epoch, batch);
-    if (this.#workers.length === 0) {
+    if (this.#workers.length === 0 && this.#streamed !== null) {
+      const known = new Set(this.#bad.keys());
+      const promise = prepareStreamingBatch(
+        this.#streamed,
+        this.#augmentations,
+        indices,
+        this.seed,
+        epoch,
+        batch,
+        known,
+      );
+      promise.catch(() => {}); // as below: reported when awaited
+      job = { promise, indices };
+    } else if (this.#workers.length === 0) {
       let result: PreparedBatch;
       try {
         const skip = this.shardRank * this.batchSize;
@@ -338,9 +408,7 @@ export class DataLoader {
       const id = this.#nextJobId++;
       const w = this.#jobsSent++ % this.#workers.length;
       const worker = this.#workers[w];
-      const promise = new Promise<PreparedBatch>((resolve, reject) =>
-        this.#pending.set(id, { resolve, reject, worker: w }),
-      );
+      const promise = new Promise<Prepared>((resolve, reject) => this.#pending.set(id, { resolve, reject, worker: w }));
       promise.catch(() => {}); // a discarded job's failure is reported only if someone awaits it
       worker.ref();
       const msg: WorkerRequest = { type: "job", id, indices, epoch, batch, skip: this.shardRank * this.batchSize };
@@ -364,9 +432,11 @@ export class DataLoader {
       if ([...this.#pending.values()].every((p) => p.worker !== index)) worker.unref();
       if ("error" in reply)
         pending.reject(
-          new Error(`DataLoader: preparing a batch of ${this.dataset.name} failed in a worker: ${reply.error}`),
+          reply.badImage !== undefined
+            ? new BadImageError(reply.badImage.file, reply.badImage.reason)
+            : new Error(`DataLoader: preparing a batch of ${this.dataset.name} failed in a worker: ${reply.error}`),
         );
-      else pending.resolve({ views: reply.views, shapes: reply.shapes, prepareMs: reply.prepareMs });
+      else pending.resolve(reply);
     });
     const fail = (error: Error): void => {
       if (this.#closed) return;

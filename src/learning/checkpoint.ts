@@ -30,6 +30,8 @@ export interface CheckpointMeta {
   schedule?: { step: number; lrs: number[] };
   /** The resolved training options the run was started with (JSON). */
   config?: Record<string, unknown>;
+  /** Block indices where encoder stages 2…K begin (absent in older checkpoints: the encoder's own stages). */
+  split?: number[];
   /** Anything else the trainer wants back (metrics so far, timings). */
   extra?: Record<string, unknown>;
 }
@@ -136,6 +138,8 @@ function metaProblem(meta: CheckpointMeta): string | null {
       return `'schedule' must be { step, lrs } (a step count and finite learning rates), got ${JSON.stringify(meta.schedule)}`;
     }
   }
+  if (meta.split !== undefined && !(Array.isArray(meta.split) && meta.split.every(isCount)))
+    return `'split' must be an array of block indices, got ${JSON.stringify(meta.split)}`;
   if (
     meta.config !== undefined &&
     (typeof meta.config !== "object" || meta.config === null || Array.isArray(meta.config))

@@ -6,6 +6,7 @@ import type { Module } from "../nn/module";
 import { ResNet, type ResNetDepth, type ResNetStem } from "../models/resnet";
 import { stageForward } from "../eval/features";
 import type { StagedEncoder } from "./learner";
+import { naturalStages } from "./split";
 
 /** An encoder the trainer can train and read out: a Module whose stages run in sequence. */
 export type RunEncoder = Module & StagedEncoder;
@@ -51,11 +52,11 @@ export function describeEncoder(options: EncoderOptions): string {
 export function encoderFeatures(encoder: RunEncoder): (images: Tensor) => Tensor {
   const withFeatures = encoder as RunEncoder & { forwardFeatures?: (x: Tensor) => Tensor };
   if (typeof withFeatures.forwardFeatures === "function") return (x) => withFeatures.forwardFeatures!(x);
-  const stages = encoder.stages();
+  const stages = naturalStages(encoder);
   return stageForward(stages, stages.length - 1);
 }
 
 /** The width of encoderFeatures' output. */
 export function encoderFeatureDim(encoder: RunEncoder): number {
-  return encoder.stageChannels().at(-1)!;
+  return encoder.blockChannels().at(-1)!;
 }

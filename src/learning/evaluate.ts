@@ -13,6 +13,7 @@ import { removeStaleTemporaries } from "./checkpoint";
 import { encoderFeatures } from "./encoders";
 import { TrainingError } from "./errors";
 import { evalBatches } from "./readout";
+import { naturalStages } from "./split";
 import { checkOutputFile, writeJsonAtomic } from "./rundir";
 import { openRun, readRunConfig, runDirOf } from "./runs";
 
@@ -124,7 +125,7 @@ export async function embedRun(
     const set =
       stage === 4
         ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
-        : (await extractStageFeatures(run.encoder.stages(), batches(), [stage - 1], { module: run.encoder }))[0];
+        : (await extractStageFeatures(naturalStages(run.encoder), batches(), [stage - 1], { module: run.encoder }))[0];
     try {
       saveSafetensors(
         file,

@@ -1,17 +1,29 @@
 export { ntXent } from "./ntxent";
-export { routeStep, validateLosses, type Forwardable, type StageLoss, type RouteResult } from "./router";
+export {
+  routeStep,
+  validateLosses,
+  OVERLAP_MODES,
+  type Forwardable,
+  type StageLoss,
+  type RouteResult,
+  type RouteOptions,
+  type Overlap,
+} from "./router";
 export { Decoder, type DecoderOptions } from "./decoder";
 export {
   METHOD_NAMES,
   FEEDBACK_MODES,
+  SPLIT_NAMES,
   methodPreset,
   resolveLosses,
   type MethodName,
   type FeedbackMode,
   type LocalLearningConfig,
   type ResolvedLoss,
+  type SplitName,
+  type SplitSpec,
 } from "./methods";
-export { LocalLearner, type StagedEncoder, type LearnerStepResult } from "./learner";
+export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,
   readMetrics,
@@ -44,3 +56,19 @@ export { type TrainModel, buildTrainModel, disposeTrainModel } from "./model";
 export { guardedStep, type StepProblem } from "./step";
 export { writeJsonAtomic, writeFileAtomic, openRunDirectory, checkFreeSpace } from "./rundir";
 export { embedRun, evaluateRun, type EmbedRunOptions, type EvaluateRunOptions, type RunEvaluation } from "./evaluate";
+export {
+  balancedCuts,
+  buildStages,
+  describeSplit,
+  naturalStages,
+  naturalStageChannels,
+  parseSplit,
+  profileBlocks,
+  resolveSplit,
+  stageCountOf,
+  validateCuts,
+  type BlockProfile,
+  type SplitRequest,
+} from "./split";
+export { finetune, defaultFinetuneEpochs, type FinetuneOptions, type FinetuneResult } from "./finetune";
+export { exportEncoder, infoPathFor, type EncoderInfo, type ExportResult } from "./export";

@@ -10,13 +10,29 @@ import { Decoder } from "./decoder";
 import { type LocalLearningConfig, type ResolvedLoss, resolveLosses } from "./methods";
 import { ntXent } from "./ntxent";
 import { type StageLoss, routeStep } from "./router";
+import { buildStages, resolveSplit } from "./split";
 
-/** What the learner needs from an encoder: its stages as modules and their output channels. */
+/**
+ * What the learner needs from an encoder: the encoder as a sequence of blocks (its output is
+ * blocks[n−1](…blocks[0](x))), so that stages can be cut at any block boundary.
+ */
 export interface StagedEncoder {
-  stages(): Module[];
-  stageChannels(): number[];
+  /** The blocks in order (for ResNet: the stem, then every residual block); views over the encoder's modules. */
+  blocks(): Module[];
+  /** Output channels of each block. */
+  blockChannels(): number[];
+  /** A readable name per block ("stem", "layer1.0", …). */
+  blockNames(): string[];
+  /** Block indices where the encoder's own stages 2, 3, … begin (the "resnet" split). */
+  naturalSplit(): number[];
   /** The encoder's residual block type, used for decoder conv blocks. */
   readonly block?: BlockType;
+}
+
+export interface LearnerOptions {
+  generator?: Generator;
+  /** One input's shape [C, H, W]: needed by the balanced splits, which profile the blocks on it. */
+  inputShape?: readonly number[];
 }
 
 export interface LearnerStepResult {
@@ -29,13 +45,17 @@ export class LocalLearner extends Module {
   readonly decoders: ModuleList;
   readonly config: LocalLearningConfig;
   readonly #stages: Module[];
+  /** Block indices where stages 2…K begin (the resolved split). */
+  readonly split: number[];
   /** Sequential schedule: index into `losses` of the phase being trained; null when simultaneous. */
   #phase: number | null = null;
 
-  constructor(encoder: StagedEncoder, config: LocalLearningConfig, options: { generator?: Generator } = {}) {
+  constructor(encoder: StagedEncoder, config: LocalLearningConfig, options: LearnerOptions = {}) {
     super();
-    this.#stages = encoder.stages();
-    const channels = encoder.stageChannels();
+    this.split = resolveSplit(encoder, config, options.inputShape);
+    this.#stages = buildStages(encoder, this.split);
+    const blockChannels = encoder.blockChannels();
+    const channels = [...this.split, blockChannels.length].map((end) => blockChannels[end - 1]);
     this.config = config;
     this.losses = resolveLosses(config, this.#stages.length);
     this.decoders = this.registerModule(
@@ -128,7 +148,7 @@ export class LocalLearner extends Module {
         loss: (z: Tensor) => ntXent(z, l.temperature),
       };
     });
-    const result = routeStep(this.#stages, specs, views);
+    const result = routeStep(this.#stages, specs, views, { overlap: this.config.overlap });
     const lossValues = new Array<number>(this.losses.length).fill(NaN);
     active.forEach((i, j) => (lossValues[i] = result.lossValues[j]));
     return { lossValues };

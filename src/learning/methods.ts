@@ -1,6 +1,8 @@
 // The methods as presets of one mechanism (docs/methods.md): losses at which stages, reach, decoder
 // conv blocks c, MLP depth m, head BN, temperature per stage, schedule.
 
+import type { Overlap } from "./router";
+
 export type MethodName = "simclr" | "gim" | "loco";
 export const METHOD_NAMES: readonly MethodName[] = ["simclr", "gim", "loco"];
 
@@ -11,6 +13,15 @@ export const METHOD_NAMES: readonly MethodName[] = ["simclr", "gim", "loco"];
  */
 export type FeedbackMode = "backprop" | "alignment";
 export const FEEDBACK_MODES: readonly FeedbackMode[] = ["backprop", "alignment"];
+
+/**
+ * How the encoder's blocks are cut into stages: "resnet" keeps the encoder's own stages (ResNet's
+ * four); the balanced splits cut K contiguous groups minimising the largest group's activation
+ * bytes or FLOPs; a list gives the block indices where stages 2…K begin.
+ */
+export type SplitName = "resnet" | "balanced-memory" | "balanced-compute";
+export const SPLIT_NAMES: readonly SplitName[] = ["resnet", "balanced-memory", "balanced-compute"];
+export type SplitSpec = SplitName | number[];
 
 export interface LocalLearningConfig {
   /** 1-based stages that carry a loss (S_1 … S_K). */
@@ -29,6 +40,12 @@ export interface LocalLearningConfig {
   schedule: "simultaneous" | "sequential";
   /** Backward pass of the encoder's and decoders' conv and linear layers (default "backprop"). */
   feedback?: FeedbackMode;
+  /** Encoder stages K (default: the encoder's own count, or the split list's length + 1). */
+  stages?: number;
+  /** Where stages are cut (default "resnet"). */
+  split?: SplitSpec;
+  /** Keep a stage's graph for messages from higher losses, or recompute it (default "retain"; router.ts). */
+  overlap?: Overlap;
 }
 
 /** The preset for a method on an encoder with `stageCount` stages (K). */

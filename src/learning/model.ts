@@ -8,6 +8,7 @@ import { Adam } from "../optim/adam";
 import { type RunEncoder, buildRunEncoder } from "./encoders";
 import { LocalLearner } from "./learner";
 import type { TrainOptions } from "./options";
+import { TrainingError } from "./errors";
 
 export type AnyOptimizer = LARS | SGD | Adam;
 
@@ -81,7 +82,17 @@ export function buildTrainModel(options: TrainOptions, inChannels: number): Trai
   const encoder = buildRunEncoder(options, inChannels);
   let learner: LocalLearner | null = null;
   try {
-    learner = new LocalLearner(encoder, options.learning, { generator: new Generator(options.seed + 1) });
+    const side = options.augment.size;
+    const [viewHeight, viewWidth] = typeof side === "number" ? [side, side] : side;
+    try {
+      learner = new LocalLearner(encoder, options.learning, {
+        generator: new Generator(options.seed + 1),
+        // The balanced splits measure the blocks on one input of the views' shape.
+        inputShape: [inChannels, viewHeight, viewWidth],
+      });
+    } catch (error) {
+      throw new TrainingError(`learning: ${(error as Error).message}`, 2);
+    }
     const named: [string, Tensor][] = [
       ...encoder.namedParameters().map(([k, v]): [string, Tensor] => [`encoder.${k}`, v]),
       ...learner.decoders.namedParameters().map(([k, v]): [string, Tensor] => [`decoders.${k}`, v]),

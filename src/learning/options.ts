@@ -6,6 +6,7 @@ import * as path from "node:path";
 import { getNumThreads } from "../torch";
 import { type AugmentConfig, type NormalizeConfig, grayscale, simclrCifar, simclrImagenet } from "../data/augment";
 import { DATASET_NAMES, type DatasetName, type DatasetSpec } from "../data/datasets";
+import { BAD_IMAGE_POLICIES, type BadImagePolicy } from "../data/folder";
 import { datasetFacts } from "../data/registry";
 import type { ResNetDepth, ResNetStem } from "../models/resnet";
 import { TrainingError } from "./errors";
@@ -18,7 +19,10 @@ import {
   type MethodName,
   methodPreset,
   resolveLosses,
+  type SplitSpec,
 } from "./methods";
+import { OVERLAP_MODES, type Overlap } from "./router";
+import { parseSplit, stageCountOf } from "./split";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
@@ -104,6 +108,10 @@ export interface TrainInput {
   dataDir?: string;
   /** Image folders: resize to this size (default 96). */
   imageSize?: number;
+  /** Image folders: a file that is not a readable image stops the run (default), or is skipped and listed. */
+  onBadImage?: BadImagePolicy;
+  /** Image folders: a labelled folder for the readout and kNN (default: dataDir). */
+  readoutDataDir?: string;
   /** Pretrain on a deterministic subset of this many images (0: all). */
   trainSubset?: number;
   encoder?: EncoderName;
@@ -130,6 +138,12 @@ export interface TrainInput {
   schedule?: ScheduleName;
   /** Backward pass of conv and linear layers: exact backprop, or feedback alignment. */
   feedback?: FeedbackMode;
+  /** Encoder stages K (default: 4, ResNet's own, or the split list's length + 1). */
+  stages?: number;
+  /** Where stages are cut: "resnet", "balanced-memory", "balanced-compute", or block indices ("4,8,14"). */
+  split?: string | SplitSpec;
+  /** A stage graph awaiting a message from a higher loss: keep it, or recompute it. */
+  overlap?: Overlap;
   augment?: AugmentPreset;
   seed?: number;
   /** Default: the machine's cores. */
@@ -162,6 +176,7 @@ export const TRAIN_DEFAULTS = {
   method: "simclr",
   dataset: "fashion-mnist",
   imageSize: 96,
+  onBadImage: "stop",
   trainSubset: 0,
   encoder: "resnet18",
   width: 16,
@@ -176,6 +191,8 @@ export const TRAIN_DEFAULTS = {
   headBn: true,
   schedule: "simultaneous",
   feedback: "backprop",
+  split: "resnet",
+  overlap: "retain",
   augment: "auto",
   seed: 0,
   workers: 1,
@@ -265,7 +282,15 @@ export function completeTrainInput(input: TrainInput): TrainInput & typeof TRAIN
 
 /** The method's settings after the user's overrides (losses, reach, c, m, temperature, schedule). */
 function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: MethodName): LocalLearningConfig {
-  const preset = methodPreset(method, 4);
+  let split: SplitSpec;
+  try {
+    split = typeof v.split === "string" ? parseSplit(v.split) : parseSplit(String(v.split));
+  } catch (error) {
+    throw new TrainingError(`split: ${(error as Error).message}`, 2);
+  }
+  const stages = v.stages === undefined ? undefined : integer("stages", v.stages, 1);
+  const stageCount = stageCountOf({ stages, split }, 4);
+  const preset = methodPreset(method, stageCount);
   const list = (field: string, value: unknown, min: number): number[] => {
     const items = Array.isArray(value) ? value : [value];
     if (items.length === 0) throw invalid(field, "one number or a list", value);
@@ -286,6 +311,9 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
     feedback: oneOf("feedback", v.feedback, FEEDBACK_MODES),
+    stages: stageCount,
+    split,
+    overlap: oneOf("overlap", v.overlap, OVERLAP_MODES),
   };
 }
 
@@ -300,7 +328,12 @@ function resolveData(
   if (dir === undefined) throw new TrainingError(`dataDir: required for the dataset ${dataset}`, 2);
   const imageSize = integer("imageSize", v.imageSize, 8);
   const nativeSize = facts.nativeSize ?? imageSize;
-  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize } : {}) };
+  const onBadImage = oneOf("onBadImage", v.onBadImage, BAD_IMAGE_POLICIES);
+  const base: DatasetSpec = { name: dataset, dir, ...(dataset === "folder" ? { size: imageSize, onBadImage } : {}) };
+  // An unlabelled pretraining folder is read out on a labelled one (readoutDataDir).
+  const readoutDir = v.readoutDataDir;
+  if (readoutDir !== undefined && dataset !== "folder")
+    throw new TrainingError(`readoutDataDir (--readout-data-dir): only for the folder dataset, not ${dataset}`, 2);
   const trainSubset = integer("trainSubset", v.trainSubset, 0);
   const normalize = facts.normalize;
   const augmentPreset = oneOf("augment", v.augment, AUGMENT_PRESETS);
@@ -323,11 +356,13 @@ function resolveData(
     pretrainData: {
       ...base,
       split: facts.pretrainSplit,
+      // Image folders stream the pretraining images (decoded and cropped as they are loaded).
+      ...(dataset === "folder" ? { stream: true } : {}),
       ...(trainSubset > 0 ? { subset: { count: trainSubset, seed } } : {}),
     },
     // Readout and kNN read the whole labelled train split (strided to their sizes), not the subset.
-    trainData: { ...base, split: "train" },
-    testData: { ...base, split: "test" },
+    trainData: { ...base, dir: readoutDir ?? dir, split: "train" },
+    testData: { ...base, dir: readoutDir ?? dir, split: "test" },
     augment,
     normalize,
   };
@@ -358,13 +393,13 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
   const learning = resolveLearning(v, method);
   if (v.encoderFactory === undefined) {
-    // The ResNets have 4 stages: a loss at stage 9, a stage listed twice or a temperature list of
-    // the wrong length is a usage error here, before anything is written (a custom encoder's
-    // stages are known only once it is built).
+    // A loss at stage 9, a stage listed twice or a temperature list of the wrong length is a usage
+    // error here, before anything is written (a custom encoder's stages are known only once built).
+    const stageCount = learning.stages ?? 4;
     try {
-      resolveLosses(learning, 4);
+      resolveLosses(learning, stageCount);
     } catch (error) {
-      throw new TrainingError(`${(error as Error).message} (the encoder has 4 stages)`, 2);
+      throw new TrainingError(`${(error as Error).message} (the encoder has ${stageCount} stages)`, 2);
     }
   }
   return {

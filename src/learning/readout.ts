@@ -10,6 +10,7 @@ import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/feature
 import { type EvaluateResult, type EvaluateStage, evaluateEncoder, trainSupervised } from "../eval/baselines";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
+import { naturalStages } from "./split";
 
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
 export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
@@ -217,7 +218,7 @@ export async function readoutReport(
     },
   };
   if (options.perStage) {
-    const stages = encoder.stages();
+    const stages = naturalStages(encoder);
     result.perStage = [];
     for (let k = 0; k < stages.length; k++) {
       const r = await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);

@@ -49,14 +49,26 @@ export function compareRunConfigs(
   now: TrainOptions,
 ): { refused: string[]; changed: string[] } {
   const strip = (key: string, v: unknown): unknown =>
-    // The dataset may have moved: its folder is not part of the run's identity.
+    // The dataset may have moved: its folder is not part of the run's identity. The overlap mode
+    // changes memory and time, not gradients.
     key === "pretrainData" && v !== null && typeof v === "object"
       ? { ...(v as Record<string, unknown>), dir: undefined }
-      : v;
+      : key === "learning" && v !== null && typeof v === "object"
+        ? { ...(v as Record<string, unknown>), overlap: undefined }
+        : v;
   const differs = (key: string): boolean =>
     canonical(strip(key, saved[key])) !== canonical(strip(key, now[key as keyof TrainOptions]));
-  const describe = (key: string): string =>
-    `${key} ${shortJson(saved[key])} → ${shortJson(now[key as keyof TrainOptions])}`;
+  const isObject = (v: unknown): v is Record<string, unknown> =>
+    v !== null && typeof v === "object" && !Array.isArray(v);
+  const describe = (key: string): string => {
+    const [a, b] = [strip(key, saved[key]), strip(key, now[key as keyof TrainOptions])];
+    if (!isObject(a) || !isObject(b)) return `${key} ${shortJson(saved[key])} → ${shortJson(b)}`;
+    // Name the fields that differ inside an object setting (learning.split, encoder.width).
+    const fields = [...new Set([...Object.keys(a), ...Object.keys(b)])].filter(
+      (f) => canonical(a[f]) !== canonical(b[f]),
+    );
+    return fields.map((f) => `${key}.${f} ${shortJson(a[f])} → ${shortJson(b[f])}`).join("; ");
+  };
   return {
     refused: RUN_DEFINING.filter((k) => k in saved && differs(k)).map(describe),
     changed: RUN_ADJUSTABLE.filter((k) => k in saved && differs(k)).map(describe),
@@ -118,6 +130,15 @@ export function restoreRun(
   const meta = checkpoint.meta;
   try {
     if (meta.config !== undefined) checkResumeConfig(meta.config, options, checkpoint.path, log);
+    // A balanced split is re-measured on resume: the stages must still be the ones trained.
+    // Checkpoints without a split are older than splits: they trained the encoder's own stages.
+    const savedSplit = meta.split ?? model.encoder.naturalSplit();
+    if (JSON.stringify(savedSplit) !== JSON.stringify(model.learner.split)) {
+      throw new TrainingError(
+        `${checkpoint.path}: the run's stages begin at blocks [${savedSplit.join(", ")}], this resume's at ` +
+          `[${model.learner.split.join(", ")}]; resuming would train other stages: resume with the run's own --stages/--split`,
+      );
+    }
     if (meta.position.epoch * stepsPerEpoch + meta.position.batch !== meta.step) {
       throw new TrainingError(
         `${checkpoint.path}: inconsistent run state: step ${meta.step} but loader position epoch ${meta.position.epoch} batch ${meta.position.batch} ` +

@@ -1,6 +1,7 @@
 // The gradient router of docs/methods.md: losses at chosen stages, a reach per loss, and gradients moved
 // between stages as explicit messages (vector-Jacobian products), in the memory-efficient order.
 import { type Tensor, backward, noGrad, scope } from "../torch";
+import { withoutRunningStatsUpdate } from "../nn/layers";
 
 /** Anything with a forward pass and parameters: an encoder stage or a decoder. */
 export interface Forwardable {
@@ -25,6 +26,8 @@ export interface RouteResult {
   lossValues: number[];
   /** Backward passes run through each stage's graph. */
   passesPerStage: number[];
+  /** Forward passes recomputed for late messages, per stage (all 0 with overlap "retain"). */
+  recomputesPerStage: number[];
 }
 
 /** Throws when the losses do not fit the stages. */
@@ -45,25 +48,43 @@ export function validateLosses(stageCount: number, losses: readonly StageLoss[])
 }
 
 /**
- * Runs one training step's forward and backward: parameters of stages and decoders accumulate
- * their gradients (call the optimizer afterwards). Each stage runs on a detached copy of its input,
- * so each has its own graph G_k; a loss at stage k sends the message ∂L_k/∂h_k down through its
- * reach, one backward pass per stage, asking autograd for the input gradient only when the message
- * continues below. Each loss is backpropagated as soon as its stage's forward is done, and the last
- * pass through a graph runs without retainGraph, which frees that graph's saved activations: with
- * reach r at most r+1 stage graphs are alive at once.
- *
- * Stages that no loss reaches run without recording a graph.
+ * What happens to a stage's graph between its own backward pass and a later message from a higher
+ * loss (LoCo's bridge from L_{k+1}, or end to end's single loss):
+ * - "retain": the graph stays alive until its last pass (fast; LoCo then holds two stage graphs);
+ * - "recompute": a graph lives only for a pass at its stage's own time; a later message recomputes
+ *   the stage from its saved input (batch norm running statistics untouched, so they are updated
+ *   once per step), runs its pass and frees it again. Same gradients for dropout-free stages; about
+ *   one extra forward pass per late pass; peak memory near one stage graph plus a decoder.
  */
-export function routeStep(stages: readonly Forwardable[], losses: readonly StageLoss[], input: Tensor): RouteResult {
-  validateLosses(stages.length, losses);
-  const stageCount = stages.length;
-  // Messages reaching stage j with the same remaining reach ρ are summed and sent in one pass
-  // (docs/methods.md, "The gradient router"): count, per (stage, ρ), how many will arrive, and per stage how many
-  // distinct passes it will see (the last one may free the stage's graph).
+export type Overlap = "retain" | "recompute";
+export const OVERLAP_MODES: readonly Overlap[] = ["retain", "recompute"];
+
+export interface RouteOptions {
+  /** Default "retain". */
+  overlap?: Overlap;
+}
+
+/** The backward passes a step will run, planned before its forward. */
+interface PassPlan {
+  /** Messages each (stage, remaining reach) group waits for before its pass runs. */
+  expected: Map<string, number>;
+  /** Passes through each stage's graph. */
+  passes: number[];
+  /** Whether a pass through the stage sends a message further down (needs the input gradient). */
+  needsInputGrad: boolean[];
+  /** Whether the stage's own loss runs its pass at once (no message from above joins its group). */
+  onTime: boolean[];
+}
+
+/**
+ * Messages reaching stage j with the same remaining reach ρ are summed and sent in one pass
+ * (docs/methods.md, "The gradient router"): counts, per (stage, ρ), how many will arrive, and per stage how many
+ * distinct passes it will see (the last one may free the stage's graph).
+ */
+function planPasses(stageCount: number, losses: readonly StageLoss[]): PassPlan {
   const groups = new Set<string>();
   const expected = new Map<string, number>();
-  const passesLeft = new Array<number>(stageCount).fill(0);
+  const passes = new Array<number>(stageCount).fill(0);
   const needsInputGrad = new Array<boolean>(stageCount).fill(false);
   for (const l of losses) {
     const own = `${l.stage}:${l.reach}`;
@@ -72,7 +93,7 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
       const rho = l.reach - (l.stage - j);
       if (groups.has(`${j}:${rho}`)) continue;
       groups.add(`${j}:${rho}`);
-      passesLeft[j]++;
+      passes[j]++;
       if (rho > 0 && j > 0) needsInputGrad[j] = true;
     }
   }
@@ -84,7 +105,37 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
       expected.set(below, (expected.get(below) ?? 0) + 1);
     }
   }
-  const passesPerStage = [...passesLeft];
+  const onTime = new Array<boolean>(stageCount).fill(false);
+  for (const l of losses) onTime[l.stage] = expected.get(`${l.stage}:${l.reach}`) === 1;
+  return { expected, passes, needsInputGrad, onTime };
+}
+
+/**
+ * Runs one training step's forward and backward: parameters of stages and decoders accumulate
+ * their gradients (call the optimizer afterwards). Each stage runs on a detached copy of its input,
+ * so each has its own graph G_k; a loss at stage k sends the message ∂L_k/∂h_k down through its
+ * reach, one backward pass per stage, asking autograd for the input gradient only when the message
+ * continues below. Each loss is backpropagated as soon as its stage's forward is done, and the last
+ * pass through a graph runs without retainGraph, which frees that graph's saved activations: with
+ * reach r at most r+1 stage graphs are alive at once ("retain"), or one ("recompute", see Overlap).
+ *
+ * Stages that no loss reaches run without recording a graph.
+ */
+export function routeStep(
+  stages: readonly Forwardable[],
+  losses: readonly StageLoss[],
+  input: Tensor,
+  options: RouteOptions = {},
+): RouteResult {
+  validateLosses(stages.length, losses);
+  const overlap = options.overlap ?? "retain";
+  if (!OVERLAP_MODES.includes(overlap)) {
+    throw new RangeError(`overlap: expected one of ${OVERLAP_MODES.join(", ")}, got ${JSON.stringify(overlap)}`);
+  }
+  const recompute = overlap === "recompute";
+  const { expected, passes, needsInputGrad, onTime } = planPasses(stages.length, losses);
+  const passesLeft = [...passes];
+  const recomputes = new Array<number>(stages.length).fill(0);
   const lossAt = new Map(losses.map((l, i) => [l.stage, { spec: l, index: i }]));
   const top = Math.max(...losses.map((l) => l.stage));
   const stageParams = stages.map((s) => s.parameters());
@@ -93,6 +144,8 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
   scope(() => {
     const inputs: Tensor[] = [];
     const outputs: Tensor[] = [];
+    /** Whether outputs[k] still carries stage k's graph. */
+    const hasGraph: boolean[] = [];
     const pending = new Map<string, Tensor>();
 
     // Delivers a message to stage j; runs the pass once every message of its (j, ρ) group is in.
@@ -115,7 +168,19 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
       passesLeft[j]--;
       const continues = rho > 0 && j > 0;
       const wanted = continues ? [inputs[j], ...stageParams[j]] : stageParams[j];
-      if (wanted.length > 0) backward([outputs[j]], [sum], { retainGraph: passesLeft[j] > 0, inputs: wanted });
+      if (wanted.length > 0) {
+        // A late message in recompute mode: rebuild the graph from the saved input, without
+        // counting the batch in batch norm's running statistics a second time.
+        let output = outputs[j];
+        if (!hasGraph[j]) {
+          output = scope(() => withoutRunningStatsUpdate(() => stages[j].forward(inputs[j])));
+          recomputes[j]++;
+        }
+        const retainGraph = !recompute && passesLeft[j] > 0;
+        backward([output], [sum], { retainGraph, inputs: wanted });
+        if (!retainGraph) hasGraph[j] = false;
+        if (output !== outputs[j]) output.dispose();
+      }
       sum.dispose();
       if (!continues) return;
       const next = inputs[j].grad;
@@ -129,12 +194,22 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
       const x = k === 0 ? previous : previous.detach();
       if (needsInputGrad[k]) x.requiresGrad_(true);
       const stage = stages[k];
+      // Recording a graph that no pass will use before it is recomputed would only cost memory.
+      const record = passesLeft[k] > 0 && (!recompute || onTime[k]);
       // The stage's own scope frees its intermediate handles at once: the activations then live
       // only in the graph, which the stage's last backward pass releases.
-      const h = scope(() => (passesLeft[k] > 0 ? stage.forward(x) : noGrad(() => stage.forward(x))));
+      const h = scope(() => (record ? stage.forward(x) : noGrad(() => stage.forward(x))));
       inputs[k] = x;
       outputs[k] = h;
+      hasGraph[k] = record;
       previous = h;
+
+      // Stage outputs no pass and no recompute will read again are released as the step goes on,
+      // instead of at its end: x_j once S_j's passes are done, h_j once S_{j+1} has run too.
+      for (let j = 1; j <= k; j++) {
+        if (j < k && passesLeft[j] === 0 && !inputs[j].isDisposed) inputs[j].dispose();
+        if (passesLeft[j - 1] === 0 && !outputs[j - 1].isDisposed) outputs[j - 1].dispose();
+      }
 
       const entry = lossAt.get(k);
       if (entry === undefined) continue;
@@ -150,5 +225,5 @@ export function routeStep(stages: readonly Forwardable[], losses: readonly Stage
       deliver(k, entry.spec.reach, message);
     }
   });
-  return { lossValues, passesPerStage };
+  return { lossValues, passesPerStage: passes, recomputesPerStage: recomputes };
 }

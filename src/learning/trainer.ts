@@ -12,6 +12,7 @@ import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
+import { describeSplit } from "./split";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
@@ -76,14 +77,23 @@ interface RunData {
   stepsPerEpoch: number;
 }
 
-async function openRunData(options: TrainOptions): Promise<RunData> {
+async function openRunData(options: TrainOptions, log: (m: string) => void): Promise<RunData> {
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
-      return await openDataset(spec);
+      return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });
     } catch (error) {
       throw new TrainingError(`${role} data (${spec.name}): ${(error as Error).message}`);
     }
   };
+  // The labelled splits first: they are read (an image folder's decoded) in full, so that a missing
+  // val/ folder or a bad image is reported before anything else.
+  const test = await open(options.testData, "test");
+  const train = await open(options.trainData, "readout train");
+  if (train.labels === null) {
+    throw new TrainingError(
+      `readout train data (${options.trainData.name}): ${train.name} has no labels; the linear readout and kNN need labelled images (class folders)`,
+    );
+  }
   const { subset: subsetOptions, ...pretrainSpec } = options.pretrainData;
   let pretrain = await open({ ...pretrainSpec, labelFree: true }, "pretraining");
   if (subsetOptions !== undefined) {
@@ -96,8 +106,6 @@ async function openRunData(options: TrainOptions): Promise<RunData> {
     }
     pretrain = subset(pretrain, subsetOptions);
   }
-  const train = await open(options.trainData, "readout train");
-  const test = await open(options.testData, "test");
   // Full batches only (the loader's dropLast default).
   const stepsPerEpoch = Math.floor(pretrain.count / options.batchSize);
   if (stepsPerEpoch === 0) {
@@ -118,7 +126,7 @@ async function openRunData(options: TrainOptions): Promise<RunData> {
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
   const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
-  const data = await openRunData(options);
+  const data = await openRunData(options, log);
   const runDir = openRunDirectory(options.runDir, options.resume, log);
   try {
     if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
@@ -189,6 +197,10 @@ async function runTraining(
         `${describeEncoder(options)}, ${options.epochs} epochs x ${stepsPerEpoch} steps, batch ${options.batchSize}, ` +
         `${options.optimizer} lr ${options.lr}, ${getNumThreads()} threads, run dir ${options.runDir}`,
     );
+    log(
+      `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
+        `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
+    );
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
@@ -200,6 +212,9 @@ async function runTraining(
       seed: options.seed,
       workers: options.workers,
       start,
+      // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+      onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
+      badImagesFile: path.join(options.runDir, "bad-images.txt"),
     });
     const ctx: TrainContext = {
       options,
@@ -318,6 +333,7 @@ function writeCheckpoint(ctx: TrainContext): string {
     generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
     schedule: { step: ctx.scheduler.stepCount, lrs: ctx.scheduler.lrs },
     config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
+    split: model.learner.split,
     extra: checkpointExtra(state),
   };
   let file: string;

@@ -6,9 +6,10 @@
 // `fc.weight`), so torchvision state dicts load in both directions.
 //
 // For local learning (docs/methods.md) the network is also exposed as four stages:
-// S_1 = stem + layer1 (conv2_x), S_2 = layer2, S_3 = layer3, S_4 = layer4. The stage modules are
-// views: they hold the same child modules under the same names, so a stage's state dict is the
-// matching subset of the model's.
+// S_1 = stem + layer1 (conv2_x), S_2 = layer2, S_3 = layer3, S_4 = layer4, and as a sequence of
+// blocks (stem, then every residual block) that stages can be cut from at any boundary. The stage
+// modules are views: they hold the same child modules under the same names, so a stage's state
+// dict is the matching subset of the model's.
 import type { Tensor } from "../torch/tensor";
 import type { DType } from "../torch/dtype";
 import type { Generator } from "../torch/random";
@@ -410,6 +411,57 @@ export class ResNet extends Module {
       ];
     }
     return this.#stages;
+  }
+
+  #blocks: Module[] | null = null;
+
+  /**
+   * The network as a sequence of blocks, [stem, layer1.0, layer1.1, …, layer4.last], for cutting
+   * stages at any block boundary (docs/methods.md, "Memory"). The stem (conv1, bn1, relu, maxpool,
+   * and the channels-last conversion) is a view like stages(); the others are the layers' own
+   * block modules. The same array is returned on every call.
+   */
+  blocks(): Module[] {
+    if (this.#blocks === null) {
+      const stem = new ResNetStage(
+        [
+          ["conv1", this.conv1],
+          ["bn1", this.bn1],
+          ["relu", this.relu],
+          ["maxpool", this.maxpool],
+        ],
+        this.width,
+        this.#prepare,
+      );
+      this.#blocks = [stem, ...this.#layers().flatMap((l) => l.children())];
+    }
+    return this.#blocks;
+  }
+
+  #layers(): Sequential[] {
+    return [this.layer1, this.layer2, this.layer3, this.layer4];
+  }
+
+  /** Output channels of each block of blocks(). */
+  blockChannels(): number[] {
+    const ch = this.stageChannels();
+    return [this.width, ...this.#layers().flatMap((l, i) => l.children().map(() => ch[i]))];
+  }
+
+  /** "stem", "layer1.0", … (the blocks' state-dict prefixes, the stem's being conv1/bn1). */
+  blockNames(): string[] {
+    return ["stem", ...this.#layers().flatMap((l, i) => l.children().map((_, j) => `layer${i + 1}.${j}`))];
+  }
+
+  /** Block indices where stages 2, 3, 4 of stages() begin (the stem and layer1 form stage 1). */
+  naturalSplit(): number[] {
+    const cuts: number[] = [];
+    let start = 1;
+    for (const l of this.#layers().slice(0, 3)) {
+      start += l.children().length;
+      cuts.push(start);
+    }
+    return cuts;
   }
 
   /** The output of every stage, [h_1, h_2, h_3, h_4]. */

@@ -12,6 +12,7 @@ export {
   BatchNormBase,
   BatchNorm1d,
   BatchNorm2d,
+  withoutRunningStatsUpdate,
   ReLU,
   MaxPool2d,
   AvgPool2d,

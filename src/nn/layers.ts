@@ -266,6 +266,24 @@ export interface BatchNormOptions {
   dtype?: DType;
 }
 
+/** Nesting depth of withoutRunningStatsUpdate calls (0: batch norms update as usual). */
+let runningStatsFrozen = 0;
+
+/**
+ * Runs `fn` with every batch norm's running statistics left as they are: in training mode a batch
+ * norm still normalises with the batch's statistics (so outputs and gradients are those of a
+ * training forward), but it neither updates running_mean / running_var nor counts the batch. For
+ * recomputing a forward pass whose batch was already counted (the router's `overlap: "recompute"`).
+ */
+export function withoutRunningStatsUpdate<T>(fn: () => T): T {
+  runningStatsFrozen++;
+  try {
+    return fn();
+  } finally {
+    runningStatsFrozen--;
+  }
+}
+
 /**
  * Batch normalisation with PyTorch's semantics: in training mode (or without running statistics)
  * it normalises with the batch's statistics and, when tracking, updates running_mean, running_var
@@ -362,15 +380,16 @@ export abstract class BatchNormBase extends Module {
         );
       }
     }
+    const updating = this.training && runningStatsFrozen === 0;
     let factor = this.momentum ?? 0;
     const tracked = this.numBatchesTracked;
-    if (this.training && tracked !== null) {
+    if (updating && tracked !== null) {
       noGrad(() => tracked.add_(1));
       if (this.momentum === null) factor = 1 / tracked.item();
     }
     if (this.training && this.crossRankForward !== null) return this.crossRankForward(this, input, factor);
     // Running statistics are passed only when they are used or updated, as PyTorch does.
-    const passStats = !this.training || this.trackRunningStats;
+    const passStats = !this.training || (this.trackRunningStats && updating);
     return F.batchNorm(input, passStats ? this.runningMean : null, passStats ? this.runningVar : null, {
       weight: this.weight,
       bias: this.bias,
