@@ -155,7 +155,7 @@ export function makeDirectory(dir: string, what: string): void {
     );
   }
   if (!fs.statSync(existing).isDirectory()) {
-    throw new TrainingError(`${what} ${dir}: ${existing} is not a directory`, 2);
+    throw new TrainingError(`${what} ${dir} is not writable (ENOTDIR: ${existing} is not a directory)`, 2);
   }
   for (const level of missing) {
     try {
