@@ -224,7 +224,10 @@ describe("user errors: exit 2, no stack trace, nothing that blocks a retry", { s
     const started = performance.now();
     const r = await loco(["embed", diverged, "--out", path.join(file, "x.safetensors")]);
     assert.equal(r.status, 2, show(r));
-    assert.match(r.stderr, /--out .*a-file\/x\.safetensors: .*is not writable \(ENOTDIR: .*a-file is not a directory\)/);
+    assert.match(
+      r.stderr,
+      /--out .*a-file\/x\.safetensors: .*is not writable \(ENOTDIR: .*a-file is not a directory\)/,
+    );
     assert.doesNotMatch(r.stderr, noStack);
     assert.doesNotMatch(r.stderr, /evaluating|features of/);
     assert.ok(performance.now() - started < 30_000);
