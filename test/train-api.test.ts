@@ -94,7 +94,7 @@ describe("train() as a library", { skip }, () => {
     assert.equal(results.encoder, "custom");
     assert.equal(results.training.finalLoss.length, 2, "one loss per stage of the custom encoder");
     assert.ok(results.training.finalLoss.every((l) => Number.isFinite(l) && l > 0));
-    assert.ok(results.linear!.top1 > 0 && results.linear!.top1 <= 1);
+    assert.ok(results.linear!.top1! > 0 && results.linear!.top1! <= 1);
     assert.ok(results.baselines!.randomInit !== undefined);
     assert.equal(built, 2, "the trained encoder and the random-init baseline's");
     assert.match(results.methodSettings, /^gim \(losses 1,2, reach 0, c 0, m 2, t 0\.5, simultaneous\)$/);

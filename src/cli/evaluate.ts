@@ -1,15 +1,7 @@
 // `loco eval`: the readout report of a run's checkpoint; `loco embed`: its features of a dataset
 // split, written as safetensors for downstream use.
-import * as path from "node:path";
-import { saveSafetensors } from "../torch";
-import { type DatasetSpec, openDataset } from "../data/datasets";
-import { evalBatches } from "../learning/readout";
-import { openRun, readRunConfig, runDirOf } from "../learning/runs";
-import { encoderFeatures } from "../learning/encoders";
-import { naturalStages } from "../learning/split";
-import { evaluateRun } from "../learning/evaluate";
-import { type TrainOptions, parseBaselines } from "../learning/options";
-import { extractFeatures, extractStageFeatures } from "../eval/features";
+import { embedRun, evaluateRun } from "../learning/evaluate";
+import { parseBaselines } from "../learning/options";
 import { type OptionSpec, UsageError, withFlagNames } from "./options";
 import { formatReport } from "./report";
 
@@ -77,11 +69,6 @@ function target(positionals: string[], command: string): string {
   return positionals[0];
 }
 
-async function openSplit(options: TrainOptions, split: "train" | "test"): Promise<ReturnType<typeof openDataset>> {
-  const spec: DatasetSpec = split === "train" ? options.trainData : options.testData;
-  return openDataset(spec);
-}
-
 export async function runEval(values: Record<string, unknown>, positionals: string[]): Promise<void> {
   const where = target(positionals, "eval");
   const { evaluation, file } = await evaluateRun(where, {
@@ -100,35 +87,11 @@ export async function runEval(values: Record<string, unknown>, positionals: stri
 }
 
 export async function runEmbed(values: Record<string, unknown>, positionals: string[]): Promise<void> {
-  const warn = (m: string): void => void process.stderr.write(`${m}\n`);
-  const where = target(positionals, "embed");
-  const split = values.split as "train" | "test";
-  const dataset = await openSplit(readRunConfig(runDirOf(where)), split);
-  const run = openRun(where, dataset.channels, warn);
-  const stage = (values.stage as number | undefined) ?? 4;
-  const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);
-  const set =
-    stage === 4
-      ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
-      : (await extractStageFeatures(naturalStages(run.encoder), batches(), [stage - 1], { module: run.encoder }))[0];
-  const out =
-    (values.out as string | undefined) ??
-    path.join(run.runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
-  saveSafetensors(
-    out,
-    { features: set.features, labels: set.labels },
-    {
-      checkpoint: run.checkpoint,
-      step: String(run.step),
-      dataset: dataset.name,
-      stage: String(stage),
-      features: "global average pool of the stage output, frozen encoder in eval mode, no augmentation",
-    },
-  );
-  console.log(
-    `${set.features.shape[0]} x ${set.features.shape[1]} features of ${dataset.name} (stage ${stage}) written to ${out}`,
-  );
-  set.features.dispose();
-  set.labels.dispose();
-  run.encoder.dispose();
+  const done = await embedRun(target(positionals, "embed"), {
+    split: values.split as "train" | "test",
+    stage: values.stage as number | undefined,
+    out: values.out as string | undefined,
+    log: (m) => void process.stderr.write(`${m}\n`),
+  });
+  console.log(`${done.count} x ${done.dim} features of ${done.dataset} (stage ${done.stage}) written to ${done.file}`);
 }

@@ -15,9 +15,12 @@ interface Command {
   summary: string;
   specs: OptionSpec[];
   usage?: string;
+  /** The positional arguments the command takes, at most (default: none; a stray one is an error). */
+  maxPositionals?: number;
   /** Everything after `--` is handed to run() untouched, as its positionals. */
   passThrough?: boolean;
-  run: (values: Record<string, unknown>, positionals: string[]) => void | Promise<void>;
+  /** `given`: the fields set by a flag or the config file (the others hold their defaults). */
+  run: (values: Record<string, unknown>, positionals: string[], given: ReadonlySet<string>) => void | Promise<void>;
   /** Config-file fields that are read and ignored (a run's config.json carries its resolved options). */
   ignoreConfigFields?: string[];
 }
@@ -35,12 +38,14 @@ const commands: Record<string, Command> = {
       "Read out a run's checkpoint: linear readout and kNN on frozen features, per stage and beside baselines on request.",
     specs: evalSpecs,
     usage: "loco eval <run dir | checkpoint file> [options]",
+    maxPositionals: 1,
     run: runEval,
   },
   embed: {
     summary: "Write a run's frozen features of a dataset split (and the labels) as a safetensors file.",
     specs: embedSpecs,
     usage: "loco embed <run dir | checkpoint file> [options]",
+    maxPositionals: 1,
     run: runEmbed,
   },
   finetune: {
@@ -62,6 +67,7 @@ const commands: Record<string, Command> = {
       "Run a grid of runs (the authors' response: methods x ablations x seeds, feedback alignment, baselines), resumably; write results.{md,json,csv} and report.html.",
     specs: experimentSpecs,
     usage: "loco experiment <quick | standard | paper | grid.yaml> [options]",
+    maxPositionals: 1,
     run: runExperimentCommand,
   },
   report: {
@@ -69,6 +75,7 @@ const commands: Record<string, Command> = {
       "Write a self-contained report.html (tables and SVG charts: loss, kNN, readout, per-stage, memory, time) for a run or experiment directory.",
     specs: reportSpecs,
     usage: "loco report <run dir | experiment dir> [options]",
+    maxPositionals: 1,
     run: runReport,
   },
   memory: {
@@ -118,8 +125,16 @@ async function main(argv: string[]): Promise<number> {
   if (command.passThrough && parsed.positionals.length > 0) {
     throw new UsageError(`unexpected argument '${parsed.positionals[0]}': put the command after \`--\``);
   }
+  const maxPositionals = command.maxPositionals ?? 0;
+  if (!command.passThrough && parsed.positionals.length > maxPositionals) {
+    const stray = parsed.positionals.slice(maxPositionals).map((p) => `'${p}'`);
+    throw new UsageError(
+      `loco ${name}: unexpected argument${stray.length > 1 ? "s" : ""} ${stray.join(" ")} ` +
+        `(options start with --; see \`loco ${name} --help\`)`,
+    );
+  }
   const passed = dashes >= 0 ? rest.slice(dashes + 1) : parsed.positionals;
-  await command.run(parsed.values, passed);
+  await command.run(parsed.values, passed, parsed.given);
   return 0;
 }
 

@@ -19,6 +19,9 @@ export interface OptionSpec {
   defaultText?: string;
 }
 
+/** Words a boolean flag accepts as its value, also as a separate argument (`--per-stage false`). */
+const BOOLEAN_WORDS = new Set(["true", "false", "yes", "no", "1", "0"]);
+
 export class UsageError extends Error {
   override name = "UsageError";
 }
@@ -183,7 +186,9 @@ export function parseArgs(
       throw new UsageError(`unknown option --${name} for \`loco ${command}\` (see \`loco ${command} --help\`)`);
     }
     if (value === undefined) {
-      if (spec.type === "boolean") value = "true";
+      // `--flag` alone means true; `--flag false` (or true/yes/no/1/0) sets it explicitly, so that
+      // the word never becomes a stray positional argument while the option silently stays true.
+      if (spec.type === "boolean") value = BOOLEAN_WORDS.has(argv[i + 1] ?? "") ? argv[++i] : "true";
       else {
         value = argv[++i];
         if (value === undefined) throw new UsageError(`--${spec.flag}: expected a value`);

@@ -2,7 +2,8 @@
 import type { ReadoutReport } from "../learning/readout";
 import { formatTable } from "./table";
 
-const pct = (x: number | undefined): string => (x === undefined ? "-" : `${(x * 100).toFixed(2)}%`);
+const pct = (x: number | null | undefined): string =>
+  x === undefined ? "-" : x === null ? "diverged" : `${(x * 100).toFixed(2)}%`;
 const BASELINE_LABELS: Record<string, string> = {
   randomInit: "random-init encoder",
   supervised: "supervised end to end",

@@ -316,7 +316,12 @@ export const trainSpecs: OptionSpec[] = [
     default: TRAIN_DEFAULTS.keepCheckpoints,
     description: "checkpoints kept",
   },
-  { flag: "resume", type: "string", description: "continue the run in this directory from its newest good checkpoint" },
+  {
+    flag: "resume",
+    type: "string",
+    description:
+      "continue the run in this directory from its newest good checkpoint (flags that define the run must match it; epochs, lr, the monitor, readout and checkpoint settings may change)",
+  },
   {
     flag: "on-nonfinite",
     type: "enum",
@@ -331,11 +336,19 @@ function trainInput(values: Record<string, unknown>): TrainInput {
   return values as TrainInput;
 }
 
-export async function runTrain(values: Record<string, unknown>): Promise<void> {
+export async function runTrain(
+  values: Record<string, unknown>,
+  _positionals: string[] = [],
+  given: ReadonlySet<string> = new Set(Object.keys(values)),
+): Promise<void> {
+  const resume = values.resume as string | undefined;
   // Resolved here once only to name the run directory in the interrupt messages (train resolves again).
-  const runDir =
-    (values.resume as string | undefined) ?? withFlagNames(() => resolveTrainOptions(trainInput(values))).runDir;
-  const input: TrainInput = { ...trainInput(values), runDir };
+  const runDir = resume ?? withFlagNames(() => resolveTrainOptions(trainInput(values))).runDir;
+  // On resume only the flags given count (the run's config.json holds the rest; conflicts are refused).
+  const input: TrainInput =
+    resume === undefined
+      ? { ...trainInput(values), runDir }
+      : { ...trainInput(Object.fromEntries([...given].map((k) => [k, values[k]]))), resume, runDir };
   // First Ctrl-C / SIGTERM: finish the step, checkpoint, exit non-zero. Second: exit at once, even
   // mid-step (a native handler: JS listeners would wait for the step to end); checkpoints are
   // renamed into place atomically, so the last complete one stays intact.

@@ -25,7 +25,7 @@ import {
   extractFeatures,
   withEvalAll,
 } from "./features";
-import { type LinearReadoutOptions, type LinearReadoutResult, linearReadout } from "./linear";
+import { type LinearReadoutOptions, type LinearReadoutResult, ReadoutDivergedError, linearReadout } from "./linear";
 import { type KnnOptions, type KnnResult, knnClassify } from "./knn";
 
 /** An encoder to evaluate: a function images → [N, D] features, or a Module. */
@@ -81,6 +81,8 @@ export interface EvaluateOptions {
 
 export interface EvaluateResult {
   linear?: LinearReadoutResult;
+  /** Set when the linear readout diverged (then `linear` is absent): what happened. */
+  linearDiverged?: string;
   knn?: KnnResult;
   featureDim: number;
   trainSize: number;
@@ -114,7 +116,12 @@ function readouts(train: FeatureSet, test: FeatureSet, extractMs: number, option
       if (report !== undefined && linear.onProgress === undefined) {
         linear.onProgress = (done, total) => report("linear readout", done, total);
       }
-      result.linear = linearReadout(train, test, linear);
+      try {
+        result.linear = linearReadout(train, test, linear);
+      } catch (error) {
+        if (!(error instanceof ReadoutDivergedError)) throw error;
+        result.linearDiverged = error.message;
+      }
     }
     if (options.knn !== false) {
       result.knn = knnClassify(train, test, { numClasses: options.numClasses, ...(options.knn ?? {}) });

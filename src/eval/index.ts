@@ -24,6 +24,7 @@ export {
   type LinearReadoutResult,
   type WeightDecayTrial,
   DEFAULT_WEIGHT_DECAY_GRID,
+  ReadoutDivergedError,
   linearReadout,
   topkAccuracy,
 } from "./linear";

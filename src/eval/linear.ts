@@ -262,7 +262,7 @@ function fit(
       });
       loss = sum / n;
       if (!Number.isFinite(loss))
-        throw new Error(`linearReadout: the loss diverged (${loss}) at epoch ${epoch}; lower lr`);
+        throw new ReadoutDivergedError(`linearReadout: the loss diverged (${loss}) at epoch ${epoch}; lower lr`);
       onEpoch?.(epoch, loss);
       o.epochDone();
     }
@@ -273,6 +273,14 @@ function fit(
     optimizer.dispose();
   }
   return { head, loss };
+}
+
+/**
+ * The linear readout's loss went non-finite (features too large or non-finite, e.g. of an encoder
+ * whose training diverged): callers report the readout as diverged instead of failing.
+ */
+export class ReadoutDivergedError extends Error {
+  override name = "ReadoutDivergedError";
 }
 
 function resolveGrid(option: LinearReadoutOptions["selectWeightDecay"]): readonly number[] | null {

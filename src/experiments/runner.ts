@@ -171,7 +171,7 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
           log(
             `[${done}/${total}] ${cell.row} (seed ${cell.seed}): finished in ${cell.wallSeconds.toFixed(0)} s` +
               (results?.linear && results.knn
-                ? `, linear ${(results.linear.top1 * 100).toFixed(2)}%, kNN ${(results.knn.top1 * 100).toFixed(2)}%`
+                ? `, linear ${results.linear.top1 === null ? "diverged" : `${(results.linear.top1 * 100).toFixed(2)}%`}, kNN ${(results.knn.top1 * 100).toFixed(2)}%`
                 : ""),
           );
         } else if (stopping || code === 130) {

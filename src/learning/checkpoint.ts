@@ -149,8 +149,10 @@ function metaProblem(meta: CheckpointMeta): string | null {
   return null;
 }
 
-// saveSafetensors' temporary files: .<name>.<pid>.<random>.tmp beside the target.
-const TEMP = /^\.step-\d{9}\.safetensors\.(\d+)\.[0-9a-f]+\.tmp$/;
+// Temporary files of loco's atomic writers, with the writer's pid: saveSafetensors' (checkpoints,
+// embeddings) .<name>.<pid>.<random>.tmp, and writeFileAtomic's (config.json, results.json, eval
+// reports) <name>.tmp-<pid>.
+const TEMPS = [/^\..+\.(\d+)\.[0-9a-f]+\.tmp$/, /^.+\.tmp-(\d+)$/];
 
 function processAlive(pid: number): boolean {
   if (pid === process.pid) return true;
@@ -163,18 +165,24 @@ function processAlive(pid: number): boolean {
 }
 
 /**
- * Deletes temporary checkpoint files left by writers that no longer run (a process killed while
- * writing). Returns the files removed.
+ * Deletes temporary files of loco's writers that no longer run (a process killed or failing while
+ * writing) in the run directory and its checkpoints. Returns the files removed.
  */
 export function removeStaleTemporaries(runDir: string): string[] {
-  const dir = checkpointDir(runDir);
-  if (!fs.existsSync(dir)) return [];
   const removed: string[] = [];
-  for (const name of fs.readdirSync(dir)) {
-    const m = TEMP.exec(name);
-    if (m === null || processAlive(Number(m[1]))) continue;
-    fs.rmSync(path.join(dir, name), { force: true });
-    removed.push(path.join(dir, name));
+  for (const dir of [runDir, checkpointDir(runDir)]) {
+    let names: string[];
+    try {
+      names = fs.readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      const m = TEMPS.map((t) => t.exec(name)).find((x) => x !== null);
+      if (m === undefined || m === null || processAlive(Number(m[1]))) continue;
+      fs.rmSync(path.join(dir, name), { force: true });
+      removed.push(path.join(dir, name));
+    }
   }
   return removed;
 }

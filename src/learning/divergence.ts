@@ -40,6 +40,31 @@ export function firstNonFinite(
   );
 }
 
+/**
+ * The name of the first floating-point tensor of `entries` holding a NaN or an infinity, or null.
+ * Used on buffers (batch-norm running statistics) and on a checkpoint's whole model state: weights
+ * can stay finite while a huge activation overflows running_var, and such a buffer makes every
+ * later evaluation of the model non-finite.
+ */
+export function firstNonFiniteTensor(entries: Iterable<[string, Tensor]>): string | null {
+  return noGrad(() =>
+    scope(() => {
+      const floating = [...entries].filter(([, t]) => t.dtype === "float32" || t.dtype === "float64");
+      if (floating.length === 0) return null;
+      if (
+        Number.isFinite(
+          stack(floating.map(([, t]) => t.sum().to("float64")))
+            .sum()
+            .item(),
+        )
+      )
+        return null;
+      for (const [name, t] of floating) if (t.isfinite().all().item() === 0) return name;
+      return null; // every value is finite; only their sum overflowed
+    }),
+  );
+}
+
 /** Where a step went non-finite (the run's diagnosis adds the last finite losses and the checkpoint). */
 export type DivergencePoint = Omit<Divergence, "lastFinite" | "checkpoint">;
 

@@ -22,8 +22,8 @@ export interface Divergence {
   epoch: number;
   /** 1-based encoder stage. */
   stage: number;
-  /** What was non-finite: a loss, a gradient, or the weights themselves. */
-  kind: "loss" | "gradient" | "weights";
+  /** What was non-finite: a loss, a gradient, the weights themselves, or a buffer (batch-norm statistics). */
+  kind: "loss" | "gradient" | "weights" | "buffer";
   value?: number;
   /** The parameter (state-dict name), for a gradient or weights. */
   parameter?: string;

@@ -7,7 +7,14 @@ import { openDataset } from "../data/datasets";
 import { buildRunEncoder } from "./encoders";
 import type { MethodName, LocalLearningConfig } from "./methods";
 import { describeMethod } from "./options";
-import { writeJsonAtomic } from "./rundir";
+import { saveSafetensors } from "../torch";
+import { extractFeatures, extractStageFeatures } from "../eval/features";
+import { removeStaleTemporaries } from "./checkpoint";
+import { encoderFeatures } from "./encoders";
+import { TrainingError } from "./errors";
+import { evalBatches } from "./readout";
+import { naturalStages } from "./split";
+import { checkOutputFile, writeJsonAtomic } from "./rundir";
 import { openRun, readRunConfig, runDirOf } from "./runs";
 
 export interface EvaluateRunOptions {
@@ -43,7 +50,10 @@ export async function evaluateRun(
   options: EvaluateRunOptions = {},
 ): Promise<{ evaluation: RunEvaluation; file: string }> {
   const log = options.log ?? ((): void => {});
-  const config = readRunConfig(runDirOf(target));
+  const runDir = runDirOf(target);
+  const config = readRunConfig(runDir);
+  if (options.out !== undefined) checkOutputFile(options.out, "--out");
+  for (const file of removeStaleTemporaries(runDir)) log(`removed ${file}, left by a write that never finished`);
   const train = await openDataset(config.trainData);
   const test = await openDataset(config.testData);
   const run = openRun(target, train.channels, log);
@@ -77,6 +87,65 @@ export async function evaluateRun(
     const file = options.out ?? path.join(run.runDir, `eval-step-${run.step}.json`);
     writeJsonAtomic(file, evaluation);
     return { evaluation, file };
+  } finally {
+    run.encoder.dispose();
+  }
+}
+
+export interface EmbedRunOptions {
+  split?: "train" | "test";
+  /** 1-based stage whose pooled output is written (default 4, the encoder's output). */
+  stage?: number;
+  /** The safetensors file (default RUN/embeddings-<split>[-stage<k>].safetensors). */
+  out?: string;
+  log?: (message: string) => void;
+}
+
+/**
+ * Writes a run's frozen features of a dataset split (and the labels) as a safetensors file. The
+ * output path is checked before any work; a failed write names the file and leaves no temporary.
+ */
+export async function embedRun(
+  target: string,
+  options: EmbedRunOptions = {},
+): Promise<{ file: string; count: number; dim: number; dataset: string; stage: number }> {
+  const log = options.log ?? ((): void => {});
+  const split = options.split ?? "test";
+  const stage = options.stage ?? 4;
+  const runDir = runDirOf(target);
+  const config = readRunConfig(runDir);
+  const file =
+    options.out ?? path.join(runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
+  checkOutputFile(file, "--out");
+  for (const stale of removeStaleTemporaries(runDir)) log(`removed ${stale}, left by a write that never finished`);
+  const dataset = await openDataset(split === "train" ? config.trainData : config.testData);
+  const run = openRun(target, dataset.channels, log);
+  try {
+    const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);
+    const set =
+      stage === 4
+        ? await extractFeatures(encoderFeatures(run.encoder), batches(), { module: run.encoder })
+        : (await extractStageFeatures(naturalStages(run.encoder), batches(), [stage - 1], { module: run.encoder }))[0];
+    try {
+      saveSafetensors(
+        file,
+        { features: set.features, labels: set.labels },
+        {
+          checkpoint: run.checkpoint,
+          step: String(run.step),
+          dataset: dataset.name,
+          stage: String(stage),
+          features: "global average pool of the stage output, frozen encoder in eval mode, no augmentation",
+        },
+      );
+    } catch (error) {
+      const full = (error as NodeJS.ErrnoException).code === "ENOSPC" ? ": the disk is full, free some space" : "";
+      throw new TrainingError(`cannot write ${file} (${(error as Error).message})${full}`);
+    }
+    const [count, dim] = set.features.shape;
+    set.features.dispose();
+    set.labels.dispose();
+    return { file, count, dim, dataset: dataset.name, stage };
   } finally {
     run.encoder.dispose();
   }

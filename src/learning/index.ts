@@ -55,7 +55,7 @@ export { type TrainState } from "./state";
 export { type TrainModel, buildTrainModel, disposeTrainModel } from "./model";
 export { guardedStep, type StepProblem } from "./step";
 export { writeJsonAtomic, writeFileAtomic, openRunDirectory, checkFreeSpace } from "./rundir";
-export { evaluateRun, type EvaluateRunOptions, type RunEvaluation } from "./evaluate";
+export { embedRun, evaluateRun, type EmbedRunOptions, type EvaluateRunOptions, type RunEvaluation } from "./evaluate";
 export {
   balancedCuts,
   buildStages,

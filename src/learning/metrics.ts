@@ -37,7 +37,7 @@ export interface SkipRecord {
   epoch: number;
   /** 1-based encoder stage. */
   stage: number;
-  kind: "loss" | "gradient" | "weights";
+  kind: "loss" | "gradient" | "weights" | "buffer";
   reason: string;
   skippedSteps: number;
 }

@@ -26,8 +26,8 @@ export interface TrainModel {
   /** Every trained parameter by state-dict name. */
   named: [string, Tensor][];
   groups: ParamGroupInfo[];
-  /** Buffers (batch-norm statistics) of the encoder and decoders. */
-  buffers: Tensor[];
+  /** Buffers (batch-norm statistics) of the encoder and decoders, by state-dict name. */
+  buffers: [string, Tensor][];
 }
 
 function buildOptimizer(options: TrainOptions, named: [string, Tensor][]): AnyOptimizer {
@@ -104,7 +104,10 @@ export function buildTrainModel(options: TrainOptions, inChannels: number): Trai
       optimizer,
       named,
       groups: parameterGroups(encoder, learner),
-      buffers: [...encoder.buffers(), ...learner.decoders.buffers()],
+      buffers: [
+        ...encoder.namedBuffers().map(([k, v]): [string, Tensor] => [`encoder.${k}`, v]),
+        ...learner.decoders.namedBuffers().map(([k, v]): [string, Tensor] => [`decoders.${k}`, v]),
+      ],
     };
   } catch (error) {
     learner?.dispose();

@@ -18,6 +18,7 @@ import {
   METHOD_NAMES,
   type MethodName,
   methodPreset,
+  resolveLosses,
   type SplitSpec,
 } from "./methods";
 import { OVERLAP_MODES, type Overlap } from "./router";
@@ -250,6 +251,13 @@ function weightDecayGrid(value: unknown): number[] {
 
 /** Baselines from names or a comma-separated list ("none" or empty: none). */
 export function parseBaselines(value: readonly string[] | string | undefined): BaselineName[] {
+  if (
+    value !== undefined &&
+    typeof value !== "string" &&
+    !(Array.isArray(value) && value.every((v) => typeof v === "string"))
+  ) {
+    throw invalid("baselines", "a comma-separated list or a list of names", value);
+  }
   const names =
     value === undefined
       ? []
@@ -290,7 +298,9 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
   };
   const lossStages = v.lossStages === undefined ? preset.lossStages : list("lossStages", v.lossStages, 1);
   const reach = v.reach === undefined ? preset.reach : list("reach", v.reach, 0);
-  const temps = list("temperature", v.temperature, Number.MIN_VALUE);
+  const temps = list("temperature", v.temperature, 0);
+  if (temps.some((t) => t <= 0))
+    throw invalid("temperature", "numbers > 0 (one, or one per loss stage)", v.temperature);
   return {
     ...preset,
     lossStages,
@@ -381,9 +391,20 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
           : (0.3 * batchSize) / 256;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
+  const learning = resolveLearning(v, method);
+  if (v.encoderFactory === undefined) {
+    // A loss at stage 9, a stage listed twice or a temperature list of the wrong length is a usage
+    // error here, before anything is written (a custom encoder's stages are known only once built).
+    const stageCount = learning.stages ?? 4;
+    try {
+      resolveLosses(learning, stageCount);
+    } catch (error) {
+      throw new TrainingError(`${(error as Error).message} (the encoder has ${stageCount} stages)`, 2);
+    }
+  }
   return {
     method,
-    learning: resolveLearning(v, method),
+    learning,
     ...data,
     encoder: {
       depth: Number(encoderName.replace("resnet", "")) as ResNetDepth,
@@ -436,4 +457,82 @@ export function describeMethod(method: MethodName, learning: LocalLearningConfig
     `m ${learning.mlpLayers}${learning.headBN ? "" : " no head BN"}, t ${temperature}, ${learning.schedule}` +
     `${learning.feedback === "alignment" ? ", feedback alignment" : ""})`
   );
+}
+
+function object(field: string, value: unknown): Record<string, unknown> {
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw invalid(field, "an object", value);
+  return value as Record<string, unknown>;
+}
+
+function string(field: string, value: unknown): string {
+  if (typeof value !== "string" || value === "") throw invalid(field, "a non-empty string", value);
+  return value;
+}
+
+function numberList(field: string, value: unknown, min: number): void {
+  const items = Array.isArray(value) ? value : [value];
+  if (items.length === 0) throw invalid(field, "one number or a list", value);
+  for (const x of items) number(field, x, min);
+}
+
+/**
+ * Checks the resolved options a run saved (config.json's `resolved`, read back on resume and by
+ * `loco eval`): every field the trainer reads has its type and range, so that an edited or damaged
+ * file is a usage error naming the field (`resolved.epochs`), not a TypeError or a NaN later on.
+ */
+export function checkResolvedOptions(value: unknown): TrainOptions {
+  const o = object("resolved", value);
+  if (Object.keys(o).length === 0) throw invalid("resolved", "the run's resolved options", value);
+  const f = (name: string): string => `resolved.${name}`;
+  oneOf(f("method"), o.method, METHOD_NAMES);
+  const learning = object(f("learning"), o.learning);
+  const stages = learning.lossStages;
+  if (!Array.isArray(stages) || stages.length === 0)
+    throw invalid(f("learning.lossStages"), "a list of stages", stages);
+  for (const s of stages) integer(f("learning.lossStages"), s, 0);
+  numberList(f("learning.temperature"), learning.temperature, Number.MIN_VALUE);
+  numberList(f("learning.reach"), learning.reach, 0);
+  integer(f("learning.convBlocks"), learning.convBlocks, 0);
+  integer(f("learning.mlpLayers"), learning.mlpLayers, 1);
+  boolean(f("learning.headBN"), learning.headBN);
+  oneOf(f("learning.schedule"), learning.schedule, ["simultaneous", "sequential"] as const);
+  for (const split of ["pretrainData", "trainData", "testData"]) {
+    const spec = object(f(split), o[split]);
+    oneOf(f(`${split}.name`), spec.name, DATASET_NAMES);
+    string(f(`${split}.dir`), spec.dir);
+  }
+  object(f("augment"), o.augment);
+  const encoder = object(f("encoder"), o.encoder);
+  oneOf(f("encoder.depth"), String(encoder.depth), ["18", "34", "50"] as const);
+  integer(f("encoder.width"), encoder.width, 1);
+  oneOf(f("encoder.stem"), encoder.stem, ["cifar", "imagenet"] as const);
+  const integers: [keyof TrainOptions, number][] = [
+    ["epochs", 1],
+    ["batchSize", 2],
+    ["seed", 0],
+    ["threads", 1],
+    ["workers", 0],
+    ["knnEvery", 0],
+    ["knnTrainSize", 0],
+    ["knnTestSize", 0],
+    ["readoutEpochs", 1],
+    ["readoutTrainSize", 0],
+    ["supervisedEpochs", 1],
+    ["checkpointEvery", 0],
+    ["keepCheckpoints", 1],
+  ];
+  for (const [name, min] of integers) integer(f(name), o[name], min);
+  if (o.readoutTestSize !== undefined) integer(f("readoutTestSize"), o.readoutTestSize, 0);
+  oneOf(f("optimizer"), o.optimizer, OPTIMIZER_NAMES);
+  number(f("lr"), o.lr, 0);
+  number(f("weightDecay"), o.weightDecay, 0);
+  number(f("momentum"), o.momentum, 0, 1);
+  number(f("warmupEpochs"), o.warmupEpochs, 0);
+  boolean(f("channelsLast"), o.channelsLast);
+  boolean(f("perStage"), o.perStage);
+  if (o.readout !== undefined) oneOf(f("readout"), o.readout, READOUT_MODES);
+  if (o.onNonfinite !== undefined) oneOf(f("onNonfinite"), o.onNonfinite, NON_FINITE_ACTIONS);
+  if (!Array.isArray(o.baselines)) throw invalid(f("baselines"), "a list of baselines", o.baselines);
+  parseBaselines(o.baselines as string[]);
+  return o as unknown as TrainOptions;
 }

@@ -15,16 +15,22 @@ import { naturalStages } from "./split";
 export type BaselineName = "random-init" | "supervised" | "raw-pixels";
 export const BASELINE_NAMES: readonly BaselineName[] = ["random-init", "supervised", "raw-pixels"];
 
+/** A linear readout's accuracy: null when its loss diverged (`diverged` then says how). */
+export interface LinearScore {
+  top1: number | null;
+  diverged?: string;
+}
+
 export interface Score {
-  top1: number;
-  linear: { top1: number };
+  top1: number | null;
+  linear: LinearScore;
   knn: { top1: number };
 }
 
 export interface ReadoutReport {
-  linear: { top1: number; trainTop1: number };
+  linear: LinearScore & { trainTop1: number | null };
   knn: { top1: number; k: number };
-  perStage?: { stage: number; linear: { top1: number }; knn: { top1: number } }[];
+  perStage?: { stage: number; linear: LinearScore; knn: { top1: number } }[];
   baselines: Partial<Record<"randomInit" | "supervised" | "rawPixels", Score>>;
   readout: {
     trainImages: number;
@@ -33,8 +39,8 @@ export interface ReadoutReport {
     features: string;
     /** The weight decays the linear readout chose from (on held-out train features), or the one it used. */
     weightDecays: number[];
-    /** The weight decay chosen for the trained encoder's readout. */
-    weightDecay: number;
+    /** The weight decay chosen for the trained encoder's readout (null when it diverged). */
+    weightDecay: number | null;
   };
 }
 
@@ -180,21 +186,26 @@ export async function readoutReport(
         onProgress: report === undefined ? undefined : (stage, done, total) => report(what, stage, done, total),
       },
     );
+    if (r.linearDiverged !== undefined) {
+      log(`warning: readout: ${what}: the linear readout diverged (${r.linearDiverged}); reported as diverged`);
+    }
     log(
-      `readout: ${what}: linear ${(r.linear!.top1 * 100).toFixed(2)}%, kNN ${(r.knn!.top1 * 100).toFixed(2)}% ` +
+      `readout: ${what}: linear ${r.linear === undefined ? "diverged" : `${(r.linear.top1 * 100).toFixed(2)}%`}, kNN ${(r.knn!.top1 * 100).toFixed(2)}% ` +
         `(${((performance.now() - started) / 1000).toFixed(1)} s)`,
     );
     return r;
   };
+  const linearScore = (r: EvaluateResult): LinearScore =>
+    r.linear === undefined ? { top1: null, diverged: r.linearDiverged } : { top1: r.linear.top1 };
   const score = (r: EvaluateResult): Score => ({
-    top1: r.linear!.top1,
-    linear: { top1: r.linear!.top1 },
+    top1: r.linear?.top1 ?? null,
+    linear: linearScore(r),
     knn: { top1: r.knn!.top1 },
   });
   const trained = await evaluate("trained", encoderFeatures(encoder), [encoder]);
   if (stop()) return null;
   const result: ReadoutReport = {
-    linear: { top1: trained.linear!.top1, trainTop1: trained.linear!.trainTop1 },
+    linear: { ...linearScore(trained), trainTop1: trained.linear?.trainTop1 ?? null },
     knn: { top1: trained.knn!.top1, k: 200 },
     baselines: {},
     readout: {
@@ -203,7 +214,7 @@ export async function readoutReport(
       epochs: options.readoutEpochs,
       features: "global average pool of the last stage; no augmentation",
       weightDecays,
-      weightDecay: trained.linear!.weightDecay,
+      weightDecay: trained.linear?.weightDecay ?? null,
     },
   };
   if (options.perStage) {
@@ -211,7 +222,7 @@ export async function readoutReport(
     result.perStage = [];
     for (let k = 0; k < stages.length; k++) {
       const r = await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
-      result.perStage.push({ stage: k + 1, linear: { top1: r.linear!.top1 }, knn: { top1: r.knn!.top1 } });
+      result.perStage.push({ stage: k + 1, linear: linearScore(r), knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }
   }

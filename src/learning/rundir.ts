@@ -12,10 +12,10 @@ import { TrainingError } from "./errors";
 export function writeFileAtomic(file: string, data: string | Uint8Array): void {
   const tmp = `${file}.tmp-${process.pid}`;
   try {
+    const bytes = typeof data === "string" ? Buffer.from(data) : data;
     const fd = fs.openSync(tmp, "w");
     try {
-      if (typeof data === "string") fs.writeSync(fd, data);
-      else fs.writeSync(fd, data);
+      for (let done = 0; done < bytes.length;) done += fs.writeSync(fd, bytes, done, bytes.length - done);
       fs.fsyncSync(fd);
     } finally {
       fs.closeSync(fd);
@@ -23,7 +23,8 @@ export function writeFileAtomic(file: string, data: string | Uint8Array): void {
     fs.renameSync(tmp, file);
   } catch (error) {
     fs.rmSync(tmp, { force: true });
-    throw new TrainingError(`cannot write ${file} (${(error as Error).message})`);
+    const full = (error as NodeJS.ErrnoException).code === "ENOSPC" ? ": the disk is full, free some space" : "";
+    throw new TrainingError(`cannot write ${file} (${(error as Error).message})${full}`);
   }
 }
 
@@ -106,10 +107,90 @@ export function acquireRunLock(runDir: string): () => void {
   }
 }
 
+/**
+ * statfs magic numbers of pseudo file systems (proc, sysfs, devpts, cgroup, cgroup2, debugfs,
+ * securityfs, tracefs, bpf, pstore, configfs, efivarfs): no place for a run, and Node's recursive
+ * mkdir spins forever under /proc.
+ */
+const PSEUDO_FILE_SYSTEMS = new Map<number, string>([
+  [0x9fa0, "proc"],
+  [0x62656572, "sysfs"],
+  [0x1cd1, "devpts"],
+  [0x27e0eb, "cgroup"],
+  [0x63677270, "cgroup2"],
+  [0x64626720, "debugfs"],
+  [0x73636673, "securityfs"],
+  [0x74726163, "tracefs"],
+  [0xcafe4a11, "bpf"],
+  [0x6165676c, "pstore"],
+  [0x62656570, "configfs"],
+  [0xde5e81e4, "efivarfs"],
+]);
+
+/**
+ * Creates `dir` one level at a time (never Node's recursive mkdir, which can spin on pseudo file
+ * systems), refusing a directory on a pseudo file system such as /proc or /sys. `what` names the
+ * path in errors (e.g. "run directory"); they are usage errors (exit status 2).
+ */
+export function makeDirectory(dir: string, what: string): void {
+  const missing: string[] = [];
+  let existing = path.resolve(dir);
+  while (!fs.existsSync(existing)) {
+    missing.unshift(existing);
+    const parent = path.dirname(existing);
+    if (parent === existing) break;
+    existing = parent;
+  }
+  let type: number | undefined;
+  try {
+    type = Number(fs.statfsSync(existing).type);
+  } catch {
+    type = undefined; // no statfs here: the mkdir and write probe below still report errors
+  }
+  const pseudo = type === undefined ? undefined : PSEUDO_FILE_SYSTEMS.get(type);
+  if (pseudo !== undefined) {
+    throw new TrainingError(
+      `${what} ${dir} is on a ${pseudo} pseudo file system (${existing}): choose a directory on a disk`,
+      2,
+    );
+  }
+  if (!fs.statSync(existing).isDirectory()) {
+    throw new TrainingError(`${what} ${dir} is not writable (ENOTDIR: ${existing} is not a directory)`, 2);
+  }
+  for (const level of missing) {
+    try {
+      fs.mkdirSync(level);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== "EEXIST") {
+        throw new TrainingError(`${what} ${dir} cannot be created (${(error as Error).message})`, 2);
+      }
+    }
+  }
+}
+
+/**
+ * Checks, before any work, that `file` can be written: its folder exists (or can be made) on a real
+ * file system and `file` is not a directory. A usage error naming `flag` otherwise.
+ */
+export function checkOutputFile(file: string, flag: string): void {
+  const prefix = `${flag} ${file}:`;
+  if (fs.existsSync(file) && fs.statSync(file).isDirectory()) throw new TrainingError(`${prefix} is a directory`, 2);
+  try {
+    makeDirectory(path.dirname(path.resolve(file)), "the folder of");
+  } catch (error) {
+    throw new TrainingError(`${prefix} ${(error as Error).message}`, 2);
+  }
+  try {
+    fs.accessSync(path.dirname(path.resolve(file)), fs.constants.W_OK);
+  } catch (error) {
+    throw new TrainingError(`${prefix} its folder is not writable (${(error as Error).message})`, 2);
+  }
+}
+
 /** Creates runDir (and its parents) and checks that a file can be written in it (exit status 2 if not). */
 function makeWritable(runDir: string): void {
+  makeDirectory(runDir, "run directory");
   try {
-    fs.mkdirSync(runDir, { recursive: true });
     const probe = path.join(runDir, `.write-probe-${process.pid}`);
     fs.writeFileSync(probe, "probe");
     fs.rmSync(probe);
@@ -150,8 +231,7 @@ export function openRunDirectory(runDir: string, resume: boolean, log: (m: strin
       log(`${runDir} holds a run that never wrote a checkpoint: it starts again`);
       fs.rmSync(path.join(runDir, "metrics.jsonl"), { force: true });
     }
-    for (const file of removeStaleTemporaries(runDir))
-      log(`removed ${file}, left by a checkpoint write that never finished`);
+    for (const file of removeStaleTemporaries(runDir)) log(`removed ${file}, left by a write that never finished`);
   } catch (error) {
     release();
     throw error;

@@ -1,9 +1,9 @@
 // One guarded optimizer step: forward and backward through the learner, then the finiteness checks
-// (losses, then gradients); the optimizer steps only when everything is finite. A step found
+// (losses, then gradients, then batch-norm buffers); the optimizer steps only when everything is finite. A step found
 // non-finite leaves no trace (gradients zeroed; with "skip", batch-norm statistics restored).
 import { type Tensor, cat, noGrad, scope } from "../torch";
 import type { Divergence } from "./errors";
-import { firstNonFinite } from "./divergence";
+import { firstNonFinite, firstNonFiniteTensor } from "./divergence";
 import type { TrainModel } from "./model";
 
 /** What went non-finite in a step, and a sentence saying so. */
@@ -45,7 +45,19 @@ function findProblem(model: TrainModel, lossValues: number[]): StepProblem | nul
     return found;
   }
   const grad = firstNonFinite(groups);
-  if (grad === null) return null;
+  if (grad === null) {
+    // Finite losses and gradients can still come with overflowed batch-norm statistics.
+    const buffer = firstNonFiniteTensor(model.buffers);
+    if (buffer === null) return null;
+    const prefix = buffer.slice(0, buffer.lastIndexOf(".") + 1);
+    const group = groups.find((g) => g.params.some(([n]) => n.startsWith(prefix))) ?? groups[0];
+    return {
+      kind: "buffer",
+      stage: group.stage,
+      parameter: buffer,
+      text: `the batch-norm statistics ${buffer} (${group.label}) went non-finite in this step's forward pass, while every loss and gradient is finite`,
+    };
+  }
   return {
     kind: "gradient",
     stage: grad.group.stage,
@@ -70,7 +82,7 @@ export function guardedStep(
     if (options.channelsLast) both = both.channelsLast();
     optimizer.zeroGrad();
     // Skipping a step must leave no trace, batch-norm running statistics included.
-    const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map((b) => b.clone())) : null;
+    const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map(([, b]) => b.clone())) : null;
     const { lossValues } = learner.step(both);
     options.afterBackward?.();
     const problem = findProblem(model, lossValues);
@@ -78,7 +90,7 @@ export function guardedStep(
       optimizer.step();
     } else {
       optimizer.zeroGrad();
-      if (saved !== null) noGrad(() => buffers.forEach((b, i) => b.copy_(saved[i])));
+      if (saved !== null) noGrad(() => buffers.forEach(([, b], i) => b.copy_(saved[i])));
     }
     return { losses: lossValues, problem };
   });

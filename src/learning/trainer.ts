@@ -14,7 +14,7 @@ import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
 import { describeSplit } from "./split";
 import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
-import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFinite } from "./divergence";
+import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
 import { type MetricsRecord, MetricsWriter } from "./metrics";
@@ -125,7 +125,7 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
  */
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
-  const options = input.resume !== undefined ? resumeOptions(input) : resolveTrainOptions(input);
+  const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
   const data = await openRunData(options, log);
   const runDir = openRunDirectory(options.runDir, options.resume, log);
   try {
@@ -284,7 +284,7 @@ function checkCheckpointSpace(options: TrainOptions, model: TrainModel): void {
   checkFreeSpace(
     options.runDir,
     toWrite * checkpointBytes + 2 ** 20,
-    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)}`,
+    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)} plus ~1 MiB of logs`,
   );
 }
 
@@ -305,19 +305,22 @@ function diverged(ctx: TrainContext, point: DivergencePoint, what: string): Trai
 function writeCheckpoint(ctx: TrainContext): string {
   const { options, model, state } = ctx;
   if (state.checkpointStep === state.step && state.lastCheckpoint !== null) return state.lastCheckpoint;
-  // Never save weights that have already gone non-finite over a good checkpoint.
-  const bad = firstNonFinite(model.groups, true);
-  if (bad !== null) {
+  // Never save a non-finite tensor (weights or batch-norm statistics) over a good checkpoint.
+  const badName = firstNonFiniteTensor(modelState(model));
+  if (badName !== null) {
+    const prefix = badName.slice(0, badName.lastIndexOf(".") + 1);
+    const group = model.groups.find((g) => g.params.some(([n]) => n.startsWith(prefix))) ?? model.groups[0];
+    const bad = { name: badName, group };
     throw diverged(
       ctx,
       {
         step: state.step,
         epoch: Math.floor(Math.max(0, state.step - 1) / ctx.stepsPerEpoch) + 1,
         stage: bad.group.stage,
-        kind: "weights",
+        kind: model.named.some(([n]) => n === bad.name) ? "weights" : "buffer",
         parameter: bad.name,
       },
-      `the weights of ${bad.name} (${bad.group.label}) are non-finite after the update; no checkpoint was written`,
+      `${bad.name} (${bad.group.label}) is non-finite after the update; no checkpoint was written`,
     );
   }
   const optimizerState = model.optimizer.stateDict();

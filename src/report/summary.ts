@@ -81,7 +81,7 @@ export function summarizeRows(inputs: RowInput[]): RowSummary[] {
     const bySeed = new Map<number, { linear: number; knn: number }>();
     for (const i of inputs) {
       const b = i.run?.results?.baselines?.[key as keyof NonNullable<NonNullable<RunData["results"]>["baselines"]>];
-      if (b !== undefined && !bySeed.has(i.seed)) bySeed.set(i.seed, { linear: b.linear.top1, knn: b.knn.top1 });
+      if (b !== undefined && !bySeed.has(i.seed)) bySeed.set(i.seed, { linear: b.linear.top1 ?? NaN, knn: b.knn.top1 });
     }
     if (bySeed.size === 0) continue;
     const values = [...bySeed.values()];
