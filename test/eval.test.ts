@@ -586,6 +586,6 @@ test("readoutReport: a test-set size limit (strided subset), progress per evalua
     "raw-pixels linear readout": "6/6",
   });
   assert.deepEqual(report.readout.weightDecays, [0, 1e-3]);
-  assert.ok([0, 1e-3].includes(report.readout.weightDecay), "the chosen weight decay comes from the grid");
+  assert.ok([0, 1e-3].includes(report.readout.weightDecay ?? NaN), "the chosen weight decay comes from the grid");
   encoder.dispose();
 });

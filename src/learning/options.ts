@@ -311,7 +311,9 @@ function resolveLearning(v: ReturnType<typeof completeTrainInput>, method: Metho
     temperature: temps.length === 1 ? temps[0] : temps,
     schedule: oneOf("schedule", v.schedule, ["simultaneous", "sequential"] as const),
     feedback: oneOf("feedback", v.feedback, FEEDBACK_MODES),
-    stages: stageCount,
+    // The stage count is the encoder's own unless the user or the split chose one (a custom
+    // encoder's own count is known only once it is built).
+    ...(stages !== undefined || split !== "resnet" ? { stages: stageCount } : {}),
     split,
     overlap: oneOf("overlap", v.overlap, OVERLAP_MODES),
   };
