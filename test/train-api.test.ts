@@ -97,7 +97,7 @@ describe("train() as a library", { skip }, () => {
     assert.ok(results.linear!.top1! > 0 && results.linear!.top1! <= 1);
     assert.ok(results.baselines!.randomInit !== undefined);
     assert.equal(built, 2, "the trained encoder and the random-init baseline's");
-    assert.match(results.methodSettings, /^gim \(losses 1,2, reach 0, c 0, m 2, t 0\.5, simultaneous\)$/);
+    assert.match(results.methodSettings, /^gim \(losses 1,2, reach 0, c 0, m 2, t 0\.2, simultaneous\)$/);
   });
 
   test("readout none and knnEvery 0: training only; results.json and the results record hold the training figures", async () => {
@@ -183,7 +183,7 @@ describe("train() as a library", { skip }, () => {
     );
     assert.equal(cli.status, 0, cli.stderr);
     assert.match(cli.stderr, /readout: trained: features of 256 train and 32 test images/);
-    assert.match(cli.stdout, /gim \(losses 1,2,3,4, reach 0, c 1, m 2, t 0\.5, simultaneous\), step 4/);
+    assert.match(cli.stdout, /gim \(losses 1,2,3,4, reach 0, c 1, m 2, t 0\.2, simultaneous\), step 4/);
   });
 
   test("train() with only method, dataset and epochs resolves every other option to its default", () => {
