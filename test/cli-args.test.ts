@@ -53,3 +53,15 @@ test("a stray positional argument is a usage error (exit 2) naming it", () => {
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   }
 });
+
+test("each command that takes a target accepts one (it is not refused as a stray argument)", () => {
+  for (const command of ["eval", "embed", "finetune", "export", "report", "experiment"]) {
+    const r = spawnSync(process.execPath, [MAIN, command, "/nonexistent/target"], {
+      encoding: "utf8",
+      env: ENV,
+      timeout: 60_000,
+    });
+    assert.doesNotMatch(r.stderr, /unexpected argument/, `${command}: ${r.stderr}`);
+    assert.notEqual(r.status, 0, `${command}: a missing target is still an error`);
+  }
+});

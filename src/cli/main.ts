@@ -53,6 +53,7 @@ const commands: Record<string, Command> = {
       "Fine-tune a run's encoder with a fresh linear head on 1%/10%/100% of the labels (SimCLR's recipe), or from random init.",
     specs: finetuneSpecs,
     usage: "loco finetune <run dir | checkpoint file> [--fraction 0.01,0.1] [--from-random-init] [options]",
+    maxPositionals: 1,
     run: runFinetune,
   },
   export: {
@@ -60,6 +61,7 @@ const commands: Record<string, Command> = {
       "Write a run's encoder alone as safetensors with torchvision's parameter names, and a JSON of its input size and normalisation.",
     specs: exportSpecs,
     usage: "loco export <run dir | checkpoint file> [--out encoder.safetensors]",
+    maxPositionals: 1,
     run: runExport,
   },
   experiment: {
