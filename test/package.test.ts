@@ -1,6 +1,6 @@
 // The package as a user imports it: every import path the docs name resolves through package.json's
 // exports map, the README's TypeScript example compiles against the published types and runs, and
-// project files cite docs/methods.md (the methods reference), never a METHODS.md outside the repo.
+// project files cite docs/methods.md (the methods reference), never a design file outside the repository.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
@@ -79,7 +79,7 @@ test(
   },
 );
 
-test("project files cite docs/methods.md, never a METHODS.md outside the repository", () => {
+test("project files cite docs/methods.md, never a design file outside the repository", () => {
   const offenders: string[] = [];
   const walk = (rel: string): void => {
     const abs = path.join(ROOT, rel);

@@ -42,7 +42,7 @@ export async function runLaunch(values: Record<string, unknown>, command: string
   if (command.length === 0) throw new UsageError(`nothing to launch: ${launchUsage}`);
   if (locoCommands.has(command[0]) && !rankAwareCommands.has(command[0])) {
     throw new UsageError(
-      `\`loco ${command[0]}\` does not run on several ranks yet (\`--parallel data\` is not implemented); ` +
+      `\`loco ${command[0]}\` does not run on several ranks yet (\`loco train --parallel data\` is still to come); ` +
         "launch a script built on loco's parallel building blocks instead (docs/distributed.md)",
     );
   }
