@@ -5,12 +5,20 @@
 // checkpoints); the second prints a message and ends the process with status 128 + signal, mid-step
 // or mid-write (checkpoints are renamed into place atomically, so the last complete one stays
 // intact).
+//
+// stopWithParent: a child of `loco experiment` stops when its parent dies, SIGKILL included (no
+// signal reaches the child then). A detached thread polls getppid(): once the process has been
+// re-parented it sends this process SIGTERM (the handler above: finish the step, checkpoint,
+// exit), and a second SIGTERM after a grace period (exit at once) in case a long phase does not
+// poll for stops. It runs outside the event loop, so a long native step cannot delay it.
 #include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cstring>
+#include <thread>
 
 #include "common.h"
 
@@ -86,6 +94,27 @@ Napi::Value interruptCount(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), signalCount.load());
 }
 
+std::atomic<bool> parentWatchStarted{false};
+
+void watchParent(pid_t parent, int graceMs) {
+  while (getppid() == parent) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+  kill(getpid(), SIGTERM);
+  std::this_thread::sleep_for(std::chrono::milliseconds(graceMs));
+  kill(getpid(), SIGTERM);
+}
+
+Napi::Value stopWithParent(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsNumber() || !info[1].IsNumber()) {
+    throw Napi::TypeError::New(env, "stopWithParent(parentPid, graceMs): expected two numbers");
+  }
+  pid_t parent = pid_t(info[0].As<Napi::Number>().Int64Value());
+  int graceMs = std::max(0, int(info[1].As<Napi::Number>().Int32Value()));
+  if (parentWatchStarted.exchange(true)) throw Napi::Error::New(env, "stopWithParent: already watching");
+  std::thread(watchParent, parent, graceMs).detach();
+  return env.Undefined();
+}
+
 }  // namespace
 
 std::vector<NativeExport> signalExports() {
@@ -93,6 +122,7 @@ std::vector<NativeExport> signalExports() {
       {"installInterruptHandler", installInterruptHandler},
       {"removeInterruptHandler", removeInterruptHandler},
       {"interruptCount", interruptCount},
+      {"stopWithParent", stopWithParent},
   };
 }
 

@@ -13,6 +13,7 @@ import { runExperiment } from "../experiments/runner";
 import { type OptionSpec, UsageError, parseArgs } from "./options";
 import { type TrainInput, resolveTrainOptions } from "../learning/options";
 import { trainSpecs } from "./train";
+import { finetuneSpecs } from "./finetune";
 
 export const experimentSpecs: OptionSpec[] = [
   { flag: "dir", type: "string", description: "experiment directory", defaultText: "experiments/<name>" },
@@ -50,6 +51,13 @@ function checkRuns(spec: ExperimentSpec, extra: Record<string, string>): void {
       resolveTrainOptions(parsed.values as TrainInput);
     } catch (error) {
       throw new UsageError(`row '${row.name}': ${(error as Error).message}`);
+    }
+  }
+  if (spec.finetune !== undefined) {
+    try {
+      parseArgs(flagArgs(spec.finetune.flags), finetuneSpecs, "finetune");
+    } catch (error) {
+      throw new UsageError(`finetune flags: ${(error as Error).message}`);
     }
   }
 }

@@ -10,6 +10,7 @@ import { finetuneSpecs, runFinetune } from "./finetune";
 import { reportSpecs, runReport } from "./report-command";
 import { experimentSpecs, runExperimentCommand } from "./experiment";
 import { launchSpecs, launchUsage, runLaunch } from "./launch";
+import { stopWithParentFromEnv } from "../torch/signals";
 
 interface Command {
   summary: string;
@@ -103,6 +104,8 @@ function mainHelp(): string {
 }
 
 async function main(argv: string[]): Promise<number> {
+  // A child of `loco experiment` stops when the experiment dies, even by SIGKILL.
+  stopWithParentFromEnv();
   const [name, ...rest] = argv;
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     console.log(mainHelp());

@@ -24,6 +24,18 @@ export interface ExperimentSpec {
   rows: GridRow[];
   /** Baselines read out beside the first row's runs (one set per seed). */
   baselines: string[];
+  /**
+   * Fine-tuning after pretraining (`loco finetune` on every finished run, and from random init
+   * beside the first row's runs): label fractions and `loco finetune` flags. Absent: none.
+   */
+  finetune?: FinetuneSpec;
+}
+
+export interface FinetuneSpec {
+  /** Fractions of the labelled train images, each in (0, 1]. */
+  fractions: number[];
+  /** Flags of `loco finetune` (epochs, lr, …) by kebab-case name. */
+  flags: RunFlags;
 }
 
 /** The rows of the authors' response, in its order, with its ImageNet figures. */
@@ -87,6 +99,8 @@ export function presetSpec(name: PresetName): ExperimentSpec {
         seeds: [0],
         rows: RESPONSE_GRID,
         baselines: ALL_BASELINES,
+        // 600 labelled images, 10 epochs: a short version of the 1% protocol that fits the budget.
+        finetune: { fractions: [0.01], flags: { epochs: 10 } },
       };
     case "standard":
       return {
@@ -108,6 +122,7 @@ export function presetSpec(name: PresetName): ExperimentSpec {
         seeds: [0, 1, 2],
         rows: RESPONSE_GRID,
         baselines: ALL_BASELINES,
+        finetune: { fractions: [0.01, 0.1], flags: {} },
       };
     case "paper":
       return {
@@ -134,6 +149,7 @@ export function presetSpec(name: PresetName): ExperimentSpec {
         seeds: [0],
         rows: RESPONSE_GRID,
         baselines: ALL_BASELINES,
+        finetune: { fractions: [0.01, 0.1], flags: {} },
       };
   }
 }
@@ -158,10 +174,37 @@ function checkFlags(value: unknown, where: string): RunFlags {
   return value as RunFlags;
 }
 
+/** A grid file's `finetune`: a list of fractions, an object {fractions, flags}, or [] / null for none. */
+function checkFinetune(value: unknown, where: string): FinetuneSpec | undefined {
+  if (value === null) return undefined;
+  const object = Array.isArray(value)
+    ? { fractions: value }
+    : typeof value === "object"
+      ? (value as Record<string, unknown>)
+      : null;
+  if (object === null) throw new GridError(`${where}: expected a list of label fractions or {fractions, flags}`);
+  for (const k of Object.keys(object)) {
+    if (k !== "fractions" && k !== "flags")
+      throw new GridError(`${where}: unknown field '${k}' (expected fractions, flags)`);
+  }
+  const fractions = object.fractions;
+  if (!Array.isArray(fractions) || !fractions.every((f) => typeof f === "number" && f > 0 && f <= 1)) {
+    throw new GridError(`${where}.fractions: expected a list of label fractions in (0, 1], e.g. [0.01, 0.1]`);
+  }
+  if (fractions.length === 0) return undefined;
+  const flags = checkFlags(object.flags, `${where}.flags`);
+  for (const k of ["fraction", "from-random-init", "seed"]) {
+    if (k in flags)
+      throw new GridError(`${where}.flags.${k}: set by the grid (fractions, the random-init row, the run's seed)`);
+  }
+  return { fractions: [...new Set(fractions as number[])], flags };
+}
+
 /**
  * Reads a grid file. Fields: name, preset (quick | standard | paper: the base protocol, seeds and
  * rows), protocol (flags for every run), seeds, rows ([{name, flags}]; default: the preset's),
- * baselines (list; default all three). Unknown fields are errors.
+ * baselines (list; default all three), finetune (label fractions, or {fractions, flags}; default:
+ * the preset's; [] for none). Unknown fields are errors.
  */
 export function readGridFile(file: string): ExperimentSpec {
   let raw: unknown;
@@ -173,7 +216,7 @@ export function readGridFile(file: string): ExperimentSpec {
   }
   if (raw === null || typeof raw !== "object" || Array.isArray(raw)) throw new GridError(`${file}: expected an object`);
   const g = raw as Record<string, unknown>;
-  const known = ["name", "preset", "protocol", "description", "seeds", "rows", "baselines"];
+  const known = ["name", "preset", "protocol", "description", "seeds", "rows", "baselines", "finetune"];
   for (const k of Object.keys(g)) {
     if (!known.includes(k)) throw new GridError(`${file}: unknown field '${k}' (expected ${known.join(", ")})`);
   }
@@ -217,6 +260,7 @@ export function readGridFile(file: string): ExperimentSpec {
     }
     baselines = g.baselines as string[];
   }
+  const finetune = g.finetune === undefined ? base.finetune : checkFinetune(g.finetune, `${file}: finetune`);
   return {
     name: typeof g.name === "string" ? g.name : path.basename(file).replace(/\.(ya?ml|json)$/, ""),
     protocol:
@@ -225,6 +269,7 @@ export function readGridFile(file: string): ExperimentSpec {
     seeds,
     rows,
     baselines,
+    ...(finetune === undefined ? {} : { finetune }),
   };
 }
 
@@ -234,6 +279,11 @@ export function slug(name: string): string {
     .toLowerCase()
     .replace(/[^a-z0-9]+/g, "-")
     .replace(/^-|-$/g, "");
+}
+
+/** A fraction as a percentage label: 0.01 → "1%". */
+export function percentLabel(fraction: number): string {
+  return `${+(fraction * 100).toPrecision(3)}%`;
 }
 
 /** The argv of `loco train` for flags (booleans as --flag / --no-flag). */

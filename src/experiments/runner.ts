@@ -2,8 +2,9 @@
 // (EXP/runs/<row>/seed-<s>) trained by `loco train` in a child process. Resumable: a run with
 // results.json is skipped, a run with a config.json is continued with --resume, the others start.
 // --jobs runs several at once and gives each cores / jobs libtorch threads (never more in all).
-// Afterwards: peak step memory per row, results.{json,md,csv}, and report.html.
-import { type ChildProcess, spawn } from "node:child_process";
+// Then, if the grid asks for it, `loco finetune` on every finished run and from random init
+// (src/experiments/jobs.ts). Afterwards: peak step memory per row, results.{json,md,csv}, and
+// report.html.
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -12,6 +13,7 @@ import { readRun } from "../report/rundata";
 import { writeReport } from "../report/report";
 import { type ExperimentSpec, GridError, REFERENCE_TITLE, BASELINE_REFERENCES, flagArgs, slug } from "./grid";
 import { writeResultTables } from "./tables";
+import { type FinetuneCell, JobPool, planFinetune, runFinetuneCells } from "./jobs";
 
 export interface ExperimentOptions {
   dir: string;
@@ -71,7 +73,11 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
   fs.mkdirSync(path.join(dir, "runs"), { recursive: true });
   const infoFile = path.join(dir, "experiment.json");
   const previous = fs.existsSync(infoFile)
-    ? (JSON.parse(fs.readFileSync(infoFile, "utf8")) as { identity?: string; runs?: ExperimentCell[] })
+    ? (JSON.parse(fs.readFileSync(infoFile, "utf8")) as {
+        identity?: string;
+        runs?: ExperimentCell[];
+        finetune?: FinetuneCell[];
+      })
     : null;
   if (previous !== null && previous.identity !== identity(spec)) {
     throw new GridError(
@@ -89,6 +95,7 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
     title: REFERENCE_TITLE,
     values: { ...Object.fromEntries(spec.rows.map((r) => [r.name, r.reference ?? "-"])), ...BASELINE_REFERENCES },
   };
+  let finetuneSaved: FinetuneCell[] = previous?.finetune ?? [];
   const save = (): void =>
     writeJsonAtomic(infoFile, {
       name: spec.name,
@@ -99,6 +106,7 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
       reference,
       note: "The reference column is the paper's ImageNet linear top-1 (ResNet-50, 100 epochs) from the authors' response: a different scale, for orientation only.",
       runs: cells,
+      finetune: finetuneSaved,
     });
   save();
 
@@ -132,79 +140,50 @@ export async function runExperiment(spec: ExperimentSpec, options: ExperimentOpt
     `loco experiment ${spec.name}: ${queue.length} runs to do, ${options.jobs} at a time with ${threads} thread${threads > 1 ? "s" : ""} each, in ${dir}`,
   );
 
-  const running = new Set<ChildProcess>();
-  let stopping = false;
-  const onSignal = (): void => {
-    if (stopping) return;
-    stopping = true;
-    log("stopping: each running job checkpoints and exits; rerun the same command to continue");
-    for (const child of running) child.kill("SIGTERM");
-  };
-  process.on("SIGINT", onSignal);
-  process.on("SIGTERM", onSignal);
+  const jobs = new JobPool(options.jobs, threads, main, log);
   const failed: ExperimentCell[] = [];
   let done = 0;
   const total = queue.length;
-
-  const runCell = (cell: ExperimentCell): Promise<void> =>
-    new Promise((resolve) => {
-      const runDir = path.join(dir, cell.dir);
-      fs.mkdirSync(runDir, { recursive: true });
-      const resume = fs.existsSync(path.join(runDir, "config.json"));
-      const args = resume ? ["train", "--resume", runDir, "--threads", String(threads)] : ["train", ...flagsOf(cell)];
-      const logFile = fs.openSync(path.join(runDir, "train.log"), "a");
-      const started = Date.now();
-      const child = spawn(process.execPath, [main, ...args], {
-        stdio: ["ignore", logFile, logFile],
-        env: { ...process.env, OMP_NUM_THREADS: String(threads), LOCO_NUM_THREADS: String(threads) },
-      });
-      running.add(child);
-      log(`${cell.row} (seed ${cell.seed}): ${resume ? "resumed" : "started"} in ${runDir}`);
-      child.on("exit", (code, signal) => {
-        running.delete(child);
-        fs.closeSync(logFile);
-        cell.wallSeconds = (cell.wallSeconds ?? 0) + (Date.now() - started) / 1000;
-        if (code === 0) {
-          cell.status = "finished";
-          done++;
-          const results = readRun(runDir).results;
-          log(
-            `[${done}/${total}] ${cell.row} (seed ${cell.seed}): finished in ${cell.wallSeconds.toFixed(0)} s` +
-              (results?.linear && results.knn
-                ? `, linear ${results.linear.top1 === null ? "diverged" : `${(results.linear.top1 * 100).toFixed(2)}%`}, kNN ${(results.knn.top1 * 100).toFixed(2)}%`
-                : ""),
-          );
-        } else if (stopping || code === 130) {
-          cell.status = "interrupted";
-        } else {
-          cell.status = "failed";
-          failed.push(cell);
-          log(
-            `${cell.row} (seed ${cell.seed}): failed (exit ${code ?? signal}); see ${path.join(runDir, "train.log")}`,
-          );
-        }
-        save();
-        resolve();
-      });
-    });
-
-  try {
-    const active = new Set<Promise<void>>();
-    for (const cell of queue) {
-      if (stopping) break;
-      while (active.size >= options.jobs) await Promise.race(active);
-      if (stopping) break;
-      const p = runCell(cell).then(() => {
-        active.delete(p);
-      });
-      active.add(p);
+  const runCell = async (cell: ExperimentCell): Promise<void> => {
+    const runDir = path.join(dir, cell.dir);
+    fs.mkdirSync(runDir, { recursive: true });
+    const resume = fs.existsSync(path.join(runDir, "config.json"));
+    log(`${cell.row} (seed ${cell.seed}): ${resume ? "resumed" : "started"} in ${runDir}`);
+    const exit = await jobs.spawn(
+      resume ? ["train", "--resume", runDir, "--threads", String(threads)] : ["train", ...flagsOf(cell)],
+      path.join(runDir, "train.log"),
+    );
+    cell.wallSeconds = (cell.wallSeconds ?? 0) + exit.seconds;
+    if (exit.code === 0) {
+      cell.status = "finished";
+      done++;
+      const results = readRun(runDir).results;
+      log(
+        `[${done}/${total}] ${cell.row} (seed ${cell.seed}): finished in ${cell.wallSeconds.toFixed(0)} s` +
+          (results?.linear && results.knn
+            ? `, linear ${results.linear.top1 === null ? "diverged" : `${(results.linear.top1 * 100).toFixed(2)}%`}, kNN ${(results.knn.top1 * 100).toFixed(2)}%`
+            : ""),
+      );
+    } else if (jobs.stopping || exit.code === 130) {
+      cell.status = "interrupted";
+    } else {
+      cell.status = "failed";
+      failed.push(cell);
+      log(
+        `${cell.row} (seed ${cell.seed}): failed (exit ${exit.code ?? exit.signal}); see ${path.join(runDir, "train.log")}`,
+      );
     }
-    await Promise.all(active);
-  } finally {
-    process.off("SIGINT", onSignal);
-    process.off("SIGTERM", onSignal);
+    save();
+  };
+  await jobs.run(queue, runCell);
+  if (!jobs.stopping && spec.finetune !== undefined) {
+    const finetuneCells = planFinetune(spec, dir, cells, previous?.finetune);
+    finetuneSaved = finetuneCells;
+    save();
+    await runFinetuneCells(spec, dir, finetuneCells, jobs, { failed, save, log });
   }
-  if (stopping) {
+  jobs.close();
+  if (jobs.stopping) {
     save();
     return { finished: done, failed, interrupted: true, skipped };
   }

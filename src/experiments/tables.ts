@@ -4,7 +4,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { readRun } from "../report/rundata";
 import { type RowSummary, type Stat, formatPercent, summarizeRows } from "../report/summary";
-import type { ExperimentSpec } from "./grid";
+import { type ExperimentSpec, flagArgs, percentLabel } from "./grid";
 import type { ExperimentCell } from "./runner";
 
 function writeAtomic(file: string, text: string): void {
@@ -22,6 +22,11 @@ const fixed = (s: Stat | null, digits: number, scale = 1): string =>
 
 const STAGES = [1, 2, 3, 4];
 
+/** The fine-tuning fractions of the grid (none if it has no fine-tuning). */
+const fractionsOf = (spec: ExperimentSpec): number[] => spec.finetune?.fractions ?? [];
+const finetuneOf = (r: RowSummary, fraction: number): Stat | null =>
+  r.finetune.find((f) => f.fraction === fraction)?.top1 ?? null;
+
 export function resultsMarkdown(
   spec: ExperimentSpec,
   rows: RowSummary[],
@@ -33,6 +38,7 @@ export function resultsMarkdown(
     "linear top-1 %",
     "kNN top-1 %",
     ...STAGES.map((s) => `stage ${s} linear %`),
+    ...fractionsOf(spec).map((f) => `fine-tune ${percentLabel(f)} top-1 %`),
     "peak MiB",
     "step s",
     "img/s",
@@ -45,6 +51,11 @@ export function resultsMarkdown(
     `Protocol: ${spec.protocol}. Mean ± std over ${spec.seeds.length} seed${spec.seeds.length > 1 ? "s" : ""} (${spec.seeds.join(", ")}).`,
     "Peak MiB: bytes libtorch held during one training step at the run's batch size (counting allocator).",
     `The last column is the paper's ImageNet figure (ResNet-50, 100 epochs) from the authors' response, a different scale.`,
+    ...(spec.finetune === undefined
+      ? []
+      : [
+          `Fine-tune: the encoder unfrozen with a fresh linear head on ${fractionsOf(spec).map(percentLabel).join(" / ")} of the labelled train images (class-balanced, seeded; \`loco finetune\`${flagArgs(spec.finetune.flags).length > 0 ? ` ${flagArgs(spec.finetune.flags).join(" ")}` : ""}); the random-init row starts from a randomly initialised encoder.`,
+        ]),
     "",
     `| ${head.join(" | ")} |`,
     `| ${head.map((_, i) => (i === 0 ? "---" : "---:")).join(" | ")} |`,
@@ -56,6 +67,7 @@ export function resultsMarkdown(
       formatPercent(r.linear),
       formatPercent(r.knn),
       ...STAGES.map((s) => formatPercent(r.perStage.find((p) => p.stage === s)?.linear ?? null)),
+      ...fractionsOf(spec).map((f) => formatPercent(finetuneOf(r, f))),
       fixed(r.peakBytes, 1, 2 ** -20),
       fixed(r.stepSeconds, 3),
       fixed(r.imagesPerSecond, 0),
@@ -67,7 +79,11 @@ export function resultsMarkdown(
   return `${lines.join("\n")}\n`;
 }
 
-export function resultsCsv(rows: RowSummary[], reference: { values: Record<string, string> }): string {
+export function resultsCsv(
+  rows: RowSummary[],
+  reference: { values: Record<string, string> },
+  fractions: number[] = [],
+): string {
   const stats: [string, (r: RowSummary) => Stat | null][] = [
     ["linear_top1", (r) => r.linear],
     ["knn_top1", (r) => r.knn],
@@ -78,6 +94,10 @@ export function resultsCsv(rows: RowSummary[], reference: { values: Record<strin
     ...STAGES.map((s): [string, (r: RowSummary) => Stat | null] => [
       `stage${s}_knn_top1`,
       (r) => r.perStage.find((p) => p.stage === s)?.knn ?? null,
+    ]),
+    ...fractions.map((f): [string, (r: RowSummary) => Stat | null] => [
+      `finetune_${+(f * 100).toPrecision(3)}pct_top1`,
+      (r) => finetuneOf(r, f),
     ]),
     ["peak_bytes", (r) => r.peakBytes],
     ["step_seconds", (r) => r.stepSeconds],
@@ -133,6 +153,7 @@ export function writeResultTables(
         name: spec.name,
         protocol: spec.protocol,
         seeds: spec.seeds,
+        finetune: spec.finetune ?? null,
         reference,
         rows: rows.map((r) => ({ ...r, reference: reference.values[r.row] ?? null })),
         runs: cells,
@@ -142,6 +163,6 @@ export function writeResultTables(
     )}\n`,
   );
   writeAtomic(path.join(dir, "results.md"), resultsMarkdown(spec, rows, reference));
-  writeAtomic(path.join(dir, "results.csv"), resultsCsv(rows, reference));
+  writeAtomic(path.join(dir, "results.csv"), resultsCsv(rows, reference, fractionsOf(spec)));
   return rows.length;
 }

@@ -92,6 +92,14 @@ function check(ok: boolean, message: string): void {
   if (!ok) throw new RangeError(`finetune: ${message}`);
 }
 
+/** Where `finetune` writes its result by default: RUN/finetune-<percent>pct[-random-init].json. */
+export function finetuneResultFile(runDir: string, fraction: number, fromRandomInit: boolean): string {
+  return path.join(
+    runDir,
+    `finetune-${+(fraction * 100).toPrecision(3)}pct${fromRandomInit ? "-random-init" : ""}.json`,
+  );
+}
+
 /** The default epochs of the protocol for a label fraction. */
 export function defaultFinetuneEpochs(fraction: number): number {
   return fraction <= 0.01 ? 60 : 30;
@@ -174,10 +182,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
       history: result.history,
       seconds: (performance.now() - started) / 1000,
     };
-    const file =
-      options.out === undefined
-        ? path.join(runDir, `finetune-${+(fraction * 100).toPrecision(3)}pct${random ? "-random-init" : ""}.json`)
-        : options.out;
+    const file = options.out === undefined ? finetuneResultFile(runDir, fraction, random) : options.out;
     if (file !== null) writeJsonAtomic(file, out);
     return out;
   } finally {

@@ -179,6 +179,16 @@ export function readoutChart(points: BarPoint[]): Chart {
   );
 }
 
+export function finetuneChart(points: BarPoint[]): Chart {
+  return barsWithErrors(
+    "finetune",
+    "Fine-tuning accuracy",
+    "Top-1 on the test split after fine-tuning the whole encoder with a fresh linear head on a fraction of the labels (mean; the black bars span ± one standard deviation over seeds). Grey: from random initialisation.",
+    points,
+    { title: "top-1", format: ".0%" },
+  );
+}
+
 export interface StagePoint {
   row: string;
   stage: number;

@@ -41,11 +41,13 @@ const mib = (bytes: number): string => (bytes / 2 ** 20).toFixed(1);
 
 function summaryTable(page: ReportPage): string {
   const ref = page.reference;
+  const fractions = [...new Set(page.rows.flatMap((r) => r.finetune.map((f) => f.fraction)))].sort((a, b) => a - b);
   const head = [
     "run",
     "seeds",
     "linear top-1 (%)",
     "kNN top-1 (%)",
+    ...fractions.map((f) => `fine-tune ${+(f * 100).toPrecision(3)}% top-1 (%)`),
     "peak memory (MiB)",
     "step time (s)",
     "images/s",
@@ -59,6 +61,7 @@ function summaryTable(page: ReportPage): string {
       r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`,
       formatPercent(r.linear),
       formatPercent(r.knn),
+      ...fractions.map((f) => formatPercent(r.finetune.find((x) => x.fraction === f)?.top1 ?? null)),
       cell(r.peakBytes, mib),
       cell(r.stepSeconds, (x) => x.toFixed(3)),
       cell(r.imagesPerSecond, (x) => x.toFixed(0)),

@@ -13,6 +13,7 @@ import {
   lossChart,
   memoryChart,
   perStageChart,
+  finetuneChart,
   readoutChart,
   renderSvg,
   timeChart,
@@ -132,10 +133,14 @@ export function buildCharts(cells: RowInput[], rows: RowSummary[]): Chart[] {
     ...bar(r.row, "seconds per step", r.kind, r.stepSeconds),
     ...bar(r.row, "images per second", r.kind, r.imagesPerSecond),
   ]);
+  const finetune = rows.flatMap((r) =>
+    r.finetune.flatMap((f) => bar(r.row, `${+(f.fraction * 100).toPrecision(3)}% of the labels`, r.kind, f.top1)),
+  );
   const charts: Chart[] = [];
   if (loss.length > 0) charts.push(lossChart(loss, labels.length));
   if (knn.length > 0) charts.push(knnChart(knn));
   if (readout.length > 0) charts.push(readoutChart(readout));
+  if (finetune.length > 0) charts.push(finetuneChart(finetune));
   if (perStage.length > 0) charts.push(perStageChart(perStage));
   if (memory.length > 0) charts.push(memoryChart(memory));
   if (time.length > 0) charts.push(timeChart(time));

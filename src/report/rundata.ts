@@ -35,6 +35,15 @@ export interface RunMemory {
   stepSeconds?: number;
 }
 
+/** A `loco finetune` result beside the run (RUN/finetune-<percent>pct[-random-init].json). */
+export interface RunFinetune {
+  fraction: number;
+  init: "pretrained" | "random";
+  top1: number;
+  epochs: number;
+  seconds: number;
+}
+
 export interface RunData {
   dir: string;
   /** Resolved options from config.json (null if the file is missing or unreadable). */
@@ -47,6 +56,8 @@ export interface RunData {
   /** results.json, or null while the run is unfinished. */
   results: Results | null;
   memory: RunMemory | null;
+  /** Fine-tuning results found in the directory, by fraction. */
+  finetune: RunFinetune[];
 }
 
 /** A user-facing problem with a run or experiment directory. */
@@ -127,7 +138,30 @@ export function readRun(dir: string): RunData {
   const lossStages = config ? [...config.learning.lossStages].sort((a, b) => a - b) : [];
   const results = readJson<Results>(path.join(dir, "results.json"));
   const memory = readJson<RunMemory>(path.join(dir, "memory.json"));
-  return { dir, config, lossStages, steps, epochs, results, memory };
+  return { dir, config, lossStages, steps, epochs, results, memory, finetune: readFinetune(dir) };
+}
+
+function readFinetune(dir: string): RunFinetune[] {
+  const files = fs.readdirSync(dir).filter((f) => /^finetune-[0-9.]+pct(-random-init)?\.json$/.test(f));
+  const out: RunFinetune[] = [];
+  for (const f of files.sort()) {
+    const r = readJson<{
+      fraction?: unknown;
+      init?: unknown;
+      top1?: unknown;
+      settings?: { epochs?: unknown };
+      seconds?: unknown;
+    }>(path.join(dir, f));
+    if (r === null || typeof r.fraction !== "number" || typeof r.top1 !== "number") continue;
+    out.push({
+      fraction: r.fraction,
+      init: r.init === "random" ? "random" : "pretrained",
+      top1: r.top1,
+      epochs: typeof r.settings?.epochs === "number" ? r.settings.epochs : 0,
+      seconds: typeof r.seconds === "number" ? r.seconds : 0,
+    });
+  }
+  return out.sort((a, b) => a.fraction - b.fraction);
 }
 
 /** One cell of an experiment grid as listed in experiment.json. */

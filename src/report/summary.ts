@@ -1,6 +1,6 @@
 // Aggregates of runs by grid row: mean and standard deviation over seeds of the readouts, peak
 // memory and timing; the baselines a run read out become rows of their own.
-import type { RunData } from "./rundata";
+import type { RunData, RunFinetune } from "./rundata";
 
 /** Mean and sample standard deviation (0 for a single value) of n values. */
 export interface Stat {
@@ -33,6 +33,8 @@ export interface RowSummary {
   imagesPerSecond: Stat | null;
   trainSeconds: Stat | null;
   wallSeconds: Stat | null;
+  /** Fine-tuning top-1 per label fraction (the random-init row: from random initialisation). */
+  finetune: { fraction: number; top1: Stat | null }[];
 }
 
 export const BASELINE_ROWS: Record<string, string> = {
@@ -75,6 +77,7 @@ export function summarizeRows(inputs: RowInput[]): RowSummary[] {
       imagesPerSecond: stat(res.map((r) => r.training.imagesPerSecond)),
       trainSeconds: stat(res.map((r) => r.training.seconds)),
       wallSeconds: stat(done.map((c) => c.wallSeconds)),
+      finetune: finetuneStats(cells.map((c) => c.run?.finetune.filter((f) => f.init === "pretrained") ?? [])),
     };
   });
   for (const [key, label] of Object.entries(BASELINE_ROWS)) {
@@ -83,13 +86,21 @@ export function summarizeRows(inputs: RowInput[]): RowSummary[] {
       const b = i.run?.results?.baselines?.[key as keyof NonNullable<NonNullable<RunData["results"]>["baselines"]>];
       if (b !== undefined && !bySeed.has(i.seed)) bySeed.set(i.seed, { linear: b.linear.top1 ?? NaN, knn: b.knn.top1 });
     }
-    if (bySeed.size === 0) continue;
+    // Fine-tuning from random init is the random-init baseline's protocol too (one set per seed).
+    const finetuneBySeed = new Map<number, RunFinetune[]>();
+    if (key === "randomInit") {
+      for (const i of inputs) {
+        const random = i.run?.finetune.filter((f) => f.init === "random") ?? [];
+        if (random.length > 0 && !finetuneBySeed.has(i.seed)) finetuneBySeed.set(i.seed, random);
+      }
+    }
+    if (bySeed.size === 0 && finetuneBySeed.size === 0) continue;
     const values = [...bySeed.values()];
     out.push({
       row: label,
       kind: "baseline",
-      runs: values.length,
-      finished: values.length,
+      runs: Math.max(values.length, finetuneBySeed.size),
+      finished: Math.max(values.length, finetuneBySeed.size),
       linear: stat(values.map((v) => v.linear)),
       knn: stat(values.map((v) => v.knn)),
       perStage: [],
@@ -99,9 +110,19 @@ export function summarizeRows(inputs: RowInput[]): RowSummary[] {
       imagesPerSecond: null,
       trainSeconds: null,
       wallSeconds: null,
+      finetune: finetuneStats([...finetuneBySeed.values()]),
     });
   }
   return out;
+}
+
+/** Mean ± std over runs of the fine-tuning top-1 at each fraction any run has. */
+function finetuneStats(perRun: RunFinetune[][]): { fraction: number; top1: Stat | null }[] {
+  const fractions = [...new Set(perRun.flat().map((f) => f.fraction))].sort((a, b) => a - b);
+  return fractions.map((fraction) => ({
+    fraction,
+    top1: stat(perRun.map((fs) => fs.find((f) => f.fraction === fraction)?.top1)),
+  }));
 }
 
 /** "78.70 ± 0.42" (percent; no ± for a single seed), or "-". */

@@ -88,6 +88,8 @@ export interface NativeAddon {
   installInterruptHandler(first: string, second: string): void;
   removeInterruptHandler(): void;
   interruptCount(): number;
+  /** Sends this process SIGTERM when its parent `parentPid` is gone, and again `graceMs` later. */
+  stopWithParent(parentPid: number, graceMs: number): void;
   memoryStats(): MemoryStatsRaw;
   resetPeakMemory(): void;
   emptyCache(): void;

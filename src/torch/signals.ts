@@ -38,3 +38,28 @@ export function removeInterruptHandler(): void {
   native.removeInterruptHandler();
   active = false;
 }
+
+/**
+ * The environment variable by which a parent process (`loco experiment`) asks a `loco` child to
+ * stop when the parent dies: its value is the parent's pid.
+ */
+export const STOP_WITH_PARENT_ENV = "LOCO_STOP_WITH_PARENT";
+
+/** Seconds between the graceful SIGTERM on the parent's death and the one that exits at once. */
+export const PARENT_GRACE_SECONDS = 10;
+
+/**
+ * When STOP_WITH_PARENT_ENV names this process's parent: watch it (native/signals.cpp) and, once it
+ * is gone (even SIGKILLed), stop as on SIGTERM (a training run finishes its step, checkpoints and
+ * exits), then exit at once PARENT_GRACE_SECONDS later if still running. The variable is removed
+ * so that this process's own children do not inherit it. Returns whether a watch started.
+ */
+export function stopWithParentFromEnv(): boolean {
+  const value = process.env[STOP_WITH_PARENT_ENV];
+  if (value === undefined) return false;
+  delete process.env[STOP_WITH_PARENT_ENV];
+  const parent = Number(value);
+  if (!Number.isInteger(parent) || parent <= 1) return false;
+  native.stopWithParent(parent, PARENT_GRACE_SECONDS * 1000);
+  return true;
+}
