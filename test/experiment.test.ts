@@ -170,7 +170,7 @@ describe(
       const args = ["experiment", grid, "--dir", dir, "--jobs", "1"];
       // SIGKILL of the runner while its first run trains: the child `loco train` notices (it watches
       // its parent), checkpoints and exits within seconds instead of training on as an orphan.
-      const killed = startLoco(args, { timeoutMs: 240_000 });
+      const killed = startLoco(args, { timeoutMs: 600_000 });
       const simclrDir = path.join(dir, "runs", "simclr", "seed-0");
       await waitForCheckpoint(simclrDir);
       const orphan = trainPid(simclrDir);
@@ -185,9 +185,9 @@ describe(
       assert.match(fs.readFileSync(path.join(simclrDir, "train.log"), "utf8"), /SIGTERM: finishing the current step/);
       assert.equal(fs.existsSync(path.join(simclrDir, "results.json")), false, "SimCLR was interrupted");
 
-      const first = startLoco(args, { timeoutMs: 240_000 });
+      const first = startLoco(args, { timeoutMs: 600_000 });
       await first.waitFor(/SimCLR \(seed 0\): resumed/, 60_000);
-      await first.waitFor(/\[1\/2\] SimCLR \(seed 0\): finished/, 180_000);
+      await first.waitFor(/\[1\/2\] SimCLR \(seed 0\): finished/, 400_000);
       assert.ok(
         readMetrics(path.join(simclrDir, "metrics.jsonl")).some((r) => r.type === "resume"),
         "SimCLR resumed from the checkpoint its stopped child left",
@@ -205,7 +205,7 @@ describe(
         "GIM was interrupted",
       );
 
-      const second = await loco(args, { timeoutMs: 240_000 });
+      const second = await loco(args, { timeoutMs: 600_000 });
       assert.equal(second.status, 0, show(second));
       assert.match(second.stderr, /1 of 2 runs already finished: skipped/);
       assert.match(second.stderr, /GIM \(seed 0\): resumed/);
@@ -224,9 +224,9 @@ describe(
       };
       assert.deepEqual(
         results.rows.map((r) => r.row),
-        ["SimCLR", "GIM"],
+        ["SimCLR", "GIM", "random init"],
       );
-      for (const r of results.rows) {
+      for (const r of results.rows.slice(0, 2)) {
         assert.equal(r.finished, 1);
         assert.ok(r.peakBytes !== null && r.peakBytes.mean > 0, `${r.row}: peak memory measured`);
       }
@@ -259,7 +259,7 @@ describe(
       );
       assert.match(csv.split("\n")[0], /finetune_50pct_top1_mean/);
       assert.ok(fs.existsSync(path.join(dir, "charts", "finetune.svg")), "the report has a fine-tuning chart");
-      const again = await loco(args, { timeoutMs: 120_000 });
+      const again = await loco(args, { timeoutMs: 300_000 });
       assert.equal(again.status, 0, show(again));
       assert.match(again.stderr, /3 fine-tunings already finished: skipped/);
     });
