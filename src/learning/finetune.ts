@@ -22,7 +22,7 @@ import { type DatasetSpec, openDataset } from "../data/datasets";
 import { subset } from "../data/dataset";
 import { DataLoader } from "../data/loader";
 import { type SupervisedEpoch, trainSupervised } from "../eval/baselines";
-import { evalBatches } from "./readout";
+import { evalBatches, evalDataSpec } from "./readout";
 import { buildRunEncoder } from "./encoders";
 import type { TrainOptions } from "./options";
 import { writeJsonAtomic } from "./rundir";
@@ -112,7 +112,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
     ...(config.trainData.name === "folder" ? { stream: true } : {}),
   };
   const full = await openDataset(trainSpec, { log: (m) => log(`fine-tuning data: ${m}`) });
-  const test = await openDataset(config.testData);
+  const test = await openDataset(evalDataSpec(config.testData));
   if (full.labels === null) throw new Error(`${full.name}: fine-tuning needs labels`);
   const count = Math.max(full.numClasses, Math.round(fraction * full.count));
   const labelled = count >= full.count ? full : subset(full, { count, seed: settings.subsetSeed, balanced: true });
@@ -159,7 +159,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
           ),
       },
     );
-    const top1 = testTop1(encoder, result.head, test, settings.batchSize, config.normalize);
+    const top1 = await testTop1(encoder, result.head, test, settings.batchSize, config.normalize, options.workers ?? 1);
     const out: FinetuneResult = {
       run: runDir,
       checkpoint: loaded?.checkpoint ?? null,
@@ -212,18 +212,19 @@ function resolveSettings(options: FinetuneOptions, config: TrainOptions): Finetu
 }
 
 /** Top-1 of encoder + head (eval mode, no augmentation) on a labelled split; disposes the head. */
-function testTop1(
+async function testTop1(
   encoder: ResNet,
   head: Linear,
   test: ImageDataset,
   batchSize: number,
   normalize: NormalizeConfig | null,
-): number {
+  workers: number,
+): Promise<number> {
   let correct = 0;
   encoder.eval();
   head.eval();
   try {
-    for (const batch of evalBatches(test, batchSize, normalize)) {
+    for await (const batch of evalBatches(test, batchSize, normalize, { workers })) {
       correct += scope(() =>
         noGrad(() => head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item()),
       );
