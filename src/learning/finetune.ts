@@ -8,8 +8,9 @@
 // the encoder unfrozen with a fresh Linear(featureDim, classes) head; cross-entropy; SGD with
 // Nesterov momentum 0.9, no weight decay, no warmup, learning rate 0.05 × batch / 256 decayed by a
 // cosine per step; random resized crop (area 0.08–1) and horizontal flip only; 60 epochs for 1% of
-// the labels, 30 for 10% (the paper's numbers; loco also uses 30 above 10%, where the paper gives
-// none). Then top-1 of encoder + head, in eval mode, on the test split (resized, no augmentation).
+// the labels, 30 for 10% (the appendix's numbers; loco also uses 30 above 10%). Then top-1 of
+// encoder + head, in eval mode, on the test split (resized, no augmentation). docs/methods.md lists
+// each setting against appendix B.5 and the deliberate differences (batch size, subsets, BN, test crop).
 // Every knob is an option. Batches come from the DataLoader (seeded order and augmentations; an
 // image folder streams), so a fine-tuning run is a function of its options and the checkpoint.
 import * as path from "node:path";
