@@ -23,6 +23,21 @@ export {
   type SplitName,
   type SplitSpec,
 } from "./methods";
+export {
+  StageParallelWorker,
+  type StageParallelOptions,
+  type StageRankStats,
+  type StageStepResult,
+} from "./stage-parallel";
+export {
+  STAGE_SCHEDULES,
+  assignStages,
+  planRanks,
+  checkPipelined,
+  type RankStages,
+  type RankPlan,
+  type StageSchedule,
+} from "./stage-layout";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,
