@@ -38,6 +38,17 @@ export {
   type RankPlan,
   type StageSchedule,
 } from "./stage-layout";
+export {
+  simulatePipeline,
+  mergeBlockCosts,
+  bestCuts,
+  LOOPBACK_LINK,
+  type StageCosts,
+  type Link,
+  type SimulationInput,
+  type SimulationResult,
+} from "./stage-sim";
+export { profileStageCosts, type ProfiledOptimizer } from "./stage-profile";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,
