@@ -8,7 +8,18 @@ import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as path from "node:path";
 import { scope } from "../src/torch";
-import { assignStages, checkPipelined, methodPreset, planRanks, resolveLosses } from "../src/learning";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import {
+  MetricsWriter,
+  type StageRankRecord,
+  assignStages,
+  checkPipelined,
+  methodPreset,
+  planRanks,
+  readMetrics,
+  resolveLosses,
+} from "../src/learning";
 import {
   SCENARIOS,
   STEPS,
@@ -25,6 +36,7 @@ const show = (outcomes: RankOutcome[]): string =>
   outcomes.map((o) => `rank ${o.rank} (code ${o.code}):\n${o.stdout.slice(0, 2000)}\n${o.stderr}`).join("\n");
 
 interface RankResult {
+  records: StageRankRecord[];
   losses: (number | null)[][];
   weights: Record<string, number[]>;
   stats: { steps: number; images: number; wallMs: number; waitMs: number };
@@ -91,8 +103,35 @@ function assertEqualsSingleProcess(ranks: RankResult[], method: "loco" | "gim" |
 }
 
 describe("stage parallel on 2 ranks equals the single-process router after 3 steps", () => {
-  test("LoCo synchronous (stages 1-2 | 3-4)", async () => {
-    assertEqualsSingleProcess(await twoRanks("locoSync"), "loco");
+  test("LoCo synchronous (stages 1-2 | 3-4), and each rank's figures as metrics.jsonl records", async () => {
+    const ranks = await twoRanks("locoSync");
+    assertEqualsSingleProcess(ranks, "loco");
+    assert.deepEqual(ranks[1].records, [], "only rank 0 gets the records");
+    const records = ranks[0].records;
+    assert.deepEqual(
+      records.map((r) => [r.rank, r.stages, r.steps]),
+      [
+        [0, [1, 2], STEPS],
+        [1, [3, 4], STEPS],
+      ],
+    );
+    for (const r of records) {
+      assert.ok(r.busySeconds > 0 && r.waitSeconds >= 0 && r.imagesPerSecond > 0 && r.peakBytes > 0, JSON.stringify(r));
+    }
+    // The records carry each rank's own figures.
+    assert.ok(Math.abs(records[1].waitSeconds * 1000 - ranks[1].stats.waitMs) < 1e-6);
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "loco-stage-metrics-"));
+    try {
+      const file = path.join(dir, "metrics.jsonl");
+      const writer = new MetricsWriter(file);
+      for (const r of records) writer.append(r);
+      assert.deepEqual(
+        readMetrics(file).map(({ time: _time, ...rest }) => rest),
+        records,
+      );
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
   test("LoCo synchronous on an uneven layout (stage 1 | stages 2-4)", async () => {
     assertEqualsSingleProcess(await twoRanks("locoSyncUneven"), "loco");

@@ -59,6 +59,7 @@ export {
   type SkipRecord,
   type ResumeRecord,
   type RestartRecord,
+  type StageRankRecord,
   type ResultsRecord,
 } from "./metrics";
 export type { Results } from "./results";

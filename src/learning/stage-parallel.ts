@@ -7,6 +7,7 @@ import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch"
 import type { ProcessGroup, Work } from "../torch/distributed";
 import { withoutRunningStatsUpdate } from "../nn/layers";
 import type { LocalLearner } from "./learner";
+import type { StageRankRecord } from "./metrics";
 import { ntXent } from "./ntxent";
 import type { Forwardable, StageLoss } from "./router";
 import { SliceRoute } from "./stage-route";
@@ -125,6 +126,37 @@ export class StageParallelWorker {
   /** Bytes the counting allocator held at most on this rank (since the last resetPeakMemory). */
   peakBytes(): number {
     return memoryStats().peakBytes;
+  }
+
+  /**
+   * Every rank's figures since the last call (or the start), as metrics.jsonl records, gathered
+   * with one all-gather: every rank must call it at the same step; rank 0 gets the records (the
+   * others an empty list) and writes them.
+   */
+  async rankRecords(step: number): Promise<StageRankRecord[]> {
+    const s = this.#stats;
+    const { first, last } = this.plan.stages;
+    const mine = keep(tensor([s.steps, s.images, s.wallMs, s.waitMs, this.peakBytes(), first, last], { dtype: "float64" }));
+    this.resetStats();
+    try {
+      const all = await this.group.allGather(mine);
+      const rows = all.map((t) => t.toArray());
+      for (const t of all) t.dispose();
+      if (this.group.rank !== 0) return [];
+      return rows.map(([steps, images, wallMs, waitMs, peakBytes, f, l], rank): StageRankRecord => ({
+        type: "stage-rank",
+        step,
+        rank,
+        stages: [f + 1, l + 1],
+        steps,
+        busySeconds: (wallMs - waitMs) / 1000,
+        waitSeconds: waitMs / 1000,
+        imagesPerSecond: wallMs > 0 ? (images * 1000) / wallMs : 0,
+        peakBytes,
+      }));
+    } finally {
+      mine.dispose();
+    }
   }
 
   /**

@@ -100,6 +100,12 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
   /** messages[s][r]: arrival time at rank r of the messages (by reach) rank r+1 sent at step s. */
   const messages: Map<number, number>[][] = [];
   const lossesOf = (r: number): MessageSource[] => plans[r].losses.map((i) => losses[i]);
+  // Gloo hands a message over once its receiver has posted the receive; a rank ends step s by
+  // waiting for its sends of step s−1 to be taken (StageParallelWorker's settle).
+  /** posted[s][r]: when rank r posted the receive of step s's activation (the start of its step). */
+  const activationPosted: number[][] = [];
+  /** When rank r posted the receives of the messages about step s (sync: after its forward; pipelined: at step s+1). */
+  const gradientPosted: number[][] = [];
 
   for (let s = 0; s < steps; s++) {
     const wait = new Array<number>(ranks).fill(0);
@@ -115,6 +121,9 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
       route.leaving = [];
     };
     const routes: TimedRoute[] = [];
+    activationPosted.push([...free]);
+    gradientPosted.push(new Array<number>(ranks).fill(0));
+    if (schedule === "pipelined" && s > 0) gradientPosted[s - 1] = [...free];
     // Up: each rank's forward, its own losses and the passes they complete.
     for (let r = 0; r < ranks; r++) {
       const { first, last } = layout[r];
@@ -135,6 +144,7 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
         }
       }
       sendDown(r, route);
+      if (sync) gradientPosted[s][r] = route.time;
       if (!sync && s > 0 && plans[r].incoming.length > 0) {
         // Pipelined: the previous step's messages, through the stages recomputed for them.
         const low = last - Math.max(...plans[r].incoming);
@@ -165,6 +175,11 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
           route.deliver(layout[r].last, reach);
         }
         if (r > 0) sendDown(r, route);
+      }
+      if (s > 0) {
+        let taken = r < ranks - 1 ? activationPosted[s - 1][r + 1] : 0;
+        if (r > 0 && plans[r].outgoing.length > 0) taken = Math.max(taken, gradientPosted[s - 1][r - 1]);
+        route.time = blockUntil(r, route.time, taken);
       }
       for (let k = layout[r].first; k <= layout[r].last; k++) route.time += costs[k].updateMs;
       free[r] = route.time;

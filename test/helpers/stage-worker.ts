@@ -84,12 +84,14 @@ async function main(): Promise<void> {
     views?.dispose();
     losses.push(result.lossValues);
   }
+  const stats = worker.stats;
+  const records = await worker.rankRecords(STEPS);
   await worker.finish();
   const weights = Object.fromEntries(
     scope(() => namedParameters(learner).flatMap(([name, p]) => (own.has(p) ? [[name, p.toArray()]] : []))),
   );
   process.stdout.write(
-    `RESULT ${JSON.stringify({ losses, weights, plan: worker.plan, stats: worker.stats, peakBytes: worker.peakBytes() })}\n`,
+    `RESULT ${JSON.stringify({ losses, weights, plan: worker.plan, stats, records })}\n`,
   );
   await group.destroy();
   dispose();
