@@ -233,8 +233,14 @@ async function main(): Promise<void> {
     });
   }
 
-  const simulated: { name: string; ranks: number; cuts: number[]; imagesPerSecond: number; speedup: number; waitShare: number[] }[] =
-    [];
+  const simulated: {
+    name: string;
+    ranks: number;
+    cuts: number[];
+    imagesPerSecond: number;
+    speedup: number;
+    waitShare: number[];
+  }[] = [];
   for (const c of CASES) {
     for (const k of [2, 4, 8, 16]) {
       const blockCosts = costsOf(c.method);
@@ -256,11 +262,23 @@ async function main(): Promise<void> {
   }
   const check = measured.map((m) => {
     const predicted = simulated.find((s) => s.name === m.name && s.ranks === 2)!;
+    // The same 2-stage learner in one process, as simulated: shows how well the profile's times
+    // add up to a measured step (a loaded machine skews both).
+    const oneRank = simulateCase(
+      CASES.find((c) => c.name === m.name)!,
+      2,
+      mergeBlockCosts(costsOf(m.method), split),
+      1,
+    );
     return {
       name: m.name,
       measuredImagesPerSecond: m.imagesPerSecond,
       predictedImagesPerSecond: predicted.imagesPerSecond,
       error: fixed(predicted.imagesPerSecond / m.imagesPerSecond - 1, 3),
+      measuredOneRankImagesPerSecond: m.oneRankImagesPerSecond,
+      predictedOneRankImagesPerSecond: fixed(oneRank.imagesPerSecond),
+      measuredSpeedup: m.speedup,
+      predictedSpeedup: predicted.speedup,
       measuredWaitShare: m.waitShare,
       predictedWaitShare: predicted.waitShare,
     };
@@ -291,11 +309,15 @@ async function main(): Promise<void> {
       `| ${m.name} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
     );
   }
-  console.log("\n| method | simulated 2 ranks img/s | measured | error | simulated wait |");
-  console.log("| --- | --- | --- | --- | --- |");
+  console.log(
+    "\n| method | simulated 2 ranks img/s | measured | error | simulated 1 rank img/s | measured | simulated speedup | measured | simulated wait |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const c of check) {
     console.log(
-      `| ${c.name} | ${c.predictedImagesPerSecond} | ${c.measuredImagesPerSecond} | ${pct(c.error)} | ${c.predictedWaitShare.map(pct).join(" / ")} |`,
+      `| ${c.name} | ${c.predictedImagesPerSecond} | ${c.measuredImagesPerSecond} | ${pct(c.error)} | ` +
+        `${c.predictedOneRankImagesPerSecond} | ${c.measuredOneRankImagesPerSecond} | ${c.predictedSpeedup}x | ${c.measuredSpeedup}x | ` +
+        `${c.predictedWaitShare.map(pct).join(" / ")} |`,
     );
   }
   console.log("\n| method | ranks | simulated speedup | largest wait |");

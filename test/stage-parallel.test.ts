@@ -20,14 +20,7 @@ import {
   readMetrics,
   resolveLosses,
 } from "../src/learning";
-import {
-  SCENARIOS,
-  STEPS,
-  makeLearner,
-  makeOptimizer,
-  namedParameters,
-  stepViews,
-} from "./helpers/stage-worker";
+import { STEPS, makeLearner, makeOptimizer, namedParameters, stepViews } from "./helpers/stage-worker";
 import { type RankOutcome, freePort, runRanks } from "./helpers/ranks";
 
 const worker = path.join(__dirname, "helpers", "stage-worker.js");
@@ -166,7 +159,9 @@ describe("stage layout and message plan", () => {
       { first: 2, last: 3 },
     ]);
     assert.deepEqual(
-      assignStages(5, 3).map((r) => r.last - r.first + 1).sort(),
+      assignStages(5, 3)
+        .map((r) => r.last - r.first + 1)
+        .sort(),
       [1, 2, 2],
     );
     assert.deepEqual(assignStages(4, 2, [3, 1, 1, 1]), [
@@ -178,14 +173,35 @@ describe("stage layout and message plan", () => {
   test("messages crossing a boundary: LoCo sends reach 0, end to end the rest of its reach, GIM none", () => {
     const layout = assignStages(4, 2);
     const plan = (method: "loco" | "gim" | "simclr") => planRanks(layout, resolveLosses(methodPreset(method, 4), 4));
-    assert.deepEqual(plan("loco").map((p) => [p.incoming, p.outgoing]), [[[0], []], [[], [0]]]);
-    assert.deepEqual(plan("gim").map((p) => [p.incoming, p.outgoing]), [[[], []], [[], []]]);
-    assert.deepEqual(plan("simclr").map((p) => [p.incoming, p.outgoing]), [[[1], []], [[], [1]]]);
+    assert.deepEqual(
+      plan("loco").map((p) => [p.incoming, p.outgoing]),
+      [
+        [[0], []],
+        [[], [0]],
+      ],
+    );
+    assert.deepEqual(
+      plan("gim").map((p) => [p.incoming, p.outgoing]),
+      [
+        [[], []],
+        [[], []],
+      ],
+    );
+    assert.deepEqual(
+      plan("simclr").map((p) => [p.incoming, p.outgoing]),
+      [
+        [[1], []],
+        [[], [1]],
+      ],
+    );
     checkPipelined(plan("loco"));
     // End to end on 2 ranks of 2 stages: the message stops at stage 1, one step late is possible.
     checkPipelined(plan("simclr"));
     // On 4 ranks, the message rank 2 sends rank 1 would go on to rank 0.
     const fourRanks = planRanks(assignStages(4, 4), resolveLosses(methodPreset("simclr", 4), 4));
-    assert.throws(() => checkPipelined(fourRanks), /from rank 2 would cross rank 1 \(stages 2-2\).*use schedule "sync"/);
+    assert.throws(
+      () => checkPipelined(fourRanks),
+      /from rank 2 would cross rank 1 \(stages 2-2\).*use schedule "sync"/,
+    );
   });
 });

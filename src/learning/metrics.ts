@@ -82,13 +82,7 @@ export interface StageRankRecord {
 }
 
 export type MetricsRecord =
-  | StepRecord
-  | EpochRecord
-  | SkipRecord
-  | ResumeRecord
-  | RestartRecord
-  | ResultsRecord
-  | StageRankRecord;
+  StepRecord | EpochRecord | SkipRecord | ResumeRecord | RestartRecord | ResultsRecord | StageRankRecord;
 export type MetricsKind = MetricsRecord["type"];
 
 /**

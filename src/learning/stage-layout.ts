@@ -37,7 +37,8 @@ export function assignStages(stageCount: number, ranks: number, costs?: readonly
     );
   }
   const weights = costs ?? new Array<number>(stageCount).fill(1);
-  if (weights.length !== stageCount) throw new RangeError(`assignStages: ${weights.length} costs for ${stageCount} stages`);
+  if (weights.length !== stageCount)
+    throw new RangeError(`assignStages: ${weights.length} costs for ${stageCount} stages`);
   const bounds = [0, ...balancedCuts(weights, ranks), stageCount];
   return bounds.slice(1).map((end, r) => ({ first: bounds[r], last: end - 1 }));
 }

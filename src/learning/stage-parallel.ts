@@ -136,7 +136,9 @@ export class StageParallelWorker {
   async rankRecords(step: number): Promise<StageRankRecord[]> {
     const s = this.#stats;
     const { first, last } = this.plan.stages;
-    const mine = keep(tensor([s.steps, s.images, s.wallMs, s.waitMs, this.peakBytes(), first, last], { dtype: "float64" }));
+    const mine = keep(
+      tensor([s.steps, s.images, s.wallMs, s.waitMs, this.peakBytes(), first, last], { dtype: "float64" }),
+    );
     this.resetStats();
     try {
       const all = await this.group.allGather(mine);
@@ -299,10 +301,20 @@ export class StageParallelWorker {
   #sendActivation(h: Tensor): void {
     const dst = this.group.rank + 1;
     if (h.shape.length > MAX_DIMS) throw new RangeError(`stage parallel: activations of ${h.shape.length} dims`);
-    const header = keep(tensor([h.shape.length, ...h.shape, ...new Array<number>(MAX_DIMS - h.shape.length).fill(0)], { dtype: "int32" }));
+    const header = keep(
+      tensor([h.shape.length, ...h.shape, ...new Array<number>(MAX_DIMS - h.shape.length).fill(0)], { dtype: "int32" }),
+    );
     const data = keep(noGrad(() => h.detach().contiguous()));
-    this.#sends.push({ step: this.#stepIndex, work: this.group.send(header, dst, { tag: HEADER_TAG }), tensors: [header] });
-    this.#sends.push({ step: this.#stepIndex, work: this.group.send(data, dst, { tag: ACTIVATION_TAG }), tensors: [data] });
+    this.#sends.push({
+      step: this.#stepIndex,
+      work: this.group.send(header, dst, { tag: HEADER_TAG }),
+      tensors: [header],
+    });
+    this.#sends.push({
+      step: this.#stepIndex,
+      work: this.group.send(data, dst, { tag: ACTIVATION_TAG }),
+      tensors: [data],
+    });
   }
 
   async #receiveActivation(wait: <T>(work: PromiseLike<T>) => Promise<T>): Promise<Tensor> {

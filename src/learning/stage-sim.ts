@@ -117,7 +117,8 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
       return Math.max(t, at);
     };
     const sendDown = (r: number, route: TimedRoute): void => {
-      for (const m of route.leaving) arrivals[r - 1].set(m.reach, m.at + transfer(costs[layout[r].first - 1].outputBytes));
+      for (const m of route.leaving)
+        arrivals[r - 1].set(m.reach, m.at + transfer(costs[layout[r].first - 1].outputBytes));
       route.leaving = [];
     };
     const routes: TimedRoute[] = [];
@@ -128,10 +129,7 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
     for (let r = 0; r < ranks; r++) {
       const { first, last } = layout[r];
       const sync = schedule === "sync";
-      const sources = [
-        ...lossesOf(r),
-        ...(sync ? plans[r].incoming.map((reach) => ({ stage: last, reach })) : []),
-      ];
+      const sources = [...lossesOf(r), ...(sync ? plans[r].incoming.map((reach) => ({ stage: last, reach })) : [])];
       const start = r === 0 ? free[r] : blockUntil(r, free[r], activation[r]);
       const route = new TimedRoute(costs, first, planPasses(sources, first), start);
       for (let k = first; k <= last; k++) {
@@ -234,7 +232,7 @@ export function bestCuts(
 ): number[] {
   let cuts = [...start];
   let best = simulate(mergeBlockCosts(blocks, cuts), cuts);
-  for (let improved = true; improved; ) {
+  for (let improved = true; improved;) {
     improved = false;
     for (let i = 0; i < k - 1; i++) {
       for (const delta of [-1, 1]) {

@@ -27,7 +27,14 @@ export interface Scenario {
 
 export const SCENARIOS: Record<string, Scenario> = {
   locoSync: { method: "loco", schedule: "sync" },
-  locoSyncUneven: { method: "loco", schedule: "sync", layout: [{ first: 0, last: 0 }, { first: 1, last: 3 }] },
+  locoSyncUneven: {
+    method: "loco",
+    schedule: "sync",
+    layout: [
+      { first: 0, last: 0 },
+      { first: 1, last: 3 },
+    ],
+  },
   gim: { method: "gim", schedule: "sync" },
   endToEnd: { method: "simclr", schedule: "sync" },
   locoPipelined: { method: "loco", schedule: "pipelined" },
@@ -90,9 +97,7 @@ async function main(): Promise<void> {
   const weights = Object.fromEntries(
     scope(() => namedParameters(learner).flatMap(([name, p]) => (own.has(p) ? [[name, p.toArray()]] : []))),
   );
-  process.stdout.write(
-    `RESULT ${JSON.stringify({ losses, weights, plan: worker.plan, stats, records })}\n`,
-  );
+  process.stdout.write(`RESULT ${JSON.stringify({ losses, weights, plan: worker.plan, stats, records })}\n`);
   await group.destroy();
   dispose();
 }
