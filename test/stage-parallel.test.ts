@@ -3,6 +3,7 @@
 // LocalLearner.step's to float rounding (float64), for LoCo synchronous (the default layout and an
 // uneven one), GIM and end to end. The pipelined schedule applies LoCo's message one step late: its
 // first step's losses are the synchronous ones, and it must run to the end with finite losses.
+// A rank killed between steps makes the other's step fail within the timeout, naming it.
 // The layout rule and the message plan are checked without processes.
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
@@ -150,6 +151,16 @@ describe("stage parallel on 2 ranks equals the single-process router after 3 ste
     );
     assert.ok(differs, "the pipelined rank 0 applies LoCo's message one step late");
   });
+});
+
+test("a rank killed mid-training makes the other's step fail within the timeout, naming it", async () => {
+  const timeoutMs = 4000;
+  const outcomes = await runRanks(worker, "locoKilled", { worldSize: 2, port: await freePort(), timeoutMs });
+  assert.equal(outcomes[1].signal, "SIGKILL", show(outcomes));
+  assert.equal(outcomes[0].code, 1, show(outcomes));
+  const { error, elapsedMs } = outcomes[0].result as { error: string; elapsedMs: number };
+  assert.match(error, /^(recv|send) (from|to) rank 1 failed on rank 0 of 2 .*rank 1 is not responding/s);
+  assert.ok(elapsedMs < timeoutMs + 1500, `failed after ${elapsedMs} ms`);
 });
 
 describe("stage layout and message plan", () => {

@@ -38,6 +38,8 @@ export const SCENARIOS: Record<string, Scenario> = {
   gim: { method: "gim", schedule: "sync" },
   endToEnd: { method: "simclr", schedule: "sync" },
   locoPipelined: { method: "loco", schedule: "pipelined" },
+  /** Rank 1 is killed before its second step. */
+  locoKilled: { method: "loco", schedule: "sync" },
 };
 
 /** A float64 ResNet-18 of width 4 in 4 stages with the method's decoders, the same on every rank. */
@@ -84,9 +86,16 @@ async function main(): Promise<void> {
   const optimizer = makeOptimizer([...own]);
   const losses: number[][] = [];
   for (let step = 0; step < STEPS; step++) {
+    if (process.argv[2] === "locoKilled" && group.rank === 1 && step === 1) process.kill(process.pid, "SIGKILL");
     const views = group.rank === 0 ? stepViews(step) : null;
     optimizer.zeroGrad();
-    const result = await worker.step(views);
+    const started = performance.now();
+    const result = await worker.step(views).catch((error: Error) => {
+      process.stdout.write(
+        `RESULT ${JSON.stringify({ error: error.message, elapsedMs: performance.now() - started })}\n`,
+      );
+      process.exit(1);
+    });
     optimizer.step();
     views?.dispose();
     losses.push(result.lossValues);
