@@ -19,20 +19,8 @@ import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
 import { resetPeakMemory, scope, setNumThreads } from "../src/torch";
-import {
-  type MethodName,
-  type StageCosts,
-  type StageSchedule,
-  type SimulationResult,
-  assignStages,
-  balancedCuts,
-  bestCuts,
-  mergeBlockCosts,
-  methodPreset,
-  profileStageCosts,
-  resolveLosses,
-  simulatePipeline,
-} from "../src/learning";
+import { type MethodName, type StageCosts, profileStageCosts } from "../src/learning";
+import { CASES, type Prediction, Predictor } from "./parallel-predict";
 import { type BenchModel, benchOptimizer, benchViews, buildLearner } from "./parallel-model";
 import type { RankRun } from "./parallel-rank";
 
@@ -44,19 +32,6 @@ interface Options {
   repeats: number;
   timeoutMs: number;
 }
-
-interface Case {
-  name: string;
-  method: MethodName;
-  schedule: StageSchedule;
-}
-
-const CASES: Case[] = [
-  { name: "end to end", method: "simclr", schedule: "sync" },
-  { name: "GIM", method: "gim", schedule: "sync" },
-  { name: "LoCo sync", method: "loco", schedule: "sync" },
-  { name: "LoCo pipelined", method: "loco", schedule: "pipelined" },
-];
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
@@ -189,21 +164,9 @@ async function main(): Promise<void> {
     conv: profileBlocks(o.model, "loco", o.repeats),
     mlp: profileBlocks(o.model, "gim", o.repeats),
   };
-  const costsOf = (method: MethodName): StageCosts[] => (method === "loco" ? blocks.conv : blocks.mlp);
-  const computeCost = blocks.conv.map((c) => c.forwardMs + c.backwardInputMs);
-  /** K ranks of one stage each: the simulated images/s of a case on cuts, and the best cuts. */
-  const simulateCase = (c: Case, k: number, costs: StageCosts[], ranks = k): SimulationResult =>
-    simulatePipeline({
-      costs,
-      losses: resolveLosses(methodPreset(c.method, k), k),
-      layout: assignStages(k, ranks),
-      schedule: ranks === 1 ? "sync" : c.schedule,
-      images: o.model.images,
-    });
-  const cutsFor = (c: Case, k: number): number[] =>
-    bestCuts(costsOf(c.method), k, (costs) => simulateCase(c, k, costs).imagesPerSecond, balancedCuts(computeCost, k));
+  const predictor = new Predictor(blocks, o.model.images);
   // The 2-rank layout of every measured case: the one the simulator finds best for LoCo pipelined.
-  const split = cutsFor(CASES[3], 2);
+  const split = predictor.bestCuts(CASES[3], 2);
 
   const single = new Map<MethodName, number>();
   for (const method of ["simclr", "gim", "loco"] as const) {
@@ -233,41 +196,21 @@ async function main(): Promise<void> {
     });
   }
 
-  const simulated: {
-    name: string;
-    ranks: number;
-    cuts: number[];
-    imagesPerSecond: number;
-    speedup: number;
-    waitShare: number[];
-  }[] = [];
+  const simulated: Prediction[] = [];
   for (const c of CASES) {
     for (const k of [2, 4, 8, 16]) {
-      const blockCosts = costsOf(c.method);
-      // K stages need K blocks; the learner's split and the simulation then cut at the same blocks.
-      if (k > blockCosts.length) continue;
-      const cuts = k === 2 ? split : cutsFor(c, k);
-      const costs = mergeBlockCosts(blockCosts, cuts);
-      const parallel = simulateCase(c, k, costs);
-      const oneProcess = simulateCase(c, k, costs, 1);
-      simulated.push({
-        name: c.name,
-        ranks: k,
-        cuts,
-        imagesPerSecond: fixed(parallel.imagesPerSecond),
-        speedup: fixed(parallel.imagesPerSecond / oneProcess.imagesPerSecond),
-        waitShare: parallel.waitShare.map((w) => fixed(w, 3)),
-      });
+      // K stages need K blocks; the 2-rank prediction uses the measured runs' split.
+      if (k > predictor.costsOf(c.method).length) continue;
+      simulated.push(predictor.predict(c, k, k === 2 ? split : undefined));
     }
   }
   const check = measured.map((m) => {
     const predicted = simulated.find((s) => s.name === m.name && s.ranks === 2)!;
     // The same 2-stage learner in one process, as simulated: shows how well the profile's times
     // add up to a measured step (a loaded machine skews both).
-    const oneRank = simulateCase(
+    const oneRank = predictor.simulate(
       CASES.find((c) => c.name === m.name)!,
-      2,
-      mergeBlockCosts(costsOf(m.method), split),
+      split,
       1,
     );
     return {
