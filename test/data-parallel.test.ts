@@ -54,7 +54,8 @@ function assertClose(actual: number[], expected: number[], what: string, rtol = 
 /**
  * The weights and batch-norm statistics of two checkpoints. The statistics agree to 1e-3; most
  * weights to 1e-4 of their tensor's scale, some channels of batch-normed layers drift further
- * over 3 steps (below 5%; docs/distributed.md, "What is checked": a known gap, not float rounding).
+ * over 3 steps (below 5%): a ReLU input within rounding of zero lands on different sides in the two
+ * runs and its element's gradient flips (docs/distributed.md, "What is checked").
  */
 function assertCheckpointsClose(fileA: string, fileB: string): void {
   const a = loadCheckpoint(fileA);
