@@ -12,7 +12,16 @@ import { loadCheckpoint } from "../src/learning/checkpoint";
 import { readMetrics } from "../src/learning/metrics";
 import { TrainingError } from "../src/learning/errors";
 import { train } from "../src/learning/trainer";
-import { type Run, checkpointsOf, haveFashionMnist, loco, makeTinyFashionMnist, show, startLoco, tinyFlags } from "./helpers/runs";
+import {
+  type Run,
+  checkpointsOf,
+  haveFashionMnist,
+  loco,
+  makeTinyFashionMnist,
+  show,
+  startLoco,
+  tinyFlags,
+} from "./helpers/runs";
 import { freePort } from "./helpers/ranks";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "loco-dp-"));
@@ -95,7 +104,10 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const singleDir = path.join(tmp, "single");
     const [single, ranks] = await Promise.all([
       loco(["train", ...tinyFlags(data, { ...common, "batch-size": 16, "run-dir": singleDir })]),
-      trainOnRanks([...tinyFlags(data, { ...common, "batch-size": 8, "run-dir": parallelDir }), "--parallel", "data"], 2),
+      trainOnRanks(
+        [...tinyFlags(data, { ...common, "batch-size": 8, "run-dir": parallelDir }), "--parallel", "data"],
+        2,
+      ),
     ]);
     assert.equal(single.status, 0, show(single));
     for (const r of ranks) assert.equal(r.status, 0, showAll(ranks));
@@ -170,14 +182,18 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
       1500,
     );
     assert.equal(alone.status, 1, show(alone));
-    assert.match(alone.stderr, /--parallel data: rendezvous at 127\.0\.0\.1:\d+ timed out after 1\.5 s on rank 0: rank 1 never arrived/);
+    assert.match(
+      alone.stderr,
+      /--parallel data: rendezvous at 127\.0\.0\.1:\d+ timed out after 1\.5 s on rank 0: rank 1 never arrived/,
+    );
     assert.doesNotMatch(alone.stderr, /\n\s+at .*\.js/);
   });
 
   test("--parallel stages is refused as not available yet", async () => {
     await assert.rejects(
       train({ dataset: "fashion-mnist", dataDir: data, parallel: "stages", runDir: path.join(tmp, "stages") }),
-      (e: Error) => e instanceof TrainingError && e.exitCode === 2 && /--parallel stages .* not available yet/.test(e.message),
+      (e: Error) =>
+        e instanceof TrainingError && e.exitCode === 2 && /--parallel stages .* not available yet/.test(e.message),
     );
     assert.equal(fs.existsSync(path.join(tmp, "stages")), false);
   });

@@ -196,7 +196,7 @@ describe("loco launch", () => {
     // Every rank of a train that is not parallel refuses (N copies would write one run directory).
     const train = await run(["--nproc", "2", "--", "train", "--method", "simclr"]);
     assert.equal(train.code, 2);
-    assert.match(train.stderr, /\[rank [01]\] WORLD_SIZE is 2: .*pass --parallel data/);
+    assert.match(train.stderr, /\[rank [01]\] loco: WORLD_SIZE is 2: .*pass --parallel data/);
   });
 
   test("two launchers as two nodes (--nnodes 2, one rank each) form one process group", async () => {

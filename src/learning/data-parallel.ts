@@ -43,7 +43,7 @@ export async function joinDataParallel(options: TrainOptions): Promise<ProcessGr
     if (worldSize > 1) {
       throw new TrainingError(
         `WORLD_SIZE is ${worldSize}: this process is one of several ranks, but the run is not parallel; ` +
-          "pass --parallel data (parallel: \"data\") to train one model on all ranks",
+          'pass --parallel data (parallel: "data") to train one model on all ranks',
         2,
       );
     }
