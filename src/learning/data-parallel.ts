@@ -133,8 +133,8 @@ async function agreeOnStep(
 }
 
 /**
- * The error to report when a collective failed (a rank died, stalled or never arrived): the
- * group's diagnosis (which rank, which operation), what is left on disk and how to continue.
+ * The error to report when a collective failed (a rank died or stalled): the group's diagnosis
+ * (which rank, which operation), what is left on disk and how to continue. `step`: steps done.
  */
 export function dataParallelFailure(
   dp: DataParallel,
@@ -145,7 +145,7 @@ export function dataParallelFailure(
 ): TrainingError | null {
   if (dp.group.failure === null) return null;
   return new TrainingError(
-    `data-parallel training stopped at step ${step} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
+    `data-parallel training stopped in step ${step + 1} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
       (lastCheckpoint === null ? "no checkpoint was written yet" : `the last checkpoint ${lastCheckpoint} is intact`) +
       `; continue with: loco launch --nproc ${dp.worldSize} -- train --resume ${runDir}`,
   );
