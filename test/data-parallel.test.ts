@@ -247,7 +247,9 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     await assert.rejects(
       train({ dataset: "fashion-mnist", dataDir: data, parallel: "stages", runDir: path.join(tmp, "stages") }),
       (e: Error) =>
-        e instanceof TrainingError && e.exitCode === 2 && /--parallel stages .* not available yet/.test(e.message),
+        e instanceof TrainingError &&
+        e.exitCode === 2 &&
+        /--parallel stages: stage-parallel training is not available in `loco train` yet/.test(e.message),
     );
     assert.equal(fs.existsSync(path.join(tmp, "stages")), false);
   });

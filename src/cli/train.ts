@@ -336,7 +336,7 @@ export const trainSpecs: OptionSpec[] = [
     choices: PARALLEL_MODES,
     default: TRAIN_DEFAULTS.parallel,
     description:
-      "several processes, started by `loco launch --nproc N -- train --parallel data ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged; rank 0 writes the run directory and reads out), stages (not yet)",
+      "several processes, started by `loco launch --nproc N -- train --parallel data ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged; rank 0 writes the run directory and reads out), stages (not in loco train yet: docs/distributed.md)",
   },
 ];
 

@@ -34,7 +34,8 @@ export async function joinDataParallel(options: TrainOptions): Promise<ProcessGr
   const mode = options.parallel ?? "none";
   if (mode === "stages") {
     throw new TrainingError(
-      "--parallel stages (stage-parallel local learning) is not available yet; use --parallel data or none",
+      "--parallel stages: stage-parallel training is not available in `loco train` yet (a script can run the " +
+        "library's StageParallelWorker under `loco launch`, docs/distributed.md); use --parallel data or none",
       2,
     );
   }

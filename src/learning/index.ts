@@ -23,6 +23,32 @@ export {
   type SplitName,
   type SplitSpec,
 } from "./methods";
+export {
+  StageParallelWorker,
+  type StageParallelOptions,
+  type StageRankStats,
+  type StageStepResult,
+} from "./stage-parallel";
+export {
+  STAGE_SCHEDULES,
+  assignStages,
+  planRanks,
+  checkPipelined,
+  type RankStages,
+  type RankPlan,
+  type StageSchedule,
+} from "./stage-layout";
+export {
+  simulatePipeline,
+  mergeBlockCosts,
+  bestCuts,
+  LOOPBACK_LINK,
+  type StageCosts,
+  type Link,
+  type SimulationInput,
+  type SimulationResult,
+} from "./stage-sim";
+export { profileStageCosts, type ProfiledOptimizer } from "./stage-profile";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,
@@ -33,6 +59,7 @@ export {
   type SkipRecord,
   type ResumeRecord,
   type RestartRecord,
+  type StageRankRecord,
   type ResultsRecord,
 } from "./metrics";
 export type { Results } from "./results";
@@ -45,6 +72,8 @@ export {
   type TrainInput,
   type TrainOptions,
   type NonFiniteAction,
+  type ParallelMode,
+  PARALLEL_MODES,
 } from "./options";
 export { TrainingError, DivergenceError, type Divergence } from "./errors";
 export { buildRunEncoder, encoderFeatures, type RunEncoder, type EncoderFactory } from "./encoders";
@@ -53,7 +82,7 @@ export { readoutReport, BASELINE_NAMES, type BaselineName, type ReadoutReport } 
 export { MAX_CONSECUTIVE_SKIPS } from "./divergence";
 export { type TrainState } from "./state";
 export { type TrainModel, buildTrainModel, disposeTrainModel } from "./model";
-export { guardedStep, type StepProblem } from "./step";
+export { guardedStep, type StepProblem, type StepSync } from "./step";
 export { writeJsonAtomic, writeFileAtomic, openRunDirectory, checkFreeSpace } from "./rundir";
 export { embedRun, evaluateRun, type EmbedRunOptions, type EvaluateRunOptions, type RunEvaluation } from "./evaluate";
 export {
