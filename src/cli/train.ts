@@ -8,6 +8,7 @@ import {
   ENCODER_NAMES,
   NON_FINITE_ACTIONS,
   OPTIMIZER_NAMES,
+  PARALLEL_MODES,
   READOUT_MODES,
   TRAIN_DEFAULTS,
   type TrainInput,
@@ -329,6 +330,14 @@ export const trainSpecs: OptionSpec[] = [
     default: TRAIN_DEFAULTS.onNonfinite,
     description: "a NaN/Inf loss or gradient: stop with a diagnosis, or skip the step",
   },
+  {
+    flag: "parallel",
+    type: "enum",
+    choices: PARALLEL_MODES,
+    default: TRAIN_DEFAULTS.parallel,
+    description:
+      "several processes, started by `loco launch --nproc N -- train --parallel data ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged; rank 0 writes the run directory and reads out), stages (not yet)",
+  },
 ];
 
 /** The camelCase flag values as the library's input (the flags are named as its fields). */
@@ -365,7 +374,9 @@ export async function runTrain(
       process.exitCode = 130;
       return;
     }
-    const results = outcome.results!;
+    // Data parallel: ranks other than 0 train, then leave the readout and the report to rank 0.
+    if (outcome.results === null) return;
+    const results = outcome.results;
     const title = `${results.methodSettings}, ${results.encoder}, ${results.epochs} epochs`;
     console.log(formatReport(title, results.dataset, results));
     console.log(

@@ -37,6 +37,13 @@ export const READOUT_MODES: readonly ReadoutMode[] = ["linear", "none"];
 export type EncoderName = "resnet18" | "resnet34" | "resnet50";
 export const ENCODER_NAMES: readonly EncoderName[] = ["resnet18", "resnet34", "resnet50"];
 export type ScheduleName = LocalLearningConfig["schedule"];
+/**
+ * How a run uses several processes (ranks started by `loco launch`, docs/distributed.md): "none"
+ * (one process), "data" (data parallel: each rank trains the whole model on its shard of every
+ * global batch) or "stages" (stage parallel: each rank holds a group of stages).
+ */
+export type ParallelMode = "none" | "data" | "stages";
+export const PARALLEL_MODES: readonly ParallelMode[] = ["none", "data", "stages"];
 
 /** The complete, resolved options the trainer runs with (saved in config.json and every checkpoint). */
 export interface TrainOptions {
@@ -93,6 +100,11 @@ export interface TrainOptions {
    * with a warning, and stops only after MAX_CONSECUTIVE_SKIPS bad steps in a row.
    */
   onNonfinite?: NonFiniteAction;
+  /**
+   * "data": one of several ranks, each with `batchSize` images of every global batch of
+   * batchSize × world size (absent in runs older than the option: "none").
+   */
+  parallel?: ParallelMode;
 }
 
 /**
@@ -167,6 +179,8 @@ export interface TrainInput {
   checkpointEvery?: number;
   keepCheckpoints?: number;
   onNonfinite?: NonFiniteAction;
+  /** Several processes: "data" (data parallel, under `loco launch`; batchSize is per rank), "stages". */
+  parallel?: ParallelMode;
   /** A run directory to continue. */
   resume?: string;
 }
@@ -211,6 +225,7 @@ export const TRAIN_DEFAULTS = {
   checkpointEvery: 0,
   keepCheckpoints: 3,
   onNonfinite: "stop",
+  parallel: "none",
 } as const satisfies Partial<Record<keyof TrainInput, unknown>>;
 
 /** A usage mistake in the options (exit status 2 from the CLI). */
@@ -383,14 +398,17 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
   const { nativeSize, ...data } = resolveData(v, dataset, seed);
   const optimizer = oneOf("optimizer", v.optimizer, OPTIMIZER_NAMES);
   const batchSize = integer("batchSize", v.batchSize, 2);
+  const parallel = oneOf("parallel", v.parallel, PARALLEL_MODES);
+  // The default learning rate follows the batch of one optimizer step: the global one when data parallel.
+  const stepBatch = batchSize * (parallel === "data" ? launchedWorldSize() : 1);
   const lr =
     v.lr !== undefined
       ? number("lr", v.lr, 0)
       : optimizer === "adam"
         ? 1e-3
         : optimizer === "lars"
-          ? 0.075 * Math.sqrt(batchSize)
-          : (0.3 * batchSize) / 256;
+          ? 0.075 * Math.sqrt(stepBatch)
+          : (0.3 * stepBatch) / 256;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
   const learning = resolveLearning(v, method);
@@ -442,7 +460,14 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     keepCheckpoints: integer("keepCheckpoints", v.keepCheckpoints, 1),
     resume: false,
     onNonfinite: oneOf("onNonfinite", v.onNonfinite, NON_FINITE_ACTIONS),
+    parallel,
   };
+}
+
+/** $WORLD_SIZE as `loco launch` sets it (1 when unset or malformed: the rendezvous reports that). */
+function launchedWorldSize(): number {
+  const n = Number(process.env.WORLD_SIZE);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
 /**
@@ -534,6 +559,7 @@ export function checkResolvedOptions(value: unknown): TrainOptions {
   boolean(f("perStage"), o.perStage);
   if (o.readout !== undefined) oneOf(f("readout"), o.readout, READOUT_MODES);
   if (o.onNonfinite !== undefined) oneOf(f("onNonfinite"), o.onNonfinite, NON_FINITE_ACTIONS);
+  if (o.parallel !== undefined) oneOf(f("parallel"), o.parallel, PARALLEL_MODES);
   if (!Array.isArray(o.baselines)) throw invalid(f("baselines"), "a list of baselines", o.baselines);
   parseBaselines(o.baselines as string[]);
   return o as unknown as TrainOptions;

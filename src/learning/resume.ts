@@ -99,6 +99,25 @@ function checkResumeConfig(
   }
 }
 
+/**
+ * A data-parallel run resumes on as many ranks as it was trained on: the shards of the data order,
+ * the batch per rank and so the run itself depend on the world size.
+ */
+function checkWorldSize(checkpoint: string, saved: number, now: number, runDir: string): void {
+  if (saved === now) return;
+  const ranks = (n: number): string => (n === 1 ? "one process" : `${n} ranks (data parallel)`);
+  const how =
+    saved === 1
+      ? `loco train --resume ${runDir}`
+      : `loco launch --nproc ${saved} -- train --resume ${runDir} (or --nnodes/--nproc giving ${saved} ranks)`;
+  throw new TrainingError(
+    `${checkpoint} was written by a run on ${ranks(saved)}, this resume runs on ${ranks(now)}: ` +
+      `each rank's share of the data and of every batch depends on the world size, so the run cannot continue ` +
+      `on another; resume with: ${how}`,
+    2,
+  );
+}
+
 export interface Restored {
   checkpoint: string;
   /** The loader's next batch. */
@@ -117,11 +136,13 @@ export function restoreRun(
   state: TrainState,
   stepsPerEpoch: number,
   log: (m: string) => void,
+  ranks: { worldSize: number; writer: boolean } = { worldSize: 1, writer: true },
 ): Restored | null {
   const runDir = options.runDir;
   const existing = listCheckpoints(runDir).length;
   if (existing === 0) return null;
-  const checkpoint = loadLatestCheckpoint(runDir, (m) => log(`warning: ${m}`), { quarantine: true });
+  // Only the writing rank sets bad checkpoints aside; the others skip the same ones.
+  const checkpoint = loadLatestCheckpoint(runDir, (m) => log(`warning: ${m}`), { quarantine: ranks.writer });
   if (checkpoint === null) {
     throw new TrainingError(
       `${runDir}: --resume found no good checkpoint (all ${existing} failed their checks, see above; they were renamed *.corrupt)`,
@@ -129,6 +150,7 @@ export function restoreRun(
   }
   const meta = checkpoint.meta;
   try {
+    checkWorldSize(checkpoint.path, meta.worldSize ?? 1, ranks.worldSize, runDir);
     if (meta.config !== undefined) checkResumeConfig(meta.config, options, checkpoint.path, log);
     // A balanced split is re-measured on resume: the stages must still be the ones trained.
     // Checkpoints without a split are older than splits: they trained the encoder's own stages.

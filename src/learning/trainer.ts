@@ -13,7 +13,16 @@ import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
 import { describeSplit } from "./split";
-import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
+import {
+  type CheckpointMeta,
+  CHECKPOINT_FORMAT,
+  checkpointDir,
+  checkpointPath,
+  listCheckpoints,
+  saveCheckpoint,
+} from "./checkpoint";
+import type { ProcessGroup } from "../torch/distributed";
+import { type DataParallel, attachDataParallel, dataParallelFailure, joinDataParallel } from "./data-parallel";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
@@ -61,7 +70,7 @@ export interface TrainHooks {
 }
 
 export interface TrainOutcome {
-  /** The run's results (null when interrupted). */
+  /** The run's results (null when interrupted, and on data-parallel ranks other than 0, which do not read out). */
   results: Results | null;
   /** True when training stopped early on request (a checkpoint was written). */
   interrupted: boolean;
@@ -77,7 +86,7 @@ interface RunData {
   stepsPerEpoch: number;
 }
 
-async function openRunData(options: TrainOptions, log: (m: string) => void): Promise<RunData> {
+async function openRunData(options: TrainOptions, log: (m: string) => void, worldSize: number): Promise<RunData> {
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
       return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });
@@ -106,11 +115,12 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
     }
     pretrain = subset(pretrain, subsetOptions);
   }
-  // Full batches only (the loader's dropLast default).
-  const stepsPerEpoch = Math.floor(pretrain.count / options.batchSize);
+  // Full batches only (the loader's dropLast default); data parallel: global batches of batchSize per rank.
+  const globalBatch = options.batchSize * worldSize;
+  const stepsPerEpoch = Math.floor(pretrain.count / globalBatch);
   if (stepsPerEpoch === 0) {
     throw new TrainingError(
-      `batch size ${options.batchSize} exceeds the ${pretrain.count} images of ${pretrain.name}; nothing was written`,
+      `batch size ${options.batchSize}${worldSize > 1 ? ` x ${worldSize} ranks` : ""} exceeds the ${pretrain.count} images of ${pretrain.name}; nothing was written`,
       2,
     );
   }
@@ -126,14 +136,25 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
   const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
-  const data = await openRunData(options, log);
-  const runDir = openRunDirectory(options.runDir, options.resume, log);
+  const group = await joinDataParallel(options);
   try {
-    if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
-    return await runTraining(options, data, { ...hooks, log });
+    const data = await openRunData(options, log, group?.worldSize ?? 1);
+    // Data parallel: rank 0 alone writes the run directory; the others say only warnings and errors.
+    if (group !== null && group.rank !== 0) {
+      const rankLog = (m: string): void => void (/^(warning|error)/.test(m) && log(`rank ${group.rank}: ${m}`));
+      return await runTraining(options, data, { ...hooks, log: rankLog }, group);
+    }
+    const runDir = openRunDirectory(options.runDir, options.resume, log);
+    try {
+      if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
+      return await runTraining(options, data, { ...hooks, log }, group);
+    } finally {
+      writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
+      runDir.release();
+    }
   } finally {
-    writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
-    runDir.release();
+    // After a success the group is gone already; after an error this rank leaves without waiting.
+    await group?.destroy({ wait: false });
   }
 }
 
@@ -149,6 +170,12 @@ interface TrainContext {
   totalSteps: number;
   hooks: TrainHooks & { log: (m: string) => void };
   progress: Progress;
+  /** Data parallel (null: one process). */
+  dp: DataParallel | null;
+  /** Whether this process writes the run directory (rank 0 of a data-parallel run). */
+  writer: boolean;
+  /** Images of one optimizer step: batchSize × ranks. */
+  globalBatch: number;
   metric: (record: MetricsRecord) => void;
   /** kNN top-1 of the encoder now (null: the monitor is off). */
   knn: () => Promise<number | null>;
@@ -161,21 +188,26 @@ async function runTraining(
   options: TrainOptions,
   data: RunData,
   hooks: TrainHooks & { log: (m: string) => void },
+  group: ProcessGroup | null,
 ): Promise<TrainOutcome> {
   const { log } = hooks;
   setNumThreads(options.threads);
   manualSeed(options.seed);
+  const writer = group === null || group.rank === 0;
+  const worldSize = group?.worldSize ?? 1;
   const metricsFile = path.join(options.runDir, "metrics.jsonl");
-  const writer = new MetricsWriter(metricsFile);
+  const metricsWriter = new MetricsWriter(metricsFile);
   const metric = (record: MetricsRecord): void => {
+    if (!writer) return;
     try {
-      writer.append(record);
+      metricsWriter.append(record);
     } catch (error) {
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
   const model = buildTrainModel(options, data.pretrain.channels);
   try {
+    const dp = group === null ? null : await attachDataParallel(group, model);
     const { stepsPerEpoch } = data;
     const totalSteps = stepsPerEpoch * options.epochs;
     const scheduler = new LRScheduler(
@@ -187,9 +219,10 @@ async function runTraining(
       }),
     );
     const state = newTrainState(model.learner.losses.length);
-    checkCheckpointSpace(options, model);
+    if (writer) checkCheckpointSpace(options, model);
+    const ranks = { worldSize, writer };
     const start = options.resume
-      ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric)
+      ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric, ranks)
       : { epoch: 0, batch: 0 };
     log(
       `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
@@ -201,6 +234,12 @@ async function runTraining(
       `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
         `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
     );
+    if (dp !== null) {
+      log(
+        `data parallel: ${worldSize} ranks x batch ${options.batchSize} = global batch ${options.batchSize * worldSize} ` +
+          `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
+      );
+    }
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
@@ -212,9 +251,10 @@ async function runTraining(
       seed: options.seed,
       workers: options.workers,
       start,
+      ...(dp === null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
       // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
       onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
-      badImagesFile: path.join(options.runDir, "bad-images.txt"),
+      ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
     });
     const ctx: TrainContext = {
       options,
@@ -226,9 +266,14 @@ async function runTraining(
       stepsPerEpoch,
       totalSteps,
       hooks,
-      progress: hooks.progress ?? new Progress(),
+      progress: !writer ? new Progress(silentStream) : (hooks.progress ?? new Progress()),
+      dp,
+      writer,
+      globalBatch: options.batchSize * worldSize,
       metric,
       announcedPhase: null,
+      // Data parallel: every rank computes the monitor on its identical replica (eval mode, no
+      // collective), so that no rank waits for rank 0's; rank 0 alone reports it.
       knn: async () =>
         options.knnEvery <= 0 || data.train.labels === null
           ? null
@@ -237,11 +282,16 @@ async function runTraining(
     let interrupted: boolean;
     try {
       interrupted = await trainLoop(ctx);
+    } catch (error) {
+      throw (dp !== null && dataParallelFailure(dp, error, state.step, options.runDir, state.lastCheckpoint)) || error;
     } finally {
       ctx.progress.end();
       await loader.close();
     }
+    // Training is over on every rank: leave the group together; rank 0 alone reads out.
+    if (dp !== null) await dp.group.destroy();
     if (interrupted) return { results: null, interrupted: true, options };
+    if (!writer) return { results: null, interrupted: false, options };
     const results = await readOut(ctx, data);
     return { results, interrupted: results === null, options };
   } finally {
@@ -258,8 +308,9 @@ function resumeOrRestart(
   stepsPerEpoch: number,
   log: (m: string) => void,
   metric: (record: MetricsRecord) => void,
+  ranks: { worldSize: number; writer: boolean },
 ): { epoch: number; batch: number } {
-  const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log);
+  const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log, ranks);
   if (restored === null) {
     // The run stopped (or failed) before its first checkpoint: nothing to continue, start it over.
     log(`${options.runDir} has no checkpoint yet: the run starts again from step 0`);
@@ -289,6 +340,9 @@ function checkCheckpointSpace(options: TrainOptions, model: TrainModel): void {
 }
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
+
+/** Where the progress line of a data-parallel rank other than 0 goes. */
+const silentStream = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
 
 /** The diagnosis of a non-finite step at `point`, as an error to throw. */
 function diverged(ctx: TrainContext, point: DivergencePoint, what: string): TrainingError {
@@ -323,6 +377,12 @@ function writeCheckpoint(ctx: TrainContext): string {
       `${bad.name} (${bad.group.label}) is non-finite after the update; no checkpoint was written`,
     );
   }
+  if (!ctx.writer) {
+    // Rank 0 writes this step's checkpoint; the other ranks name it in their messages.
+    state.lastCheckpoint = checkpointPath(options.runDir, state.step);
+    state.checkpointStep = state.step;
+    return state.lastCheckpoint;
+  }
   const optimizerState = model.optimizer.stateDict();
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT,
@@ -335,6 +395,7 @@ function writeCheckpoint(ctx: TrainContext): string {
     config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
     split: model.learner.split,
     extra: checkpointExtra(state),
+    ...(ctx.dp === null ? {} : { worldSize: ctx.dp.worldSize }),
   };
   let file: string;
   try {
@@ -442,7 +503,9 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
   const { options, model, state, stepsPerEpoch, totalSteps, hooks } = ctx;
   const stopRequested = async (): Promise<boolean> => {
     await nextTurn(); // let signal handlers run, even when the loader needed no I/O
-    return hooks.shouldStop?.({ step: state.step }) ?? false;
+    const requested = hooks.shouldStop?.({ step: state.step }) ?? false;
+    // Ctrl-C reaches the ranks at different steps: they stop together, at the same step.
+    return ctx.dp === null ? requested : ctx.dp.agreeToStop(requested);
   };
   while (state.step < totalSteps) {
     const epoch = Math.floor(state.step / stepsPerEpoch);
@@ -451,12 +514,18 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
     const batch = await ctx.loader.next();
     const started = performance.now();
     const stepNumber = state.step + 1;
-    const { losses, problem } = guardedStep(model, [batch.views[0], batch.views[1]], {
-      restoreBuffersOnProblem: ctx.onNonfinite === "skip",
-      channelsLast: options.channelsLast,
-      afterBackward: () => hooks.afterBackward?.({ step: stepNumber, parameters: model.named }),
-    });
-    batch.dispose();
+    let step: Awaited<ReturnType<typeof guardedStep>>;
+    try {
+      step = await guardedStep(model, [batch.views[0], batch.views[1]], {
+        restoreBuffersOnProblem: ctx.onNonfinite === "skip",
+        channelsLast: options.channelsLast,
+        afterBackward: () => hooks.afterBackward?.({ step: stepNumber, parameters: model.named }),
+        ...(ctx.dp === null ? {} : { sync: ctx.dp.sync }),
+      });
+    } finally {
+      batch.dispose();
+    }
+    const { losses, problem } = step;
     if (problem !== null) {
       const { kind, stage, value, parameter, text } = problem;
       handleProblem(ctx, { step: stepNumber, epoch: epoch + 1, stage, kind, value, parameter }, text);
@@ -468,7 +537,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
     state.trainSeconds += (performance.now() - started) / 1000 + batch.waitMs / 1000;
     state.waitSeconds += batch.waitMs / 1000;
     if (problem === null) recordLosses(state, losses);
-    const speed = imagesPerSecond(state, options.batchSize);
+    const speed = imagesPerSecond(state, ctx.globalBatch);
     const stepInEpoch = state.step - epoch * stepsPerEpoch;
     ctx.progress.update({
       epoch: epoch + 1,
@@ -478,7 +547,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
       losses,
       imagesPerSecond: speed,
       dataWait: dataWaitShare(state),
-      etaSeconds: ((totalSteps - state.step) * options.batchSize) / speed,
+      etaSeconds: ((totalSteps - state.step) * ctx.globalBatch) / speed,
     });
     const epochEnds = stepInEpoch === stepsPerEpoch;
     if (state.step % 10 === 0 || epochEnds) {
@@ -517,7 +586,7 @@ async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null
   const training: Results["training"] = {
     seconds: state.trainSeconds,
     steps: state.step,
-    imagesPerSecond: imagesPerSecond(state, options.batchSize),
+    imagesPerSecond: imagesPerSecond(state, ctx.globalBatch),
     dataWaitShare: dataWaitShare(state),
     finalLoss: state.lastLosses,
   };
