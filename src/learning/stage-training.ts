@@ -61,10 +61,7 @@ export async function attachStageParallel(
     throw new TrainingError(`--parallel stages: ${(error as Error).message}`, 2);
   }
   const { first, last } = worker.plan.stages;
-  const ownModules = [
-    ...learner.stages.slice(first, last + 1),
-    ...worker.plan.losses.map((i) => learner.decoder(i)),
-  ];
+  const ownModules = [...learner.stages.slice(first, last + 1), ...worker.plan.losses.map((i) => learner.decoder(i))];
   const own = new Set<Tensor>(ownModules.flatMap((m) => [...m.parameters(), ...m.buffers()]));
   const ownsLoss = (i: number): boolean => worker.plan.losses.includes(i);
   return {
@@ -128,7 +125,11 @@ async function gatherToRankZero(group: ProcessGroup, model: TrainModel, own: Set
       optimizer: describe(optimizerEntries),
       numbers,
     };
-    await sendPacked(group, description, [...modelEntries, ...optimizerEntries].map(([, t]) => t));
+    await sendPacked(
+      group,
+      description,
+      [...modelEntries, ...optimizerEntries].map(([, t]) => t),
+    );
     return;
   }
   // Rank 0: its own optimizer state (clones) plus every other rank's.

@@ -100,7 +100,7 @@ export async function guardedStep(
   views: readonly [Tensor, Tensor] | null,
   options: GuardedStepOptions,
 ): Promise<{ losses: number[]; problem: StepProblem | null }> {
-  const { learner, optimizer, buffers } = model;
+  const { optimizer, buffers } = model;
   // Skipping a step must leave no trace, batch-norm running statistics included.
   const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map(([, b]) => keep(b.clone()))) : null;
   try {

@@ -213,7 +213,8 @@ async function runTraining(
   };
   const model = buildTrainModel(options, data.pretrain.channels);
   try {
-    const stages = group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
+    const stages =
+      group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
     const dp = group === null ? null : (stages ?? (await attachDataParallel(group, model)));
     const { stepsPerEpoch } = data;
     const totalSteps = stepsPerEpoch * options.epochs;
@@ -261,17 +262,17 @@ async function runTraining(
     const loader = !feedsData
       ? null
       : new DataLoader(data.pretrain, {
-      batchSize: options.batchSize,
-      augment: options.augment,
-      views: 2,
-      seed: options.seed,
-      workers: options.workers,
-      start,
-      ...(dp === null || stages !== null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
-      // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-      onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
-      ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
-    });
+          batchSize: options.batchSize,
+          augment: options.augment,
+          views: 2,
+          seed: options.seed,
+          workers: options.workers,
+          start,
+          ...(dp === null || stages !== null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
+          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+          onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
+          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+        });
     const ctx: TrainContext = {
       options,
       onNonfinite: options.onNonfinite ?? "stop",
