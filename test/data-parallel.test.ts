@@ -22,7 +22,7 @@ import {
   startLoco,
   tinyFlags,
 } from "./helpers/runs";
-import { freePort } from "./helpers/ranks";
+import { freePort, runRanks } from "./helpers/ranks";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "loco-dp-"));
 // 48 images: 3 global batches of 16 (2 ranks x 8, or one process x 16).
@@ -158,9 +158,12 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const after = Date.now() - killedAt;
     assert.notEqual(survivor.status, 0, show(survivor));
     assert.ok(after < timeoutMs + 5000, `rank 0 took ${after} ms to stop (timeout ${timeoutMs} ms)`);
-    assert.match(survivor.stderr, /data-parallel training stopped at step \d+ on rank 0 of 2: /, show(survivor));
-    assert.match(survivor.stderr, /(allReduce|allGather|broadcast|barrier)\w* #\d+ failed on rank 0 of 2/);
-    assert.match(survivor.stderr, /rank 1 is not responding|rank 1/);
+    assert.match(survivor.stderr, /data-parallel training stopped in step \d+ on rank 0 of 2: /, show(survivor));
+    assert.match(
+      survivor.stderr,
+      /(allReduce|allGather|broadcast|barrier)\w* #\d+ failed on rank 0 of 2 after [\d.]+ s \(timeout 8\.0 s\)/,
+    );
+    assert.match(survivor.stderr, /rank 1 is not responding/);
     assert.match(survivor.stderr, /the last checkpoint .*step-\d+\.safetensors is intact/);
     assert.doesNotMatch(survivor.stderr, /\n\s+at .*\.js/);
     // The newest checkpoint loads (its checksums hold) and the run continues from it on 2 ranks.
@@ -172,6 +175,57 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const metrics = readMetrics(path.join(runDir, "metrics.jsonl"));
     assert.ok(metrics.some((m) => m.type === "resume" && m.step === step));
     assert.equal(loadCheckpoint(lastCheckpoint(runDir)).meta.step, 8);
+  });
+
+  test("a non-finite gradient on one rank makes both ranks skip that step together (or stop together)", async () => {
+    const worker = path.join(__dirname, "helpers", "train-rank.js");
+    const run = async (onNonfinite: string, runDir: string): Promise<Record<string, unknown>[]> => {
+      const input = {
+        dataset: "fashion-mnist",
+        dataDir: data,
+        method: "simclr",
+        width: 4,
+        batchSize: 8,
+        epochs: 1,
+        knnEvery: 0,
+        readout: "none",
+        threads: 1,
+        workers: 1,
+        parallel: "data",
+        onNonfinite,
+        runDir,
+      };
+      const outcomes = await runRanks(worker, JSON.stringify(input), {
+        worldSize: 2,
+        port: await freePort(),
+        timeoutMs: 30000,
+        extraEnv: { NAN_RANK: "1", NAN_STEP: "2" },
+      });
+      for (const o of outcomes) assert.ok(o.result !== undefined, `rank ${o.rank}: ${o.stdout}\n${o.stderr}`);
+      return outcomes.map((o) => o.result!);
+    };
+    const [skip0, skip1] = await run("skip", path.join(tmp, "nan-skip"));
+    assert.equal(skip0.ok, true, JSON.stringify(skip0));
+    assert.equal(skip1.ok, true, JSON.stringify(skip1));
+    assert.match(
+      (skip0.logs as string[]).join("\n"),
+      /warning: step 2 skipped \(--on-nonfinite skip\): rank 1 found a non-finite gradient at stage 1/,
+    );
+    // Neither rank stepped alone: the weights every step starts from are the same on both.
+    assert.deepEqual(skip0.weightSums, skip1.weightSums);
+    assert.equal((skip0.weightSums as number[]).length, 3);
+    assert.equal((skip0.weightSums as number[])[2], (skip0.weightSums as number[])[1], "step 2 was not skipped");
+    const skips = readMetrics(path.join(tmp, "nan-skip", "metrics.jsonl")).filter((m) => m.type === "skip");
+    assert.deepEqual(
+      skips.map((m) => m.step),
+      [2],
+    );
+    const [stop0, stop1] = await run("stop", path.join(tmp, "nan-stop"));
+    for (const r of [stop0, stop1]) assert.equal(r.exitCode, 3, JSON.stringify(r));
+    assert.match(
+      stop0.message as string,
+      /training diverged at step 2 .*rank 1 found a non-finite gradient at stage 1/s,
+    );
   });
 
   test("a rank that never arrives makes the rendezvous time out with a clear error", async () => {

@@ -83,7 +83,7 @@ export const trainSpecs: OptionSpec[] = [
     type: "int",
     min: 2,
     default: TRAIN_DEFAULTS.batchSize,
-    description: "images per step (two views each)",
+    description: "images per step (two views each); with --parallel data, per rank (a step: ranks x this)",
   },
   {
     flag: "optimizer",

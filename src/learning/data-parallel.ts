@@ -135,8 +135,8 @@ export async function agreeOnStep(
 }
 
 /**
- * The error to report when a collective failed (a rank died, stalled or never arrived): the
- * group's diagnosis (which rank, which operation), what is left on disk and how to continue.
+ * The error to report when a collective failed (a rank died or stalled): the group's diagnosis
+ * (which rank, which operation), what is left on disk and how to continue. `step`: steps done.
  */
 export function dataParallelFailure(
   dp: DataParallel,
@@ -147,7 +147,7 @@ export function dataParallelFailure(
 ): TrainingError | null {
   if (dp.group.failure === null) return null;
   return new TrainingError(
-    `${dp.mode === "data" ? "data" : "stage"}-parallel training stopped at step ${step} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
+    `${dp.mode === "data" ? "data" : "stage"}-parallel training stopped in step ${step + 1} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
       (lastCheckpoint === null ? "no checkpoint was written yet" : `the last checkpoint ${lastCheckpoint} is intact`) +
       `; continue with: loco launch --nproc ${dp.worldSize} -- train --resume ${runDir}`,
   );
