@@ -4,6 +4,7 @@
 // Data parallel adds two points of agreement between the ranks (StepSync): the gradients are
 // averaged before the checks, and every rank takes the same decision after them.
 import { type Tensor, cat, keep, noGrad, scope } from "../torch";
+import type { DType } from "../torch/dtype";
 import type { Divergence } from "./errors";
 import { firstNonFinite, firstNonFiniteTensor } from "./divergence";
 import type { TrainModel } from "./model";
@@ -22,6 +23,8 @@ export interface GuardedStepOptions {
   /** Keep a copy of the buffers to restore them if the step is found non-finite. */
   restoreBuffersOnProblem: boolean;
   channelsLast: boolean;
+  /** The model's dtype: the views (float32 from the loader) are converted to it. */
+  dtype: DType;
   /** Called after backward (and the gradient averaging), before the checks (inspection, fault injection in tests). */
   afterBackward?: () => void;
   /** Data parallel: how the ranks agree on the step (absent: one process). */
@@ -99,6 +102,7 @@ export async function guardedStep(
     optimizer.zeroGrad();
     const { lossValues } = scope(() => {
       let both = cat([views[0], views[1]]);
+      if (both.dtype !== options.dtype) both = both.to(options.dtype);
       if (options.channelsLast) both = both.channelsLast();
       return learner.step(both);
     });
