@@ -161,7 +161,14 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const worker = path.join(__dirname, "helpers", "train-rank.js");
     const input = (batchSize: number, runDir: string, parallel: string): string =>
       JSON.stringify({
-        ...tinyInput(data, { method: "loco", epochs: 1, readout: "none", checkpointEvery: 0, optimizer: "sgd", lr: 0.05 }),
+        ...tinyInput(data, {
+          method: "loco",
+          epochs: 1,
+          readout: "none",
+          checkpointEvery: 0,
+          optimizer: "sgd",
+          lr: 0.05,
+        }),
         batchSize,
         runDir,
         parallel,
@@ -169,8 +176,18 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const [singleDir, ranksDir] = [path.join(tmp, "single-f64"), path.join(tmp, "parallel-f64")];
     const extraEnv = { TRAIN_DTYPE: "float64" };
     const [[single], ranks] = await Promise.all([
-      runRanks(worker, input(16, singleDir, "none"), { worldSize: 1, port: await freePort(), timeoutMs: 60000, extraEnv }),
-      runRanks(worker, input(8, ranksDir, "data"), { worldSize: 2, port: await freePort(), timeoutMs: 60000, extraEnv }),
+      runRanks(worker, input(16, singleDir, "none"), {
+        worldSize: 1,
+        port: await freePort(),
+        timeoutMs: 60000,
+        extraEnv,
+      }),
+      runRanks(worker, input(8, ranksDir, "data"), {
+        worldSize: 2,
+        port: await freePort(),
+        timeoutMs: 60000,
+        extraEnv,
+      }),
     ]);
     for (const o of [single, ...ranks]) assert.equal(o.result?.ok, true, `rank ${o.rank}: ${o.stdout}\n${o.stderr}`);
     assert.equal(loadCheckpoint(lastCheckpoint(ranksDir)).model.get("encoder.conv1.weight")!.dtype, "float64");
