@@ -3,7 +3,7 @@
 // (weights, SyncBN running statistics, optimizer state, the global loss), and stay within float32
 // rounding's reach of it through the CLI; a killed rank stops the other with an error
 // naming it, the last checkpoint stays intact and the run resumes; a rank that never arrives times
-// out; a resume on another world size is refused; stage parallel is refused as not yet there.
+// out; a resume on another world size is refused; stage parallel refuses the sequential schedule.
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -310,13 +310,17 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     assert.doesNotMatch(alone.stderr, /\n\s+at .*\.js/);
   });
 
-  test("--parallel stages is refused as not available yet", async () => {
+  test("--parallel stages refuses the sequential schedule before anything is written", async () => {
     await assert.rejects(
-      train({ dataset: "fashion-mnist", dataDir: data, parallel: "stages", runDir: path.join(tmp, "stages") }),
+      train({
+        dataset: "fashion-mnist",
+        dataDir: data,
+        parallel: "stages",
+        schedule: "sequential",
+        runDir: path.join(tmp, "stages"),
+      }),
       (e: Error) =>
-        e instanceof TrainingError &&
-        e.exitCode === 2 &&
-        /--parallel stages: stage-parallel training is not available in `loco train` yet/.test(e.message),
+        e instanceof TrainingError && e.exitCode === 2 && /--parallel stages .*sequential schedule/.test(e.message),
     );
     assert.equal(fs.existsSync(path.join(tmp, "stages")), false);
   });

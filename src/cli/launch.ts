@@ -33,7 +33,7 @@ export const launchSpecs: OptionSpec[] = [
 ];
 
 const locoCommands = new Set(["train", "eval", "embed", "memory"]);
-// The loco commands that know they are one rank of several (`loco train --parallel data`); N
+// The loco commands that know they are one rank of several (`loco train --parallel data|stages`); N
 // independent copies of another command would write the same files.
 const rankAwareCommands = new Set<string>(["train"]);
 
@@ -42,7 +42,7 @@ export async function runLaunch(values: Record<string, unknown>, command: string
   if (command.length === 0) throw new UsageError(`nothing to launch: ${launchUsage}`);
   if (locoCommands.has(command[0]) && !rankAwareCommands.has(command[0])) {
     throw new UsageError(
-      `\`loco ${command[0]}\` does not run on several ranks (\`loco train --parallel data\` does); ` +
+      `\`loco ${command[0]}\` does not run on several ranks (\`loco train --parallel data|stages\` does); ` +
         "launch a script built on loco's parallel building blocks instead (docs/distributed.md)",
     );
   }

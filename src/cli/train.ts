@@ -14,6 +14,7 @@ import {
   type TrainInput,
   resolveTrainOptions,
 } from "../learning/options";
+import { STAGE_SCHEDULES } from "../learning/stage-layout";
 import { train } from "../learning/trainer";
 import { type OptionSpec, withFlagNames } from "./options";
 import { formatReport } from "./report";
@@ -336,7 +337,15 @@ export const trainSpecs: OptionSpec[] = [
     choices: PARALLEL_MODES,
     default: TRAIN_DEFAULTS.parallel,
     description:
-      "several processes, started by `loco launch --nproc N -- train --parallel data ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged; rank 0 writes the run directory and reads out), stages (not in loco train yet: docs/distributed.md)",
+      "several processes, started by `loco launch --nproc N -- train --parallel data|stages ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged), stages (each rank trains a contiguous group of stages and their decoders on every batch of --batch-size, activations sent up and the router's messages down; rank 0 reads the data); rank 0 writes the run directory and reads out",
+  },
+  {
+    flag: "stage-schedule",
+    type: "enum",
+    choices: STAGE_SCHEDULES,
+    default: TRAIN_DEFAULTS.stageSchedule,
+    description:
+      "--parallel stages: sync (a rank waits for the rank above's message before its update; equals one process) or pipelined (LoCo: it goes on and applies that message one step late)",
   },
 ];
 

@@ -36,6 +36,8 @@ export interface CheckpointMeta {
   extra?: Record<string, unknown>;
   /** Ranks of the data-parallel run that wrote it (absent: one process); a resume must use as many. */
   worldSize?: number;
+  /** Stage parallel: each rank's first and last stage (0-based); a resume must use the same. */
+  stageLayout?: [number, number][];
 }
 
 export interface Checkpoint {
@@ -147,6 +149,14 @@ function metaProblem(meta: CheckpointMeta): string | null {
   }
   if (meta.worldSize !== undefined && !(isCount(meta.worldSize) && meta.worldSize >= 1))
     return `'worldSize' must be a positive integer, got ${JSON.stringify(meta.worldSize)}`;
+  if (
+    meta.stageLayout !== undefined &&
+    !(
+      Array.isArray(meta.stageLayout) &&
+      meta.stageLayout.every((l) => Array.isArray(l) && l.length === 2 && l.every(isCount))
+    )
+  )
+    return `'stageLayout' must be a list of [first, last] stages, got ${JSON.stringify(meta.stageLayout)}`;
   if (meta.split !== undefined && !(Array.isArray(meta.split) && meta.split.every(isCount)))
     return `'split' must be an array of block indices, got ${JSON.stringify(meta.split)}`;
   if (

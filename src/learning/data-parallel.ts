@@ -15,8 +15,10 @@ import type { TrainModel } from "./model";
 import type { TrainOptions } from "./options";
 import type { StepProblem, StepSync } from "./step";
 
-/** What the trainer holds for a data-parallel run (null for a one-process run). */
+/** What the trainer holds for a run on several ranks, data or stage parallel (null for one process). */
 export interface DataParallel {
+  /** "data" or "stages" (stage-training.ts), as in messages: "data-parallel", "stage-parallel". */
+  mode: "data" | "stages";
   group: ProcessGroup;
   rank: number;
   worldSize: number;
@@ -27,24 +29,17 @@ export interface DataParallel {
 }
 
 /**
- * Joins the process group of a data-parallel run (from $RANK, $WORLD_SIZE, $MASTER_ADDR, …, as
- * `loco launch` sets them), or refuses a run that cannot use it. Null for a one-process run.
+ * Joins the process group of a data- or stage-parallel run (from $RANK, $WORLD_SIZE, $MASTER_ADDR,
+ * …, as `loco launch` sets them), or refuses a run that cannot use it. Null for a one-process run.
  */
-export async function joinDataParallel(options: TrainOptions): Promise<ProcessGroup | null> {
+export async function joinProcessGroup(options: TrainOptions): Promise<ProcessGroup | null> {
   const mode = options.parallel ?? "none";
-  if (mode === "stages") {
-    throw new TrainingError(
-      "--parallel stages: stage-parallel training is not available in `loco train` yet (a script can run the " +
-        "library's StageParallelWorker under `loco launch`, docs/distributed.md); use --parallel data or none",
-      2,
-    );
-  }
   if (mode === "none") {
     const worldSize = Number(process.env.WORLD_SIZE ?? "1");
     if (worldSize > 1) {
       throw new TrainingError(
         `WORLD_SIZE is ${worldSize}: this process is one of several ranks, but the run is not parallel; ` +
-          'pass --parallel data (parallel: "data") to train one model on all ranks',
+          'pass --parallel data or stages (parallel: "data") to train one model on all ranks',
         2,
       );
     }
@@ -53,7 +48,7 @@ export async function joinDataParallel(options: TrainOptions): Promise<ProcessGr
   try {
     return await initProcessGroup();
   } catch (error) {
-    throw new TrainingError(`--parallel data: ${(error as Error).message}`);
+    throw new TrainingError(`--parallel ${mode}: ${(error as Error).message}`);
   }
 }
 
@@ -73,36 +68,42 @@ export async function attachDataParallel(group: ProcessGroup, model: TrainModel)
     model.named.map(([, p]) => p),
   );
   return {
+    mode: "data",
     group,
     rank: group.rank,
     worldSize: group.worldSize,
     sync: {
       averageGradients: () => gradients.averageGradients(),
-      agree: (losses, problem) => agreeOnStep(group, losses, problem),
+      agree: (losses, problem) => agreeOnStep(group, losses, problem, "mean"),
     },
-    agreeToStop: async (requested) => {
-      const flag = tensor([requested ? 1 : 0], { dtype: "float32" });
-      try {
-        await group.allReduce(flag, { op: "max" });
-        return flag.item() > 0;
-      } finally {
-        flag.release();
-      }
-    },
+    agreeToStop: (requested) => agreeToStop(group, requested),
   };
+}
+
+/** True on every rank when any rank was asked to stop (one all-reduce). */
+export async function agreeToStop(group: ProcessGroup, requested: boolean): Promise<boolean> {
+  const flag = tensor([requested ? 1 : 0], { dtype: "float32" });
+  try {
+    await group.allReduce(flag, { op: "max" });
+    return flag.item() > 0;
+  } finally {
+    flag.release();
+  }
 }
 
 const PROBLEM_KINDS: readonly Divergence["kind"][] = ["loss", "gradient", "weights", "buffer"];
 
 /**
- * One all-reduce: the losses summed (then averaged: each rank's loss is its share of the global
- * NT-Xent) and, per rank, the kind and stage of the problem it found. A rank that found none takes
+ * One all-reduce: the losses summed, then averaged ("mean", data parallel: each rank's loss is its
+ * share of the global NT-Xent) or not ("sum", stage parallel: each loss is on one rank, 0 on the
+ * others), and, per rank, the kind and stage of the problem it found. A rank that found none takes
  * the first other rank's, so that every rank skips (or stops) together.
  */
-async function agreeOnStep(
+export async function agreeOnStep(
   group: ProcessGroup,
   losses: number[],
   problem: StepProblem | null,
+  combine: "mean" | "sum",
 ): Promise<{ losses: number[]; problem: StepProblem | null }> {
   const { rank, worldSize } = group;
   const values = new Array<number>(losses.length + 2 * worldSize).fill(0);
@@ -119,7 +120,7 @@ async function agreeOnStep(
   } finally {
     shared.release();
   }
-  const global = reduced.slice(0, losses.length).map((sum) => sum / worldSize);
+  const global = reduced.slice(0, losses.length).map((sum) => (combine === "mean" ? sum / worldSize : sum));
   if (problem !== null) return { losses: global, problem };
   for (let r = 0; r < worldSize; r++) {
     const kind = PROBLEM_KINDS[reduced[losses.length + 2 * r] - 1];
@@ -146,7 +147,7 @@ export function dataParallelFailure(
 ): TrainingError | null {
   if (dp.group.failure === null) return null;
   return new TrainingError(
-    `data-parallel training stopped in step ${step + 1} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
+    `${dp.mode === "data" ? "data" : "stage"}-parallel training stopped in step ${step + 1} on rank ${dp.rank} of ${dp.worldSize}: ${(error as Error).message}; ` +
       (lastCheckpoint === null ? "no checkpoint was written yet" : `the last checkpoint ${lastCheckpoint} is intact`) +
       `; continue with: loco launch --nproc ${dp.worldSize} -- train --resume ${runDir}`,
   );

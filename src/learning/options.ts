@@ -23,6 +23,7 @@ import {
 } from "./methods";
 import { OVERLAP_MODES, type Overlap } from "./router";
 import { parseSplit, stageCountOf } from "./split";
+import { STAGE_SCHEDULES, type StageSchedule } from "./stage-layout";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
@@ -105,6 +106,12 @@ export interface TrainOptions {
    * batchSize × world size (absent in runs older than the option: "none").
    */
   parallel?: ParallelMode;
+  /**
+   * Stage parallel: "sync" (a rank waits for the message from the rank above before its update;
+   * equals one process) or "pipelined" (it applies that message one step late). Absent in runs
+   * older than the option: "sync".
+   */
+  stageSchedule?: StageSchedule;
 }
 
 /**
@@ -181,6 +188,8 @@ export interface TrainInput {
   onNonfinite?: NonFiniteAction;
   /** Several processes: "data" (data parallel, under `loco launch`; batchSize is per rank), "stages". */
   parallel?: ParallelMode;
+  /** With parallel "stages": "sync" (equals one process) or "pipelined" (messages applied one step late). */
+  stageSchedule?: StageSchedule;
   /** A run directory to continue. */
   resume?: string;
 }
@@ -226,6 +235,7 @@ export const TRAIN_DEFAULTS = {
   keepCheckpoints: 3,
   onNonfinite: "stop",
   parallel: "none",
+  stageSchedule: "sync",
 } as const satisfies Partial<Record<keyof TrainInput, unknown>>;
 
 /** A usage mistake in the options (exit status 2 from the CLI). */
@@ -461,6 +471,7 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     resume: false,
     onNonfinite: oneOf("onNonfinite", v.onNonfinite, NON_FINITE_ACTIONS),
     parallel,
+    stageSchedule: oneOf("stageSchedule", v.stageSchedule, STAGE_SCHEDULES),
   };
 }
 
@@ -560,6 +571,7 @@ export function checkResolvedOptions(value: unknown): TrainOptions {
   if (o.readout !== undefined) oneOf(f("readout"), o.readout, READOUT_MODES);
   if (o.onNonfinite !== undefined) oneOf(f("onNonfinite"), o.onNonfinite, NON_FINITE_ACTIONS);
   if (o.parallel !== undefined) oneOf(f("parallel"), o.parallel, PARALLEL_MODES);
+  if (o.stageSchedule !== undefined) oneOf(f("stageSchedule"), o.stageSchedule, STAGE_SCHEDULES);
   if (!Array.isArray(o.baselines)) throw invalid(f("baselines"), "a list of baselines", o.baselines);
   parseBaselines(o.baselines as string[]);
   return o as unknown as TrainOptions;

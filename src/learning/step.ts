@@ -2,7 +2,8 @@
 // (losses, then gradients, then batch-norm buffers); the optimizer steps only when everything is finite. A step found
 // non-finite leaves no trace (gradients zeroed; with "skip", batch-norm statistics restored).
 // Data parallel adds two points of agreement between the ranks (StepSync): the gradients are
-// averaged before the checks, and every rank takes the same decision after them.
+// averaged before the checks, and every rank takes the same decision after them. Stage parallel
+// replaces the forward and backward by its rank's part of them (only rank 0 has the views).
 import { type Tensor, cat, keep, noGrad, scope } from "../torch";
 import type { DType } from "../torch/dtype";
 import type { Divergence } from "./errors";
@@ -31,10 +32,17 @@ export interface GuardedStepOptions {
   sync?: StepSync;
 }
 
-/** What a data-parallel step shares with the other ranks (src/learning/data-parallel.ts). */
+/** What a parallel step shares with the other ranks (data-parallel.ts, stage-training.ts). */
 export interface StepSync {
+  /**
+   * Stage parallel: this rank's forward and backward (the 2N views on rank 0, null elsewhere),
+   * instead of learner.step; returns the loss per entry of learner.losses (NaN for other ranks').
+   */
+  forwardBackward?(views: Tensor | null): Promise<number[]>;
+  /** Stage parallel: whether loss i is computed on this rank (the others' are not checked here). */
+  ownsLoss?(i: number): boolean;
   /** After backward: every gradient becomes its mean over the ranks. */
-  averageGradients(): Promise<void>;
+  averageGradients?(): Promise<void>;
   /**
    * After the checks: the losses averaged over the ranks (the global batch's), and the problem of
    * the first rank that found one (this rank's own first), so that either every rank steps or none.
@@ -43,10 +51,10 @@ export interface StepSync {
 }
 
 /** The problem of a step whose losses and gradients are computed, or null when all are finite. */
-function findProblem(model: TrainModel, lossValues: number[]): StepProblem | null {
+function findProblem(model: TrainModel, lossValues: number[], ownsLoss: (i: number) => boolean): StepProblem | null {
   const { learner, groups } = model;
   const badLoss = lossValues.findIndex(
-    (v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i),
+    (v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i) && ownsLoss(i),
   );
   if (badLoss >= 0) {
     const stage = learner.losses[badLoss].stage + 1;
@@ -92,24 +100,20 @@ function findProblem(model: TrainModel, lossValues: number[]): StepProblem | nul
  */
 export async function guardedStep(
   model: TrainModel,
-  views: readonly [Tensor, Tensor],
+  views: readonly [Tensor, Tensor] | null,
   options: GuardedStepOptions,
 ): Promise<{ losses: number[]; problem: StepProblem | null }> {
-  const { learner, optimizer, buffers } = model;
+  const { optimizer, buffers } = model;
   // Skipping a step must leave no trace, batch-norm running statistics included.
   const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map(([, b]) => keep(b.clone()))) : null;
   try {
     optimizer.zeroGrad();
-    const { lossValues } = scope(() => {
-      let both = cat([views[0], views[1]]);
-      if (both.dtype !== options.dtype) both = both.to(options.dtype);
-      if (options.channelsLast) both = both.channelsLast();
-      return learner.step(both);
-    });
-    await options.sync?.averageGradients();
+    const lossValues = await forwardBackward(model, views, options);
+    await options.sync?.averageGradients?.();
     options.afterBackward?.();
     let losses = lossValues;
-    let problem = scope(() => findProblem(model, lossValues));
+    const ownsLoss = options.sync?.ownsLoss ?? (() => true);
+    let problem = scope(() => findProblem(model, lossValues, ownsLoss));
     if (options.sync !== undefined) ({ losses, problem } = await options.sync.agree(lossValues, problem));
     scope(() => {
       if (problem === null) {
@@ -122,5 +126,29 @@ export async function guardedStep(
     return { losses, problem };
   } finally {
     for (const t of saved ?? []) t.release();
+  }
+}
+
+/** The step's forward and backward: the learner's in one process, this rank's part with stage parallel. */
+async function forwardBackward(
+  model: TrainModel,
+  views: readonly [Tensor, Tensor] | null,
+  options: GuardedStepOptions,
+): Promise<number[]> {
+  const both = (): Tensor => {
+    let input = cat([views![0], views![1]]);
+    if (input.dtype !== options.dtype) input = input.to(options.dtype);
+    return options.channelsLast ? input.channelsLast() : input;
+  };
+  const custom = options.sync?.forwardBackward;
+  if (custom === undefined) {
+    if (views === null) throw new TypeError("guardedStep: the views are needed in one process");
+    return scope(() => model.learner.step(both()).lossValues);
+  }
+  const input = views === null ? null : keep(scope(both));
+  try {
+    return await custom(input);
+  } finally {
+    input?.dispose();
   }
 }

@@ -23,7 +23,8 @@ import {
   saveCheckpoint,
 } from "./checkpoint";
 import type { ProcessGroup } from "../torch/distributed";
-import { type DataParallel, attachDataParallel, dataParallelFailure, joinDataParallel } from "./data-parallel";
+import { type DataParallel, attachDataParallel, dataParallelFailure, joinProcessGroup } from "./data-parallel";
+import { type StageParallel, attachStageParallel, checkStageParallelOptions } from "./stage-training";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
@@ -38,7 +39,7 @@ import {
 } from "./options";
 import { type EvalBatchOptions, evalDataSpec, knnMonitor, readoutReport, strided } from "./readout";
 import type { Results } from "./results";
-import { restoreRun } from "./resume";
+import { type RankInfo, restoreRun } from "./resume";
 import { checkFreeSpace, formatBytes, openRunDirectory, writeJsonAtomic } from "./rundir";
 import { resumeOptions, runConfigJson } from "./runs";
 import { guardedStep } from "./step";
@@ -143,10 +144,12 @@ async function openRunData(options: TrainOptions, log: (m: string) => void, worl
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
   const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
-  const group = await joinDataParallel(options);
+  checkStageParallelOptions(options);
+  const group = await joinProcessGroup(options);
   try {
-    const data = await openRunData(options, log, group?.worldSize ?? 1);
-    // Data parallel: rank 0 alone writes the run directory; the others say only warnings and errors.
+    // Data parallel: one step takes batchSize images on every rank; stage parallel: batchSize in all.
+    const data = await openRunData(options, log, options.parallel === "data" ? (group?.worldSize ?? 1) : 1);
+    // Several ranks: rank 0 alone writes the run directory; the others say only warnings and errors.
     if (group !== null && group.rank !== 0) {
       const rankLog = (m: string): void => void (/^(warning|error)/.test(m) && log(`rank ${group.rank}: ${m}`));
       return await runTraining(options, data, { ...hooks, log: rankLog }, group);
@@ -172,16 +175,19 @@ interface TrainContext {
   model: TrainModel;
   state: TrainState;
   scheduler: LRScheduler;
-  loader: DataLoader;
+  /** Null on the ranks of a stage-parallel run other than 0 (rank 0 feeds the views). */
+  loader: DataLoader | null;
   stepsPerEpoch: number;
   totalSteps: number;
   hooks: TrainHooks & { log: (m: string) => void };
   progress: Progress;
-  /** Data parallel (null: one process). */
+  /** Data or stage parallel (null: one process). */
   dp: DataParallel | null;
-  /** Whether this process writes the run directory (rank 0 of a data-parallel run). */
+  /** Stage parallel (null otherwise): gathers to rank 0 before checkpoints and the kNN monitor. */
+  stages: StageParallel | null;
+  /** Whether this process writes the run directory (rank 0 of a parallel run). */
   writer: boolean;
-  /** Images of one optimizer step: batchSize × ranks. */
+  /** Images of one optimizer step: batchSize (× ranks, data parallel). */
   globalBatch: number;
   metric: (record: MetricsRecord) => void;
   /** How the evaluations read streamed image folders (workers, bad files said once). */
@@ -216,7 +222,9 @@ async function runTraining(
   };
   const model = buildTrainModel(options, data.pretrain.channels, hooks.dtype);
   try {
-    const dp = group === null ? null : await attachDataParallel(group, model);
+    const stages =
+      group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
+    const dp = group === null ? null : (stages ?? (await attachDataParallel(group, model)));
     const { stepsPerEpoch } = data;
     const totalSteps = stepsPerEpoch * options.epochs;
     const scheduler = new LRScheduler(
@@ -229,7 +237,7 @@ async function runTraining(
     );
     const state = newTrainState(model.learner.losses.length);
     if (writer) checkCheckpointSpace(options, model);
-    const ranks = { worldSize, writer };
+    const ranks = { worldSize, writer, ...(stages === null ? {} : { stageLayout: stages.layout }) };
     const start = options.resume
       ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric, ranks)
       : { epoch: 0, batch: 0 };
@@ -243,7 +251,13 @@ async function runTraining(
       `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
         `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
     );
-    if (dp !== null) {
+    if (stages !== null) {
+      log(
+        `stage parallel (${options.stageSchedule ?? "sync"}): ` +
+          stages.layout.map((l, r) => `rank ${r} stages ${l.first + 1}-${l.last + 1}`).join(", ") +
+          `; rank 0 reads the data and writes ${options.runDir}`,
+      );
+    } else if (dp !== null) {
       log(
         `data parallel: ${worldSize} ranks x batch ${options.batchSize} = global batch ${options.batchSize * worldSize} ` +
           `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
@@ -262,18 +276,21 @@ async function runTraining(
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
     // between its start and the finally that closes it.
-    const loader = new DataLoader(data.pretrain, {
-      batchSize: options.batchSize,
-      augment: options.augment,
-      views: 2,
-      seed: options.seed,
-      workers: options.workers,
-      start,
-      ...(dp === null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
-      // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-      onBadImage: sayBad,
-      ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
-    });
+    const feedsData = stages === null || stages.rank === 0;
+    const loader = !feedsData
+      ? null
+      : new DataLoader(data.pretrain, {
+          batchSize: options.batchSize,
+          augment: options.augment,
+          views: 2,
+          seed: options.seed,
+          workers: options.workers,
+          start,
+          ...(dp === null || stages !== null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
+          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+          onBadImage: sayBad,
+          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+        });
     const ctx: TrainContext = {
       options,
       onNonfinite: options.onNonfinite ?? "stop",
@@ -286,15 +303,17 @@ async function runTraining(
       hooks,
       progress: !writer ? new Progress(silentStream) : (hooks.progress ?? new Progress()),
       dp,
+      stages,
       writer,
-      globalBatch: options.batchSize * worldSize,
+      globalBatch: options.batchSize * (stages === null ? worldSize : 1),
       metric,
       announcedPhase: null,
       evalData,
       // Data parallel: every rank computes the monitor on its identical replica (eval mode, no
       // collective), so that no rank waits for rank 0's; rank 0 alone reports it.
+      // Stage parallel: rank 0 alone, on the model gathered before.
       knn: async () =>
-        options.knnEvery <= 0 || data.train.labels === null
+        options.knnEvery <= 0 || data.train.labels === null || (stages !== null && !writer)
           ? null
           : knnMonitor(model.encoder, knnBank, knnQueries, options.normalize, evalData),
     };
@@ -305,10 +324,11 @@ async function runTraining(
       throw (dp !== null && dataParallelFailure(dp, error, state.step, options.runDir, state.lastCheckpoint)) || error;
     } finally {
       ctx.progress.end();
-      await loader.close();
+      await loader?.close();
     }
     // Training is over on every rank: leave the group together; rank 0 alone reads out.
-    if (dp !== null) await dp.group.destroy();
+    if (stages !== null) await stages.leave();
+    else if (dp !== null) await dp.group.destroy();
     if (interrupted) return { results: null, interrupted: true, options };
     if (!writer) return { results: null, interrupted: false, options };
     const results = await readOut(ctx, data);
@@ -327,7 +347,7 @@ function resumeOrRestart(
   stepsPerEpoch: number,
   log: (m: string) => void,
   metric: (record: MetricsRecord) => void,
-  ranks: { worldSize: number; writer: boolean },
+  ranks: RankInfo,
 ): { epoch: number; batch: number } {
   const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log, ranks);
   if (restored === null) {
@@ -374,10 +394,18 @@ function diverged(ctx: TrainContext, point: DivergencePoint, what: string): Trai
   });
 }
 
+/** Stage parallel: every rank's stages into rank 0's model and optimizer (once per step; every rank calls it). */
+async function gatherStages(ctx: TrainContext): Promise<void> {
+  if (ctx.stages === null || ctx.state.gatheredStep === ctx.state.step) return;
+  await ctx.stages.gather();
+  ctx.state.gatheredStep = ctx.state.step;
+}
+
 /** Writes a checkpoint of the current step (once per step); refuses to save non-finite weights. */
-function writeCheckpoint(ctx: TrainContext): string {
+async function writeCheckpoint(ctx: TrainContext): Promise<string> {
   const { options, model, state } = ctx;
   if (state.checkpointStep === state.step && state.lastCheckpoint !== null) return state.lastCheckpoint;
+  await gatherStages(ctx);
   // Never save a non-finite tensor (weights or batch-norm statistics) over a good checkpoint.
   const badName = firstNonFiniteTensor(modelState(model));
   if (badName !== null) {
@@ -406,7 +434,7 @@ function writeCheckpoint(ctx: TrainContext): string {
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT,
     step: state.step,
-    position: ctx.loader.position,
+    position: ctx.loader!.position,
     phase: model.learner.phase,
     optimizer: optimizerState.meta,
     generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
@@ -415,6 +443,7 @@ function writeCheckpoint(ctx: TrainContext): string {
     split: model.learner.split,
     extra: checkpointExtra(state),
     ...(ctx.dp === null ? {} : { worldSize: ctx.dp.worldSize }),
+    ...(ctx.stages === null ? {} : { stageLayout: ctx.stages.layout.map(({ first, last }) => [first, last]) }),
   };
   let file: string;
   try {
@@ -496,7 +525,9 @@ function handleProblem(ctx: TrainContext, point: DivergencePoint, text: string):
 async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
   const { options, state } = ctx;
   const meanLoss = takeEpochLoss(state);
-  const knn = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0 ? await ctx.knn() : null;
+  const knnDue = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0;
+  if (knnDue) await gatherStages(ctx);
+  const knn = knnDue ? await ctx.knn() : null;
   ctx.progress.end();
   ctx.hooks.log(
     `epoch ${epoch + 1}/${options.epochs}: loss ${meanLoss.map((l) => (Number.isFinite(l) ? l.toFixed(4) : "-")).join(" ")}` +
@@ -514,7 +545,7 @@ async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
     dataWaitShare: dataWaitShare(state),
     skippedSteps: state.skippedSteps,
   });
-  writeCheckpoint(ctx);
+  await writeCheckpoint(ctx);
 }
 
 /** The training loop; returns true when stopped on request (a checkpoint was written). */
@@ -530,12 +561,12 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
     const epoch = Math.floor(state.step / stepsPerEpoch);
     if (options.learning.schedule === "sequential") enterPhase(ctx, epoch);
     model.learner.train();
-    const batch = await ctx.loader.next();
+    const batch = ctx.loader === null ? null : await ctx.loader.next();
     const started = performance.now();
     const stepNumber = state.step + 1;
     let step: Awaited<ReturnType<typeof guardedStep>>;
     try {
-      step = await guardedStep(model, [batch.views[0], batch.views[1]], {
+      step = await guardedStep(model, batch === null ? null : [batch.views[0], batch.views[1]], {
         restoreBuffersOnProblem: ctx.onNonfinite === "skip",
         channelsLast: options.channelsLast,
         dtype: hooks.dtype ?? "float32",
@@ -543,7 +574,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
         ...(ctx.dp === null ? {} : { sync: ctx.dp.sync }),
       });
     } finally {
-      batch.dispose();
+      batch?.dispose();
     }
     const { losses, problem } = step;
     if (problem !== null) {
@@ -554,8 +585,9 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
     }
     ctx.scheduler.step();
     state.step++;
-    state.trainSeconds += (performance.now() - started) / 1000 + batch.waitMs / 1000;
-    state.waitSeconds += batch.waitMs / 1000;
+    const waitMs = batch?.waitMs ?? 0;
+    state.trainSeconds += (performance.now() - started) / 1000 + waitMs / 1000;
+    state.waitSeconds += waitMs / 1000;
     if (problem === null) recordLosses(state, losses);
     const speed = imagesPerSecond(state, ctx.globalBatch);
     const stepInEpoch = state.step - epoch * stepsPerEpoch;
@@ -581,19 +613,22 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
         dataWaitShare: dataWaitShare(state),
         skippedSteps: state.skippedSteps,
       });
+      // Stage parallel: every rank's busy and wait time, images/s and peak memory (every rank gathers).
+      for (const record of (await ctx.stages?.rankRecords(state.step)) ?? []) ctx.metric(record);
     }
-    if (options.checkpointEvery > 0 && state.step % options.checkpointEvery === 0 && !epochEnds) writeCheckpoint(ctx);
+    if (options.checkpointEvery > 0 && state.step % options.checkpointEvery === 0 && !epochEnds)
+      await writeCheckpoint(ctx);
     if (epochEnds) await endEpoch(ctx, epoch);
     if (await stopRequested()) {
       ctx.progress.end();
-      const file = writeCheckpoint(ctx);
+      const file = await writeCheckpoint(ctx);
       hooks.log(`stopped at step ${state.step}: checkpoint ${file}`);
       return true;
     }
   }
   // A stop requested during the last step's epoch end: training is complete and checkpointed.
   if (await stopRequested()) {
-    const file = writeCheckpoint(ctx);
+    const file = await writeCheckpoint(ctx);
     hooks.log(`stopped before the readout: training is complete (checkpoint ${file}); --resume runs the readout`);
     return true;
   }
