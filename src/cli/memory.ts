@@ -54,8 +54,9 @@ export const memorySpecs: OptionSpec[] = [
   {
     flag: "overlaps",
     type: "string",
-    default: "retain,recompute",
-    description: "comma-separated overlap modes (GIM has no late messages: retain only)",
+    default: "retain,recompute,recompute-all",
+    description:
+      "comma-separated overlap modes (GIM has no late messages: recompute is left out for it, recompute-all is not)",
   },
   { flag: "blocks", type: "boolean", default: false, description: "print each block's activation bytes and FLOPs" },
   {
@@ -92,7 +93,8 @@ export function memorySettings(
   const first: MemorySetting[] = [];
   const rest: MemorySetting[] = [];
   for (const method of methods) {
-    const modes = overlapMatters(methodPreset(method, 4)) ? overlaps : overlaps.slice(0, 1);
+    const preset = methodPreset(method, 4);
+    const modes = overlaps.filter((o, i) => i === 0 || overlapMatters(preset, o));
     for (const split of splits) {
       for (const stages of split === "resnet" ? [undefined] : stageCounts) {
         for (const overlap of modes) {

@@ -177,10 +177,10 @@ export const trainSpecs: OptionSpec[] = [
   {
     flag: "overlap",
     type: "enum",
-    choices: ["retain", "recompute"],
+    choices: ["retain", "recompute", "recompute-all"],
     default: TRAIN_DEFAULTS.overlap,
     description:
-      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients)",
+      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients); recompute-all: every stage pass recomputes its stage, so no stage graph is alive beside a decoder's (least memory, one extra forward per pass)",
   },
   {
     flag: "schedule",

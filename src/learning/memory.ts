@@ -243,8 +243,13 @@ export function parseBytes(text: string): number {
   return bytes;
 }
 
-/** Whether overlap can change anything for a config: only losses reaching below their stage send late messages. */
-export function overlapMatters(config: LocalLearningConfig): boolean {
+/**
+ * Whether an overlap mode can change anything for a config: "recompute" only for losses reaching
+ * below their stage (late messages); "recompute-all" always (it separates stage and decoder graphs).
+ */
+export function overlapMatters(config: LocalLearningConfig, overlap: Overlap = "recompute"): boolean {
+  if (overlap === "retain") return false;
+  if (overlap === "recompute-all") return true;
   const reaches = Array.isArray(config.reach) ? config.reach : [config.reach];
   return reaches.some((r) => r > 0);
 }
