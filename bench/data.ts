@@ -13,16 +13,21 @@
 //   stream   the streaming image-folder loader (src/data/stream.ts) on a generated folder of JPEGs
 //            of mixed sizes (160–500 px a side, like ImageNet's; bench/make-folder.ts), SimCLR's
 //            ImageNet preset at 224 and at 96 px, with 1 and 2 worker threads: images per second
-//            (two views each, decoded, cropped and augmented), and the process's resident memory
-//            (RSS, workers included) after the first batch, half-way and at the end of the timed
-//            batches (flat once warm: an image's pixels live only while its batch is prepared).
+//            (two views each, decoded, cropped and augmented) over --stream-batches batches after one
+//            warm-up batch per worker, and the process's resident memory (RSS, workers included) sampled after
+//            every batch: start (after the warm-up batch), max and end. Each case (and the epoch)
+//            runs in a fresh node process, so that its RSS is its own.
+//   epoch    one whole epoch of the folder (--epoch SIZE:WORKERS, default 96:2) with RSS sampled
+//            after every batch: start, max, end and every k-th sample (flat once warm: an image's
+//            pixels live only while its batch is prepared; memory does not grow with the epoch).
 //
 // augment and loader use random uint8 pixels held in memory (no decoding, no file reads). Options:
 // --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json;
 // stream: --folder DIR (a folder written by bench/make-folder.ts; default: one of --folder-count
 // images generated once under the OS temp folder), --folder-count N (20000), --stream-batch-size N
-// (64), --stream-batches N (8), --stream-cases SIZE:WORKERS,… (224:1,224:2,96:1,96:2), --only
-// stream|memory (one part only).
+// (64), --stream-batches N (8), --stream-cases SIZE:WORKERS,… (224:1,224:2,96:1,96:2), --epoch
+// SIZE:WORKERS|none (96:2), --only stream|memory (one part only). --json prints one JSON line.
+import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
@@ -53,6 +58,10 @@ interface Options {
   only?: "stream" | "memory";
   /** Streaming cases as [size, workers]. */
   streamCases: [number, number][];
+  /** Internal: run the first stream case (or else the epoch) in this process and print it as JSON. */
+  child: boolean;
+  /** The case run for one whole epoch with RSS sampled throughout, or null. */
+  epochCase: [number, number] | null;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -70,6 +79,14 @@ function parseArgs(argv: string[]): Options {
       [96, 1],
       [96, 2],
     ],
+    epochCase: [96, 2],
+    child: false,
+  };
+  const sizeWorkers = (c: string, flag: string, text: string): [number, number] => {
+    const [size, workers] = c.split(":").map(Number);
+    if (!Number.isInteger(size) || size < 8 || !Number.isInteger(workers) || workers < 0)
+      throw new Error(`${flag}: expected SIZE:WORKERS (e.g. 224:1 or 96:2), got ${text}`);
+    return [size, workers];
   };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
@@ -82,24 +99,23 @@ function parseArgs(argv: string[]): Options {
     else if (a === "--repeats") o.repeats = int();
     else if (a === "--batches") o.batches = int();
     else if (a === "--json") o.json = true;
+    else if (a === "--child") o.child = true;
     else if (a === "--folder") o.folder = argv[++i];
     else if (a === "--folder-count") o.folderCount = int();
     else if (a === "--stream-batch-size") o.streamBatchSize = int();
     else if (a === "--stream-batches") o.streamBatches = int();
     else if (a === "--stream-cases") {
       const text = argv[++i] ?? "";
-      o.streamCases = text.split(",").map((c) => {
-        const [size, workers] = c.split(":").map(Number);
-        if (!Number.isInteger(size) || size < 8 || !Number.isInteger(workers) || workers < 0)
-          throw new Error(`--stream-cases: expected SIZE:WORKERS[,…] (e.g. 224:1,96:2), got ${text}`);
-        return [size, workers];
-      });
+      o.streamCases = text === "" ? [] : text.split(",").map((c) => sizeWorkers(c, a, text));
+    } else if (a === "--epoch") {
+      const text = argv[++i] ?? "";
+      o.epochCase = text === "none" ? null : sizeWorkers(text, a, text);
     } else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
       o.only = argv[++i] as "stream" | "memory";
     else
       throw new Error(
         `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json] ` +
-          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] [--only stream|memory]`,
+          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] [--epoch 96:2|none] [--only stream|memory]`,
       );
   }
   return o;
@@ -183,13 +199,26 @@ async function benchLoader(c: Case, o: Options): Promise<{ imagesPerS: number; r
   return { imagesPerS: ((o.batches * o.batchSize) / elapsed) * 1000, readyWaitMs };
 }
 
-interface StreamRow {
+interface RssSummary {
+  /** After the warm-up batches. */
+  rssStartMiB: number;
+  rssMaxMiB: number;
+  rssEndMiB: number;
+}
+
+interface StreamRow extends RssSummary {
   size: number;
   workers: number;
+  batches: number;
   imagesPerS: number;
-  rssFirstMiB: number;
-  rssMidMiB: number;
-  rssEndMiB: number;
+}
+
+interface EpochRow extends StreamRow {
+  images: number;
+  seconds: number;
+  /** RSS (MiB) every `every` batches, from the first on. */
+  rssSamplesMiB: number[];
+  every: number;
 }
 
 /** The benchmark's folder: --folder, or a generated one kept under the OS temp folder for reuse. */
@@ -206,7 +235,19 @@ async function benchFolder(o: Options): Promise<string> {
   return dir;
 }
 
-async function benchStream(dir: string, size: number, workers: number, o: Options): Promise<StreamRow> {
+const rssMiB = (): number => process.memoryUsage().rss / 2 ** 20;
+
+/**
+ * Times `batches` batches of the streaming loader (after one warm-up batch) and samples the
+ * process's RSS (workers included) after every batch.
+ */
+async function timeStream(
+  dir: string,
+  size: number,
+  workers: number,
+  o: Options,
+  batches: number | "epoch",
+): Promise<StreamRow & { samples: number[] }> {
   const dataset = openStreamingFolder({ dir, split: "train", size, labelFree: true });
   const loader = new DataLoader(dataset, {
     batchSize: o.streamBatchSize,
@@ -215,21 +256,69 @@ async function benchStream(dir: string, size: number, workers: number, o: Option
     workers,
     prefetch: Math.max(2, workers),
   });
-  const mib = (): number => process.memoryUsage().rss / 2 ** 20;
+  // Warm-up: one batch per worker, after which every worker is busy on a batch requested ahead (as
+  // it will be when the clock stops), so the clock does not count work done before it started.
+  const warmup = Math.max(1, workers);
+  // An epoch: every batch of epoch 0 after the warm-up ones.
+  const count = batches === "epoch" ? loader.batchesPerEpoch - warmup : batches;
   try {
-    (await loader.next()).dispose(); // starts the workers, warms them up
-    const rssFirstMiB = mib();
-    let rssMidMiB = rssFirstMiB;
+    for (let b = 0; b < warmup; b++) (await loader.next()).dispose(); // starts the workers, warms them up
+    const samples = [rssMiB()];
     const t0 = performance.now();
-    for (let b = 0; b < o.streamBatches; b++) {
+    for (let b = 0; b < count; b++) {
       (await loader.next()).dispose();
-      if (b === Math.floor(o.streamBatches / 2) - 1) rssMidMiB = mib();
+      samples.push(rssMiB());
+      if (batches === "epoch" && (b + 1) % 50 === 0)
+        process.stderr.write(
+          `  epoch at ${size} px, ${workers} workers: batch ${b + 1 + warmup}/${count + warmup}, RSS ${samples.at(-1)!.toFixed(0)} MiB\n`,
+        );
     }
-    const imagesPerS = ((o.streamBatches * o.streamBatchSize) / (performance.now() - t0)) * 1000;
-    return { size, workers, imagesPerS, rssFirstMiB, rssMidMiB, rssEndMiB: mib() };
+    const imagesPerS = ((count * o.streamBatchSize) / (performance.now() - t0)) * 1000;
+    return {
+      size,
+      workers,
+      batches: count,
+      imagesPerS,
+      rssStartMiB: samples[0],
+      rssMaxMiB: Math.max(...samples),
+      rssEndMiB: samples.at(-1)!,
+      samples,
+    };
   } finally {
     await loader.close();
   }
+}
+
+async function benchStream(dir: string, size: number, workers: number, o: Options): Promise<StreamRow> {
+  const { samples: _, ...row } = await timeStream(dir, size, workers, o, o.streamBatches);
+  return row;
+}
+
+/** One whole epoch of the folder, RSS sampled after every batch (kept every `every` batches). */
+async function benchEpoch(dir: string, size: number, workers: number, o: Options): Promise<EpochRow> {
+  const t0 = performance.now();
+  const { samples, ...row } = await timeStream(dir, size, workers, o, "epoch");
+  const every = Math.max(1, Math.round(samples.length / 20));
+  return {
+    ...row,
+    images: (row.batches + Math.max(1, workers)) * o.streamBatchSize,
+    seconds: (performance.now() - t0) / 1000,
+    rssSamplesMiB: samples.filter((_, i) => i % every === 0 || i === samples.length - 1).map((m) => Math.round(m)),
+    every,
+  };
+}
+
+/** Runs one streaming case in a fresh node process (so that no earlier case's memory is counted). */
+function caseInChild(o: Options, folder: string, args: string[]): { stream: StreamRow[]; epoch: EpochRow | null } {
+  const common = ["--only", "stream", "--child", "--folder", folder];
+  const sizes = ["--stream-batch-size", String(o.streamBatchSize), "--stream-batches", String(o.streamBatches)];
+  const r = spawnSync(process.execPath, [__filename, ...common, ...sizes, ...args], {
+    encoding: "utf8",
+    stdio: ["ignore", "pipe", "inherit"],
+    maxBuffer: 16 * 2 ** 20,
+  });
+  if (r.status !== 0) throw new Error(`a streaming case (${args.join(" ")}) failed with status ${r.status}`);
+  return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { stream: StreamRow[]; epoch: EpochRow | null };
 }
 
 async function main(): Promise<void> {
@@ -242,29 +331,60 @@ async function main(): Promise<void> {
     rows.push({ name: c.name, augmentViewsPerS, loaderImagesPerS: imagesPerS, readyWaitMs });
   }
   const stream: StreamRow[] = [];
+  let epoch: EpochRow | null = null;
+  let folder: string | null = null;
   if (o.only !== "memory") {
-    const dir = await benchFolder(o);
-    for (const [size, workers] of o.streamCases) stream.push(await benchStream(dir, size, workers, o));
+    folder = await benchFolder(o);
+    if (o.child) {
+      // One case in this (fresh) process: its RSS is that case's alone.
+      if (o.streamCases.length > 0) stream.push(await benchStream(folder, ...o.streamCases[0], o));
+      else if (o.epochCase !== null) epoch = await benchEpoch(folder, ...o.epochCase, o);
+      console.log(JSON.stringify({ stream, epoch }));
+      return;
+    }
+    for (const [size, workers] of o.streamCases) {
+      process.stderr.write(`streaming ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
+      stream.push(...caseInChild(o, folder, ["--stream-cases", `${size}:${workers}`, "--epoch", "none"]).stream);
+    }
+    if (o.epochCase !== null) {
+      const [size, workers] = o.epochCase;
+      process.stderr.write(`one epoch at ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
+      epoch = caseInChild(o, folder, ["--stream-cases", "", "--epoch", `${size}:${workers}`]).epoch;
+    }
   }
+  const machine = { cpus: os.cpus().length, loadAverage: os.loadavg().map((l) => +l.toFixed(2)) };
   if (o.json) {
-    console.log(JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), rows, stream }));
+    console.log(
+      JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), machine, rows, folder, stream, epoch }),
+    );
     return;
   }
+  console.log(
+    `${machine.cpus} cores, load average ${machine.loadAverage.join(" ")} (figures from a loaded machine are lower)`,
+  );
   if (stream.length > 0) {
     console.log(
-      `streaming folder: simclrImagenet, batch ${o.streamBatchSize}, ${o.streamBatches} batches timed, one libtorch thread per worker`,
+      `streaming folder ${folder}: simclrImagenet (two views per image), batch ${o.streamBatchSize}, ` +
+        `${o.streamBatches} batches timed after one warm-up batch per worker, one libtorch thread per worker`,
     );
     printTable([
-      ["size", "workers", "images/s (2 views)", "RSS (MiB): after batch 1", "half-way", "end"],
+      ["size", "workers", "images/s", "RSS (MiB): start", "max", "end"],
       ...stream.map((r) => [
         `${r.size}x${r.size}`,
         String(r.workers),
         r.imagesPerS.toFixed(1),
-        r.rssFirstMiB.toFixed(0),
-        r.rssMidMiB.toFixed(0),
+        r.rssStartMiB.toFixed(0),
+        r.rssMaxMiB.toFixed(0),
         r.rssEndMiB.toFixed(0),
       ]),
     ]);
+  }
+  if (epoch !== null) {
+    console.log(
+      `one epoch at ${epoch.size}x${epoch.size}, ${epoch.workers} workers: ${epoch.images} images in ${epoch.seconds.toFixed(0)} s ` +
+        `(${epoch.imagesPerS.toFixed(1)} images/s); RSS start ${epoch.rssStartMiB.toFixed(0)} MiB, max ${epoch.rssMaxMiB.toFixed(0)}, ` +
+        `end ${epoch.rssEndMiB.toFixed(0)} (every ${epoch.every} batches: ${epoch.rssSamplesMiB.join(" ")})`,
+    );
   }
   if (rows.length === 0) return;
   console.log(`batch ${o.batchSize}, one libtorch thread (caller and worker)`);

@@ -12,7 +12,7 @@ import { extractFeatures, extractStageFeatures } from "../eval/features";
 import { removeStaleTemporaries } from "./checkpoint";
 import { encoderFeatures } from "./encoders";
 import { TrainingError } from "./errors";
-import { evalBatches } from "./readout";
+import { evalBatches, evalDataSpec } from "./readout";
 import { naturalStages } from "./split";
 import { checkOutputFile, writeJsonAtomic } from "./rundir";
 import { openRun, readRunConfig, runDirOf } from "./runs";
@@ -54,8 +54,8 @@ export async function evaluateRun(
   const config = readRunConfig(runDir);
   if (options.out !== undefined) checkOutputFile(options.out, "--out");
   for (const file of removeStaleTemporaries(runDir)) log(`removed ${file}, left by a write that never finished`);
-  const train = await openDataset(config.trainData);
-  const test = await openDataset(config.testData);
+  const train = await openDataset(evalDataSpec(config.trainData));
+  const test = await openDataset(evalDataSpec(config.testData));
   const run = openRun(target, train.channels, log);
   try {
     const o = run.options;
@@ -118,7 +118,7 @@ export async function embedRun(
     options.out ?? path.join(runDir, `embeddings-${split}${stage === 4 ? "" : `-stage${stage}`}.safetensors`);
   checkOutputFile(file, "--out");
   for (const stale of removeStaleTemporaries(runDir)) log(`removed ${stale}, left by a write that never finished`);
-  const dataset = await openDataset(split === "train" ? config.trainData : config.testData);
+  const dataset = await openDataset(evalDataSpec(split === "train" ? config.trainData : config.testData));
   const run = openRun(target, dataset.channels, log);
   try {
     const batches = (): ReturnType<typeof evalBatches> => evalBatches(dataset, 256, run.options.normalize);

@@ -8,8 +8,9 @@
 // the encoder unfrozen with a fresh Linear(featureDim, classes) head; cross-entropy; SGD with
 // Nesterov momentum 0.9, no weight decay, no warmup, learning rate 0.05 × batch / 256 decayed by a
 // cosine per step; random resized crop (area 0.08–1) and horizontal flip only; 60 epochs for 1% of
-// the labels, 30 for 10% (the paper's numbers; loco also uses 30 above 10%, where the paper gives
-// none). Then top-1 of encoder + head, in eval mode, on the test split (resized, no augmentation).
+// the labels, 30 for 10% (the appendix's numbers; loco also uses 30 above 10%). Then top-1 of
+// encoder + head, in eval mode, on the test split (resized, no augmentation). docs/methods.md lists
+// each setting against appendix B.5 and the deliberate differences (batch size, subsets, BN, test crop).
 // Every knob is an option. Batches come from the DataLoader (seeded order and augmentations; an
 // image folder streams), so a fine-tuning run is a function of its options and the checkpoint.
 import * as path from "node:path";
@@ -22,7 +23,7 @@ import { type DatasetSpec, openDataset } from "../data/datasets";
 import { subset } from "../data/dataset";
 import { DataLoader } from "../data/loader";
 import { type SupervisedEpoch, trainSupervised } from "../eval/baselines";
-import { evalBatches } from "./readout";
+import { evalBatches, evalDataSpec } from "./readout";
 import { buildRunEncoder } from "./encoders";
 import type { TrainOptions } from "./options";
 import { writeJsonAtomic } from "./rundir";
@@ -112,7 +113,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
     ...(config.trainData.name === "folder" ? { stream: true } : {}),
   };
   const full = await openDataset(trainSpec, { log: (m) => log(`fine-tuning data: ${m}`) });
-  const test = await openDataset(config.testData);
+  const test = await openDataset(evalDataSpec(config.testData));
   if (full.labels === null) throw new Error(`${full.name}: fine-tuning needs labels`);
   const count = Math.max(full.numClasses, Math.round(fraction * full.count));
   const labelled = count >= full.count ? full : subset(full, { count, seed: settings.subsetSeed, balanced: true });
@@ -159,7 +160,7 @@ export async function finetune(target: string, options: FinetuneOptions): Promis
           ),
       },
     );
-    const top1 = testTop1(encoder, result.head, test, settings.batchSize, config.normalize);
+    const top1 = await testTop1(encoder, result.head, test, settings.batchSize, config.normalize, options.workers ?? 1);
     const out: FinetuneResult = {
       run: runDir,
       checkpoint: loaded?.checkpoint ?? null,
@@ -212,18 +213,19 @@ function resolveSettings(options: FinetuneOptions, config: TrainOptions): Finetu
 }
 
 /** Top-1 of encoder + head (eval mode, no augmentation) on a labelled split; disposes the head. */
-function testTop1(
+async function testTop1(
   encoder: ResNet,
   head: Linear,
   test: ImageDataset,
   batchSize: number,
   normalize: NormalizeConfig | null,
-): number {
+  workers: number,
+): Promise<number> {
   let correct = 0;
   encoder.eval();
   head.eval();
   try {
-    for (const batch of evalBatches(test, batchSize, normalize)) {
+    for await (const batch of evalBatches(test, batchSize, normalize, { workers })) {
       correct += scope(() =>
         noGrad(() => head.forward(encoder.forwardFeatures(batch.images)).argmax(1).eq(batch.labels).sum().item()),
       );

@@ -23,6 +23,32 @@ export {
   type SplitName,
   type SplitSpec,
 } from "./methods";
+export {
+  StageParallelWorker,
+  type StageParallelOptions,
+  type StageRankStats,
+  type StageStepResult,
+} from "./stage-parallel";
+export {
+  STAGE_SCHEDULES,
+  assignStages,
+  planRanks,
+  checkPipelined,
+  type RankStages,
+  type RankPlan,
+  type StageSchedule,
+} from "./stage-layout";
+export {
+  simulatePipeline,
+  mergeBlockCosts,
+  bestCuts,
+  LOOPBACK_LINK,
+  type StageCosts,
+  type Link,
+  type SimulationInput,
+  type SimulationResult,
+} from "./stage-sim";
+export { profileStageCosts, type ProfiledOptimizer } from "./stage-profile";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,
@@ -33,6 +59,7 @@ export {
   type SkipRecord,
   type ResumeRecord,
   type RestartRecord,
+  type StageRankRecord,
   type ResultsRecord,
 } from "./metrics";
 export type { Results } from "./results";

@@ -60,7 +60,29 @@ export interface RestartRecord {
 /** The run's results (as results.json). */
 export type ResultsRecord = Results & { type: "results"; time?: string };
 
-export type MetricsRecord = StepRecord | EpochRecord | SkipRecord | ResumeRecord | RestartRecord | ResultsRecord;
+/**
+ * Stage parallelism (docs/distributed.md): one record per rank, its time since the previous one
+ * (or since the start), written by rank 0 from every rank's figures.
+ */
+export interface StageRankRecord {
+  type: "stage-rank";
+  time?: string;
+  step: number;
+  rank: number;
+  /** 1-based encoder stages the rank holds, first and last. */
+  stages: number[];
+  steps: number;
+  /** Seconds computing (its steps' wall time less the waits). */
+  busySeconds: number;
+  /** Seconds blocked on messages from the other ranks (recv, and sends not yet taken). */
+  waitSeconds: number;
+  imagesPerSecond: number;
+  /** Most bytes the rank's counting allocator held. */
+  peakBytes: number;
+}
+
+export type MetricsRecord =
+  StepRecord | EpochRecord | SkipRecord | ResumeRecord | RestartRecord | ResultsRecord | StageRankRecord;
 export type MetricsKind = MetricsRecord["type"];
 
 /**
@@ -107,6 +129,16 @@ const FIELDS: Record<MetricsKind, Record<string, FieldCheck>> = {
     skippedSteps: "number",
   },
   resume: { step: "number", checkpoint: "string" },
+  "stage-rank": {
+    step: "number",
+    rank: "number",
+    stages: "losses",
+    steps: "number",
+    busySeconds: "number",
+    waitSeconds: "number",
+    imagesPerSecond: "number",
+    peakBytes: "number",
+  },
   restart: { step: "number" },
   results: {
     method: "string",

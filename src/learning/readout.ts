@@ -5,8 +5,13 @@ import type { Tensor } from "../torch";
 import { fromTypedArray, scope } from "../torch";
 import type { Module } from "../nn/module";
 import type { NormalizeConfig } from "../data/augment";
-import type { ImageDataset } from "../data/dataset";
-import { type EvalBatch, rawPixelsFeatures, stageForward } from "../eval/features";
+import { evalTransform } from "../data/augment";
+import { type ImageDataset, SubsetImages } from "../data/dataset";
+import type { DatasetSpec } from "../data/datasets";
+import type { BadImage } from "../data/folder";
+import { DataLoader } from "../data/loader";
+import { streamedFiles } from "../data/stream";
+import { type EvalBatch, type EvalBatches, rawPixelsFeatures, stageForward } from "../eval/features";
 import { type EvaluateResult, type EvaluateStage, evaluateEncoder, trainSupervised } from "../eval/baselines";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 import { type RunEncoder, encoderFeatureDim, encoderFeatures } from "./encoders";
@@ -74,16 +79,44 @@ export interface ReadoutOptions {
   onProgress?: (what: string, stage: EvaluateStage, done: number, total: number | undefined) => void;
   /** A line before and after each evaluation (what is read out, on how many images, its result). */
   log?: (message: string) => void;
+  /** How streamed image folders are read (worker threads, bad files). */
+  data?: EvalBatchOptions;
 }
 
-/** Labelled evaluation batches straight from a dataset: no augmentation, only normalisation. */
-export function* evalBatches(
+export interface EvalBatchOptions {
+  /** Streamed image folders: data worker threads decoding the images (default 1). */
+  workers?: number;
+  /** Streamed image folders with onBadImage "skip": told about each file skipped (its position takes the next good file). */
+  onBadImage?: (bad: BadImage) => void;
+}
+
+/**
+ * Labelled evaluation batches of a dataset, in order: no augmentation, only normalisation. Pixels
+ * held in memory are read batch by batch on the calling thread (sync batches). A streamed image
+ * folder (or a subset of one) goes through a DataLoader instead (async batches): each image is
+ * decoded, its shorter side resized to the dataset's size and its centre kept as the batch is
+ * prepared, so only one batch of pixels (per worker) exists at a time and evaluation memory does
+ * not grow with the split; only the features accumulate. Each batch is freed when the next one
+ * is asked for.
+ */
+export function evalBatches(
+  dataset: ImageDataset,
+  batchSize: number,
+  normalize: NormalizeConfig | null,
+  options: EvalBatchOptions = {},
+): EvalBatches {
+  if (dataset.labels === null) throw new Error(`${dataset.name}: evaluation needs labels`);
+  return streamedFiles(dataset.images.spec()) === null
+    ? memoryEvalBatches(dataset, batchSize, normalize)
+    : streamedEvalBatches(dataset, batchSize, normalize, options);
+}
+
+function* memoryEvalBatches(
   dataset: ImageDataset,
   batchSize: number,
   normalize: NormalizeConfig | null,
 ): Generator<EvalBatch> {
-  const labels = dataset.labels;
-  if (labels === null) throw new Error(`${dataset.name}: evaluation needs labels`);
+  const labels = dataset.labels!;
   const { channels: c, height: h, width: w } = dataset;
   for (let start = 0; start < dataset.count; start += batchSize) {
     const n = Math.min(batchSize, dataset.count - start);
@@ -103,32 +136,58 @@ export function* evalBatches(
   }
 }
 
-/** A deterministic subset (every k-th image), so monitors and readouts stay cheap on large splits. */
+async function* streamedEvalBatches(
+  dataset: ImageDataset,
+  batchSize: number,
+  normalize: NormalizeConfig | null,
+  options: EvalBatchOptions,
+): AsyncGenerator<EvalBatch> {
+  const loader = new DataLoader(dataset, {
+    batchSize,
+    augment: evalTransform([dataset.height, dataset.width], { normalize }),
+    views: 1,
+    shuffle: false,
+    dropLast: false,
+    workers: options.workers ?? 1,
+    onBadImage: options.onBadImage,
+  });
+  try {
+    for (let b = 0; b < loader.batchesPerEpoch; b++) {
+      const batch = await loader.next();
+      try {
+        yield { images: batch.views[0], labels: batch.labels! };
+      } finally {
+        batch.dispose();
+      }
+    }
+  } finally {
+    await loader.close();
+  }
+}
+
+/**
+ * The spec of a labelled split read for evaluation (readout, kNN monitor, fine-tuning's test,
+ * embeddings): an image folder streams (./evalBatches), so no split is ever decoded whole into
+ * memory; other datasets are opened as given.
+ */
+export function evalDataSpec(spec: DatasetSpec): DatasetSpec {
+  return spec.name === "folder" ? { ...spec, stream: true } : spec;
+}
+
+/**
+ * A deterministic subset (every k-th image), so monitors and readouts stay cheap on large splits.
+ * It is an ordinary subset view, so a streamed folder's subset streams too.
+ */
 export function strided(dataset: ImageDataset, size: number): ImageDataset {
   if (size <= 0 || size >= dataset.count) return dataset;
   const stride = dataset.count / size;
   const picks = Int32Array.from({ length: size }, (_, i) => Math.floor(i * stride));
-  const images = dataset.images;
   return {
     ...dataset,
     name: `${dataset.name}[every ${stride.toFixed(2)}]`,
     count: size,
     labels: dataset.labels === null ? null : Int32Array.from(picks, (i) => dataset.labels![i]),
-    images: {
-      count: size,
-      channels: images.channels,
-      height: images.height,
-      width: images.width,
-      read: (indices, out) =>
-        images.read(
-          Int32Array.from(indices, (i) => picks[i]),
-          out,
-        ),
-      spec: () => {
-        throw new Error("strided subsets are for in-process evaluation only");
-      },
-      close: () => {},
-    },
+    images: new SubsetImages(dataset.images, picks),
   };
 }
 
@@ -138,11 +197,12 @@ export async function knnMonitor(
   bank: ImageDataset,
   queries: ImageDataset,
   normalize: NormalizeConfig | null,
+  data: EvalBatchOptions = {},
 ): Promise<number> {
   const result = await evaluateEncoder(
     encoderFeatures(encoder),
-    () => evalBatches(bank, 256, normalize),
-    () => evalBatches(queries, 256, normalize),
+    () => evalBatches(bank, 256, normalize, data),
+    () => evalBatches(queries, 256, normalize, data),
     { module: encoder, linear: false, knn: { k: 200, temperature: 0.1 }, numClasses: bank.numClasses },
   );
   return result.knn!.top1;
@@ -174,8 +234,8 @@ export async function readoutReport(
     );
     const r = await evaluateEncoder(
       forward,
-      () => evalBatches(readoutTrain, 256, options.normalize),
-      () => evalBatches(readoutTest, 256, options.normalize),
+      () => evalBatches(readoutTrain, 256, options.normalize, options.data),
+      () => evalBatches(readoutTest, 256, options.normalize, options.data),
       {
         module: modules,
         numClasses: train.numClasses,
@@ -240,7 +300,7 @@ export async function readoutReport(
           fresh,
           encoderFeatureDim(fresh),
           train.numClasses,
-          () => evalBatches(readoutTrain, options.batchSize, options.normalize),
+          () => evalBatches(readoutTrain, options.batchSize, options.normalize, options.data),
           {
             epochs: options.supervisedEpochs,
             seed: options.seed,

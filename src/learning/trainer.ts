@@ -8,6 +8,7 @@ import { type Tensor, defaultGenerator, getNumThreads, manualSeed, setNumThreads
 import { LRScheduler, LinearWarmupCosine } from "../optim/schedule";
 import { type ImageDataset, subset } from "../data/dataset";
 import { type DatasetSpec, openDataset } from "../data/datasets";
+import type { BadImage } from "../data/folder";
 import { DataLoader } from "../data/loader";
 import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
@@ -26,7 +27,7 @@ import {
   describeMethod,
   resolveTrainOptions,
 } from "./options";
-import { knnMonitor, readoutReport, strided } from "./readout";
+import { type EvalBatchOptions, evalDataSpec, knnMonitor, readoutReport, strided } from "./readout";
 import type { Results } from "./results";
 import { restoreRun } from "./resume";
 import { checkFreeSpace, formatBytes, openRunDirectory, writeJsonAtomic } from "./rundir";
@@ -85,10 +86,11 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
       throw new TrainingError(`${role} data (${spec.name}): ${(error as Error).message}`);
     }
   };
-  // The labelled splits first: they are read (an image folder's decoded) in full, so that a missing
-  // val/ folder or a bad image is reported before anything else.
-  const test = await open(options.testData, "test");
-  const train = await open(options.trainData, "readout train");
+  // The labelled splits first, so that a missing val/ folder is reported before anything else. An
+  // image folder's are listed, not decoded: they stream through the kNN monitor and the readout
+  // (a file that fails to decode is found there, and stops the run or is skipped as for pretraining).
+  const test = await open(evalDataSpec(options.testData), "test");
+  const train = await open(evalDataSpec(options.trainData), "readout train");
   if (train.labels === null) {
     throw new TrainingError(
       `readout train data (${options.trainData.name}): ${train.name} has no labels; the linear readout and kNN need labelled images (class folders)`,
@@ -150,6 +152,8 @@ interface TrainContext {
   hooks: TrainHooks & { log: (m: string) => void };
   progress: Progress;
   metric: (record: MetricsRecord) => void;
+  /** How the evaluations read streamed image folders (workers, bad files said once). */
+  evalData: EvalBatchOptions;
   /** kNN top-1 of the encoder now (null: the monitor is off). */
   knn: () => Promise<number | null>;
   /** Sequential schedule: the phase last announced in the log. */
@@ -201,6 +205,15 @@ async function runTraining(
       `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
         `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
     );
+    // Bad files of a streamed folder (--on-bad-image skip) are said once, whoever finds them:
+    // pretraining, the kNN monitor or the readout.
+    const saidBad = new Set<string>();
+    const sayBad = (bad: BadImage): void => {
+      if (saidBad.has(bad.file)) return;
+      saidBad.add(bad.file);
+      log(`warning: skipped ${bad.file} (${bad.reason})`);
+    };
+    const evalData: EvalBatchOptions = { workers: options.workers, onBadImage: sayBad };
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
@@ -213,7 +226,7 @@ async function runTraining(
       workers: options.workers,
       start,
       // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-      onBadImage: (bad) => log(`warning: skipped ${bad.file} (${bad.reason})`),
+      onBadImage: sayBad,
       badImagesFile: path.join(options.runDir, "bad-images.txt"),
     });
     const ctx: TrainContext = {
@@ -229,10 +242,11 @@ async function runTraining(
       progress: hooks.progress ?? new Progress(),
       metric,
       announcedPhase: null,
+      evalData,
       knn: async () =>
         options.knnEvery <= 0 || data.train.labels === null
           ? null
-          : knnMonitor(model.encoder, knnBank, knnQueries, options.normalize),
+          : knnMonitor(model.encoder, knnBank, knnQueries, options.normalize, evalData),
     };
     let interrupted: boolean;
     try {
@@ -550,6 +564,7 @@ async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null
       // A stop requested during the readout ends it at the next evaluation boundary (training is done).
       shouldStop: () => hooks.shouldStop?.({ step: state.step }) ?? false,
       log: hooks.log,
+      data: ctx.evalData,
     });
     if (report === null) {
       hooks.log(

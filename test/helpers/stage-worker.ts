@@ -1,0 +1,119 @@
+// One rank of the stage-parallel tests (test/stage-parallel.test.ts starts two with torchrun's
+// variables). The learner, the optimizer and the batches are built by the exported functions, which
+// the test also uses for its single-process reference. argv[2] names the scenario; prints
+// `RESULT <json>` with the losses and the weights this rank trained.
+import { Generator, type Tensor, manualSeed, randn, scope } from "../../src/torch";
+import { initProcessGroup } from "../../src/torch/distributed";
+import { resnet18 } from "../../src/models";
+import { SGD } from "../../src/optim";
+import {
+  LocalLearner,
+  type LocalLearningConfig,
+  type MethodName,
+  type RankStages,
+  type StageSchedule,
+  StageParallelWorker,
+  methodPreset,
+} from "../../src/learning";
+
+export const STEPS = 3;
+
+export interface Scenario {
+  method: MethodName;
+  schedule: StageSchedule;
+  /** Stages per rank (default: the worker's rule). */
+  layout?: RankStages[];
+}
+
+export const SCENARIOS: Record<string, Scenario> = {
+  locoSync: { method: "loco", schedule: "sync" },
+  locoSyncUneven: {
+    method: "loco",
+    schedule: "sync",
+    layout: [
+      { first: 0, last: 0 },
+      { first: 1, last: 3 },
+    ],
+  },
+  gim: { method: "gim", schedule: "sync" },
+  endToEnd: { method: "simclr", schedule: "sync" },
+  locoPipelined: { method: "loco", schedule: "pipelined" },
+  /** Rank 1 is killed before its second step. */
+  locoKilled: { method: "loco", schedule: "sync" },
+};
+
+/** A float64 ResNet-18 of width 4 in 4 stages with the method's decoders, the same on every rank. */
+export function makeLearner(method: MethodName): { learner: LocalLearner; dispose: () => void } {
+  manualSeed(7);
+  const config: LocalLearningConfig = methodPreset(method, 4);
+  const encoder = resnet18({ stem: "cifar", width: 4, numClasses: 0, generator: new Generator(7), dtype: "float64" });
+  const learner = new LocalLearner(encoder, config, { generator: new Generator(8) }).to("float64");
+  learner.train();
+  return {
+    learner,
+    dispose: () => {
+      learner.dispose();
+      encoder.dispose();
+    },
+  };
+}
+
+export const makeOptimizer = (params: Tensor[]): SGD => new SGD(params, { lr: 0.1, momentum: 0.9 });
+
+/** Step `step`'s 2N = 8 views. */
+export const stepViews = (step: number): Tensor =>
+  randn([8, 3, 8, 8], { generator: new Generator(100 + step), dtype: "float64" });
+
+/** Every parameter of the learner by a stable name (stage or decoder, then index). */
+export function namedParameters(learner: LocalLearner): [string, Tensor][] {
+  return [
+    ...learner.stages.flatMap((s, k) => s.parameters().map((p, i): [string, Tensor] => [`stage${k}.${i}`, p])),
+    ...learner.losses.flatMap((_, d) =>
+      learner
+        .decoder(d)
+        .parameters()
+        .map((p, i): [string, Tensor] => [`decoder${d}.${i}`, p]),
+    ),
+  ];
+}
+
+async function main(): Promise<void> {
+  const scenario = SCENARIOS[process.argv[2]];
+  const group = await initProcessGroup();
+  const { learner, dispose } = makeLearner(scenario.method);
+  const worker = new StageParallelWorker(learner, group, { schedule: scenario.schedule, layout: scenario.layout });
+  const own = new Set(worker.ownParameters());
+  const optimizer = makeOptimizer([...own]);
+  const losses: number[][] = [];
+  for (let step = 0; step < STEPS; step++) {
+    if (process.argv[2] === "locoKilled" && group.rank === 1 && step === 1) process.kill(process.pid, "SIGKILL");
+    const views = group.rank === 0 ? stepViews(step) : null;
+    optimizer.zeroGrad();
+    const started = performance.now();
+    const result = await worker.step(views).catch((error: Error) => {
+      process.stdout.write(
+        `RESULT ${JSON.stringify({ error: error.message, elapsedMs: performance.now() - started })}\n`,
+      );
+      process.exit(1);
+    });
+    optimizer.step();
+    views?.dispose();
+    losses.push(result.lossValues);
+  }
+  const stats = worker.stats;
+  const records = await worker.rankRecords(STEPS);
+  await worker.finish();
+  const weights = Object.fromEntries(
+    scope(() => namedParameters(learner).flatMap(([name, p]) => (own.has(p) ? [[name, p.toArray()]] : []))),
+  );
+  process.stdout.write(`RESULT ${JSON.stringify({ losses, weights, plan: worker.plan, stats, records })}\n`);
+  await group.destroy();
+  dispose();
+}
+
+if (require.main === module) {
+  main().catch((error: unknown) => {
+    process.stdout.write(`RESULT ${JSON.stringify({ error: (error as Error).stack })}\n`);
+    process.exit(1);
+  });
+}

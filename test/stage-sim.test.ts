@@ -1,0 +1,85 @@
+// The pipeline simulator (src/learning/stage-sim.ts) on costs whose schedules can be worked out by
+// hand: GIM on 2 equal ranks overlaps completely; end to end waits for the whole backward; LoCo
+// synchronous waits for the rank above's first stage; pipelined LoCo does not wait but recomputes.
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import {
+  type StageCosts,
+  assignStages,
+  bestCuts,
+  mergeBlockCosts,
+  methodPreset,
+  resolveLosses,
+  simulatePipeline,
+} from "../src/learning";
+
+const stage = (over: Partial<StageCosts> = {}): StageCosts => ({
+  forwardMs: 1,
+  backwardInputMs: 2,
+  backwardParamsMs: 2,
+  decoderMs: 1,
+  updateMs: 0,
+  outputBytes: 0,
+  ...over,
+});
+const instant = { latencyMs: 0, bytesPerMs: Infinity };
+
+function simulate(method: "simclr" | "gim" | "loco", ranks: number, schedule: "sync" | "pipelined" = "sync") {
+  return simulatePipeline({
+    costs: [stage(), stage()],
+    losses: resolveLosses(methodPreset(method, 2), 2),
+    layout: assignStages(2, ranks),
+    schedule,
+    images: 1000,
+    link: instant,
+  });
+}
+
+const close = (a: number, b: number, what: string): void => assert.ok(Math.abs(a - b) < 1e-9, `${what}: ${a} vs ${b}`);
+
+test("GIM on 2 equal ranks: twice the single process's throughput, no waiting", () => {
+  close(simulate("gim", 1).stepMs, 8, "1 rank: F + D + B per stage");
+  const two = simulate("gim", 2);
+  close(two.stepMs, 4, "2 ranks");
+  two.waitShare.forEach((w, r) => close(w, 0, `rank ${r} wait`));
+});
+
+test("end to end on 2 ranks: the same step time as one process, each rank waiting for the other", () => {
+  // F0 + F1 + D1 + B1 (with input gradient) + B0 (parameters only) = 7.
+  close(simulate("simclr", 1).stepMs, 7, "1 rank");
+  const two = simulate("simclr", 2);
+  close(two.stepMs, 7, "2 ranks");
+  close(two.waitShare[0], 4 / 7, "rank 0 waits for F1 + D1 + B1");
+  close(two.waitShare[1], 3 / 7, "rank 1 waits for F0 + B0");
+});
+
+test("LoCo: synchronous waits for the rank above's first stage; pipelined recomputes instead", () => {
+  // One process: F0 D0 | F1 D1 B1 (with input gradient) | one pass B0 for both messages to stage 1
+  // (the router sums messages of equal remaining reach) = 2 + 4 + 2.
+  close(simulate("loco", 1).stepMs, 8, "1 rank");
+  // Rank 0: F0 D0, then waits for rank 1's message (F1 D1 B1 from t=1, at t=5), then B0: 7.
+  const sync = simulate("loco", 2);
+  close(sync.stepMs, 7, "sync");
+  close(sync.waitShare[0], 3 / 7, "sync rank 0 waits for F1 D1 B1 less its D0");
+  // Pipelined rank 0: F0 D0 B0 + F0 (recompute) + B0 = 7, never waiting (its own message and the
+  // late one belong to different batches: two passes); rank 1 (4 per step) waits.
+  const pipelined = simulate("loco", 2, "pipelined");
+  close(pipelined.stepMs, 7, "pipelined");
+  close(pipelined.waitShare[0], 0, "pipelined rank 0");
+  close(pipelined.waitShare[1], 3 / 7, "pipelined rank 1");
+});
+
+test("merged block costs and the best cuts", () => {
+  const blocks = [stage({ forwardMs: 8 }), stage(), stage(), stage()];
+  const merged = mergeBlockCosts(blocks, [1]);
+  assert.deepEqual(
+    merged.map((c) => c.forwardMs),
+    [8, 3],
+  );
+  close(merged[1].backwardParamsMs, 2 + 2 + 2, "a parameters-only pass needs the inner input gradients");
+  const gim = resolveLosses(methodPreset("gim", 2), 2);
+  const speed = (costs: StageCosts[]): number =>
+    simulatePipeline({ costs, losses: gim, layout: assignStages(2, 2), schedule: "sync", images: 1, link: instant })
+      .imagesPerSecond;
+  assert.deepEqual(bestCuts(blocks, 2, speed, [3]), [1], "the heavy first block alone");
+});
