@@ -14,6 +14,7 @@ import {
   resolveTrainOptions,
 } from "../learning/options";
 import { train } from "../learning/trainer";
+import { OVERLAP_MODES } from "../learning/router";
 import { type OptionSpec, withFlagNames } from "./options";
 import { formatReport } from "./report";
 
@@ -177,7 +178,7 @@ export const trainSpecs: OptionSpec[] = [
   {
     flag: "overlap",
     type: "enum",
-    choices: ["retain", "recompute", "recompute-all"],
+    choices: OVERLAP_MODES,
     default: TRAIN_DEFAULTS.overlap,
     description:
       "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients); recompute-all: every stage pass recomputes its stage, so no stage graph is alive beside a decoder's (least memory, one extra forward per pass)",
