@@ -161,7 +161,9 @@ export function runMemory(values: Record<string, unknown>): void {
         `--stages: ${s.stages} stages need ${s.stages} blocks, resnet${depth} has ${profiles.length}`,
       );
   }
-  const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}, batch ${batchSize} (${2 * batchSize} views), ${getNumThreads()} threads`;
+  // A budget search chooses its own batches: --batch-size plays no part there.
+  const batchText = budget === null ? `, batch ${batchSize} (${2 * batchSize} views)` : "";
+  const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}${batchText}, ${getNumThreads()} threads`;
 
   if (values.blocks) {
     if (values.json) console.log(JSON.stringify(profiles));
