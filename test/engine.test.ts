@@ -2,6 +2,7 @@
 // reductions, in-place ops, random generators, grad mode, scopes, memory gauges, threads, workers.
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
+import * as fs from "node:fs";
 import * as path from "node:path";
 import { Worker } from "node:worker_threads";
 import {
@@ -716,6 +717,47 @@ describe("memory gauges", () => {
       assert.ok(memoryStats().cachedBytes > block);
       emptyCache();
       assert.equal(memoryStats().cachedBytes, 0);
+    },
+  );
+
+  test(
+    "blocks of 2 MiB or more are mappings advised for huge pages, kept when cached, unmapped by emptyCache()",
+    {
+      skip:
+        (process.platform !== "linux" && "reads /proc/self/smaps") ||
+        (process.env.LOCO_HUGE_PAGES === "0" && "LOCO_HUGE_PAGES=0") ||
+        (process.env.LOCO_CACHE_MB !== undefined && "LOCO_CACHE_MB is set"),
+    },
+    () => {
+      // Bytes in mappings whose VmFlags carry "hg" (madvise(MADV_HUGEPAGE)).
+      const advisedBytes = (): number => {
+        let total = 0;
+        let size = 0;
+        for (const line of fs.readFileSync("/proc/self/smaps", "utf8").split("\n")) {
+          const range = /^([0-9a-f]+)-([0-9a-f]+) /.exec(line);
+          if (range) size = parseInt(range[2], 16) - parseInt(range[1], 16);
+          else if (line.startsWith("VmFlags:") && / hg( |$)/.test(line)) total += size;
+        }
+        return total;
+      };
+      emptyCache();
+      const before = advisedBytes();
+      const elements = 3 << 20; // 12 MiB of float32
+      const t = ones([elements]);
+      assert.ok(advisedBytes() - before >= elements * 4, `advised ${advisedBytes() - before} bytes`);
+      // Every page of the mapping is usable.
+      assert.equal(
+        scope(() => t.sum().item()),
+        elements,
+      );
+      t.dispose();
+      assert.ok(advisedBytes() - before >= elements * 4); // cached, still mapped
+      emptyCache();
+      assert.equal(advisedBytes(), before);
+      const small = ones([1 << 18]); // 1 MiB: from malloc, not advised
+      assert.equal(advisedBytes(), before);
+      small.dispose();
+      emptyCache();
     },
   );
 });

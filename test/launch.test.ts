@@ -190,9 +190,13 @@ describe("loco launch", () => {
     assert.equal(nodes.code, 2);
     assert.match(nodes.stderr, /--master-addr is required with --nnodes > 1/);
     assert.doesNotMatch(nodes.stderr, /at .*\.js/);
+    const evaluate = await run(["--nproc", "2", "--", "eval", "runs/x"]);
+    assert.equal(evaluate.code, 2);
+    assert.match(evaluate.stderr, /`loco eval` does not run on several ranks \(`loco train --parallel data` does\)/);
+    // Every rank of a train that is not parallel refuses (N copies would write one run directory).
     const train = await run(["--nproc", "2", "--", "train", "--method", "simclr"]);
     assert.equal(train.code, 2);
-    assert.match(train.stderr, /`loco train` does not run on several ranks yet/);
+    assert.match(train.stderr, /\[rank [01]\] loco: WORLD_SIZE is 2: .*pass --parallel data/);
   });
 
   test("two launchers as two nodes (--nnodes 2, one rank each) form one process group", async () => {

@@ -279,7 +279,7 @@ test("state dicts load both ways between models, and outputs then agree", () => 
   }
 });
 
-test("channels-last: weights NHWC, activations channels-last end to end, same values", () => {
+test("channels-last: weights NHWC and activations channels-last up to layer4, which stays NCHW; same values", () => {
   const a = resnet18({ stem: "cifar", width: 8, numClasses: 4, generator: new Generator(12) }).eval();
   const b = resnet18({ stem: "cifar", width: 8, numClasses: 4, channelsLast: true }).eval();
   try {
@@ -287,10 +287,17 @@ test("channels-last: weights NHWC, activations channels-last end to end, same va
     assert.equal(b.channelsLast, true);
     assert.ok(b.conv1.weight.isContiguous("channelsLast"), "loading keeps the layout");
     assert.ok((b.layer2.at(0) as BasicBlock).conv1.weight.isContiguous("channelsLast"));
+    const layer4 = b.layer4.at(0) as BasicBlock;
+    assert.ok(layer4.conv1.weight.isContiguous() && !layer4.conv1.weight.isContiguous("channelsLast"));
     scope(() => {
       const x = randn([2, 3, 16, 16]);
       const hs = b.forwardStages(x);
-      for (const h of hs) assert.ok(h.isContiguous("channelsLast"), "stage output stays channels-last");
+      for (const h of hs.slice(0, 3)) assert.ok(h.isContiguous("channelsLast"), "stages 1-3 stay channels-last");
+      assert.ok(hs[3].isContiguous() && !hs[3].isContiguous("channelsLast"), "layer4 runs NCHW");
+      // Block by block (local learning's cuts), the same layouts and values.
+      let h = x;
+      for (const block of b.blocks()) h = block.forward(h);
+      assert.ok(h.isContiguous() && h.allclose(hs[3], 1e-5, 1e-6));
       const ref = a.forwardStages(x);
       for (let i = 0; i < 4; i++) assert.ok(hs[i].allclose(ref[i], 1e-4, 1e-5), `stage ${i + 1}`);
       assert.ok(b.forward(x).allclose(a.forward(x), 1e-4, 1e-5));
@@ -299,6 +306,7 @@ test("channels-last: weights NHWC, activations channels-last end to end, same va
     });
     b.useChannelsLast(false);
     assert.ok(b.conv1.weight.isContiguous());
+    scope(() => assert.ok(b.forwardStages(randn([2, 3, 16, 16]))[1].isContiguous()));
   } finally {
     a.dispose();
     b.dispose();

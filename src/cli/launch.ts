@@ -33,16 +33,16 @@ export const launchSpecs: OptionSpec[] = [
 ];
 
 const locoCommands = new Set(["train", "eval", "embed", "memory"]);
-// The loco commands that know they are one rank of several. None yet: `loco train --parallel data`
-// is not wired, and N independent copies of a command would write the same run directory.
-const rankAwareCommands = new Set<string>();
+// The loco commands that know they are one rank of several (`loco train --parallel data|stages`); N
+// independent copies of another command would write the same files.
+const rankAwareCommands = new Set<string>(["train"]);
 
 export async function runLaunch(values: Record<string, unknown>, command: string[]): Promise<void> {
   if (values.nproc === undefined) throw new UsageError("--nproc is required (see `loco launch --help`)");
   if (command.length === 0) throw new UsageError(`nothing to launch: ${launchUsage}`);
   if (locoCommands.has(command[0]) && !rankAwareCommands.has(command[0])) {
     throw new UsageError(
-      `\`loco ${command[0]}\` does not run on several ranks yet (\`loco train --parallel data\` is still to come); ` +
+      `\`loco ${command[0]}\` does not run on several ranks (\`loco train --parallel data|stages\` does); ` +
         "launch a script built on loco's parallel building blocks instead (docs/distributed.md)",
     );
   }

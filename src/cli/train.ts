@@ -8,11 +8,13 @@ import {
   ENCODER_NAMES,
   NON_FINITE_ACTIONS,
   OPTIMIZER_NAMES,
+  PARALLEL_MODES,
   READOUT_MODES,
   TRAIN_DEFAULTS,
   type TrainInput,
   resolveTrainOptions,
 } from "../learning/options";
+import { STAGE_SCHEDULES } from "../learning/stage-layout";
 import { train } from "../learning/trainer";
 import { OVERLAP_MODES } from "../learning/router";
 import { type OptionSpec, withFlagNames } from "./options";
@@ -82,7 +84,7 @@ export const trainSpecs: OptionSpec[] = [
     type: "int",
     min: 2,
     default: TRAIN_DEFAULTS.batchSize,
-    description: "images per step (two views each)",
+    description: "images per step (two views each); with --parallel data, per rank (a step: ranks x this)",
   },
   {
     flag: "optimizer",
@@ -224,7 +226,7 @@ export const trainSpecs: OptionSpec[] = [
     flag: "channels-last",
     type: "boolean",
     default: TRAIN_DEFAULTS.channelsLast,
-    description: "run the encoder in channels-last layout",
+    description: "run the encoder in channels-last layout (a ResNet's layer4 stays NCHW, faster at its small maps)",
   },
   {
     flag: "knn-every",
@@ -330,6 +332,22 @@ export const trainSpecs: OptionSpec[] = [
     default: TRAIN_DEFAULTS.onNonfinite,
     description: "a NaN/Inf loss or gradient: stop with a diagnosis, or skip the step",
   },
+  {
+    flag: "parallel",
+    type: "enum",
+    choices: PARALLEL_MODES,
+    default: TRAIN_DEFAULTS.parallel,
+    description:
+      "several processes, started by `loco launch --nproc N -- train --parallel data|stages ...`: data (each rank trains the model on its --batch-size images of every global batch of N x --batch-size; SyncBatchNorm, NT-Xent over the global batch, gradients averaged), stages (each rank trains a contiguous group of stages and their decoders on every batch of --batch-size, activations sent up and the router's messages down; rank 0 reads the data); rank 0 writes the run directory and reads out",
+  },
+  {
+    flag: "stage-schedule",
+    type: "enum",
+    choices: STAGE_SCHEDULES,
+    default: TRAIN_DEFAULTS.stageSchedule,
+    description:
+      "--parallel stages: sync (a rank waits for the rank above's message before its update; equals one process) or pipelined (LoCo: it goes on and applies that message one step late)",
+  },
 ];
 
 /** The camelCase flag values as the library's input (the flags are named as its fields). */
@@ -366,7 +384,9 @@ export async function runTrain(
       process.exitCode = 130;
       return;
     }
-    const results = outcome.results!;
+    // Data parallel: ranks other than 0 train, then leave the readout and the report to rank 0.
+    if (outcome.results === null) return;
+    const results = outcome.results;
     const title = `${results.methodSettings}, ${results.encoder}, ${results.epochs} epochs`;
     console.log(formatReport(title, results.dataset, results));
     console.log(

@@ -34,6 +34,10 @@ export interface CheckpointMeta {
   split?: number[];
   /** Anything else the trainer wants back (metrics so far, timings). */
   extra?: Record<string, unknown>;
+  /** Ranks of the data-parallel run that wrote it (absent: one process); a resume must use as many. */
+  worldSize?: number;
+  /** Stage parallel: each rank's first and last stage (0-based); a resume must use the same. */
+  stageLayout?: [number, number][];
 }
 
 export interface Checkpoint {
@@ -85,6 +89,11 @@ export function listCheckpoints(runDir: string): string[] {
     .map((f) => path.join(dir, f));
 }
 
+/** The file of step `step`'s checkpoint in a run directory. */
+export function checkpointPath(runDir: string, step: number): string {
+  return path.join(checkpointDir(runDir), `step-${String(step).padStart(9, "0")}.safetensors`);
+}
+
 /** Writes a checkpoint atomically and deletes all but the newest `keep`. Returns its path. */
 export function saveCheckpoint(
   runDir: string,
@@ -98,7 +107,7 @@ export function saveCheckpoint(
   const tensors = new Map<string, Tensor>();
   for (const [k, v] of model) tensors.set(`model.${k}`, v);
   for (const [k, v] of optimizer) tensors.set(`optim.${k}`, v);
-  const file = path.join(dir, `step-${String(meta.step).padStart(9, "0")}.safetensors`);
+  const file = checkpointPath(runDir, meta.step);
   const state = JSON.stringify(meta);
   saveSafetensors(file, tensors, { loco: state, sha256: checksum([...tensors], state), covers: CHECKSUM_COVERS });
   const all = listCheckpoints(runDir);
@@ -138,6 +147,16 @@ function metaProblem(meta: CheckpointMeta): string | null {
       return `'schedule' must be { step, lrs } (a step count and finite learning rates), got ${JSON.stringify(meta.schedule)}`;
     }
   }
+  if (meta.worldSize !== undefined && !(isCount(meta.worldSize) && meta.worldSize >= 1))
+    return `'worldSize' must be a positive integer, got ${JSON.stringify(meta.worldSize)}`;
+  if (
+    meta.stageLayout !== undefined &&
+    !(
+      Array.isArray(meta.stageLayout) &&
+      meta.stageLayout.every((l) => Array.isArray(l) && l.length === 2 && l.every(isCount))
+    )
+  )
+    return `'stageLayout' must be a list of [first, last] stages, got ${JSON.stringify(meta.stageLayout)}`;
   if (meta.split !== undefined && !(Array.isArray(meta.split) && meta.split.every(isCount)))
     return `'split' must be an array of block indices, got ${JSON.stringify(meta.split)}`;
   if (

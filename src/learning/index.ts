@@ -72,6 +72,8 @@ export {
   type TrainInput,
   type TrainOptions,
   type NonFiniteAction,
+  type ParallelMode,
+  PARALLEL_MODES,
 } from "./options";
 export { TrainingError, DivergenceError, type Divergence } from "./errors";
 export { buildRunEncoder, encoderFeatures, type RunEncoder, type EncoderFactory } from "./encoders";
@@ -80,7 +82,7 @@ export { readoutReport, BASELINE_NAMES, type BaselineName, type ReadoutReport } 
 export { MAX_CONSECUTIVE_SKIPS } from "./divergence";
 export { type TrainState } from "./state";
 export { type TrainModel, buildTrainModel, disposeTrainModel } from "./model";
-export { guardedStep, type StepProblem } from "./step";
+export { guardedStep, type StepProblem, type StepSync } from "./step";
 export { writeJsonAtomic, writeFileAtomic, openRunDirectory, checkFreeSpace } from "./rundir";
 export { embedRun, evaluateRun, type EmbedRunOptions, type EvaluateRunOptions, type RunEvaluation } from "./evaluate";
 export {

@@ -40,8 +40,16 @@ export interface LearnerStepResult {
   lossValues: number[];
 }
 
+/** A contrastive loss of a stage's embeddings [2N, d] (rows i and i+N: the two views of image i). */
+export type ContrastiveLoss = (z: Tensor, temperature: number) => Tensor;
+
 export class LocalLearner extends Module {
   readonly losses: ResolvedLoss[];
+  /**
+   * The loss of every stage: NT-Xent over this process's batch, or (data parallel) this rank's
+   * share of NT-Xent over the global batch (src/parallel/ntxent.ts).
+   */
+  contrastiveLoss: ContrastiveLoss = ntXent;
   readonly decoders: ModuleList;
   readonly config: LocalLearningConfig;
   readonly #stages: Module[];
@@ -145,7 +153,7 @@ export class LocalLearner extends Module {
         stage: l.stage,
         reach: l.reach,
         decoder: this.decoder(i),
-        loss: (z: Tensor) => ntXent(z, l.temperature),
+        loss: (z: Tensor) => this.contrastiveLoss(z, l.temperature),
       };
     });
     const result = routeStep(this.#stages, specs, views, { overlap: this.config.overlap });

@@ -23,6 +23,7 @@ import {
 } from "./methods";
 import { OVERLAP_MODES, type Overlap } from "./router";
 import { parseSplit, stageCountOf } from "./split";
+import { STAGE_SCHEDULES, type StageSchedule } from "./stage-layout";
 import { BASELINE_NAMES, type BaselineName } from "./readout";
 import { DEFAULT_WEIGHT_DECAY_GRID } from "../eval/linear";
 
@@ -37,6 +38,13 @@ export const READOUT_MODES: readonly ReadoutMode[] = ["linear", "none"];
 export type EncoderName = "resnet18" | "resnet34" | "resnet50";
 export const ENCODER_NAMES: readonly EncoderName[] = ["resnet18", "resnet34", "resnet50"];
 export type ScheduleName = LocalLearningConfig["schedule"];
+/**
+ * How a run uses several processes (ranks started by `loco launch`, docs/distributed.md): "none"
+ * (one process), "data" (data parallel: each rank trains the whole model on its shard of every
+ * global batch) or "stages" (stage parallel: each rank holds a group of stages).
+ */
+export type ParallelMode = "none" | "data" | "stages";
+export const PARALLEL_MODES: readonly ParallelMode[] = ["none", "data", "stages"];
 
 /** The complete, resolved options the trainer runs with (saved in config.json and every checkpoint). */
 export interface TrainOptions {
@@ -93,6 +101,17 @@ export interface TrainOptions {
    * with a warning, and stops only after MAX_CONSECUTIVE_SKIPS bad steps in a row.
    */
   onNonfinite?: NonFiniteAction;
+  /**
+   * "data": one of several ranks, each with `batchSize` images of every global batch of
+   * batchSize × world size (absent in runs older than the option: "none").
+   */
+  parallel?: ParallelMode;
+  /**
+   * Stage parallel: "sync" (a rank waits for the message from the rank above before its update;
+   * equals one process) or "pipelined" (it applies that message one step late). Absent in runs
+   * older than the option: "sync".
+   */
+  stageSchedule?: StageSchedule;
 }
 
 /**
@@ -167,6 +186,10 @@ export interface TrainInput {
   checkpointEvery?: number;
   keepCheckpoints?: number;
   onNonfinite?: NonFiniteAction;
+  /** Several processes: "data" (data parallel, under `loco launch`; batchSize is per rank), "stages". */
+  parallel?: ParallelMode;
+  /** With parallel "stages": "sync" (equals one process) or "pipelined" (messages applied one step late). */
+  stageSchedule?: StageSchedule;
   /** A run directory to continue. */
   resume?: string;
 }
@@ -211,6 +234,8 @@ export const TRAIN_DEFAULTS = {
   checkpointEvery: 0,
   keepCheckpoints: 3,
   onNonfinite: "stop",
+  parallel: "none",
+  stageSchedule: "sync",
 } as const satisfies Partial<Record<keyof TrainInput, unknown>>;
 
 /** A usage mistake in the options (exit status 2 from the CLI). */
@@ -383,14 +408,17 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
   const { nativeSize, ...data } = resolveData(v, dataset, seed);
   const optimizer = oneOf("optimizer", v.optimizer, OPTIMIZER_NAMES);
   const batchSize = integer("batchSize", v.batchSize, 2);
+  const parallel = oneOf("parallel", v.parallel, PARALLEL_MODES);
+  // The default learning rate follows the batch of one optimizer step: the global one when data parallel.
+  const stepBatch = batchSize * (parallel === "data" ? launchedWorldSize() : 1);
   const lr =
     v.lr !== undefined
       ? number("lr", v.lr, 0)
       : optimizer === "adam"
         ? 1e-3
         : optimizer === "lars"
-          ? 0.075 * Math.sqrt(batchSize)
-          : (0.3 * batchSize) / 256;
+          ? 0.075 * Math.sqrt(stepBatch)
+          : (0.3 * stepBatch) / 256;
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
   const learning = resolveLearning(v, method);
@@ -442,7 +470,15 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     keepCheckpoints: integer("keepCheckpoints", v.keepCheckpoints, 1),
     resume: false,
     onNonfinite: oneOf("onNonfinite", v.onNonfinite, NON_FINITE_ACTIONS),
+    parallel,
+    stageSchedule: oneOf("stageSchedule", v.stageSchedule, STAGE_SCHEDULES),
   };
+}
+
+/** $WORLD_SIZE as `loco launch` sets it (1 when unset or malformed: the rendezvous reports that). */
+function launchedWorldSize(): number {
+  const n = Number(process.env.WORLD_SIZE);
+  return Number.isInteger(n) && n >= 1 ? n : 1;
 }
 
 /**
@@ -534,6 +570,8 @@ export function checkResolvedOptions(value: unknown): TrainOptions {
   boolean(f("perStage"), o.perStage);
   if (o.readout !== undefined) oneOf(f("readout"), o.readout, READOUT_MODES);
   if (o.onNonfinite !== undefined) oneOf(f("onNonfinite"), o.onNonfinite, NON_FINITE_ACTIONS);
+  if (o.parallel !== undefined) oneOf(f("parallel"), o.parallel, PARALLEL_MODES);
+  if (o.stageSchedule !== undefined) oneOf(f("stageSchedule"), o.stageSchedule, STAGE_SCHEDULES);
   if (!Array.isArray(o.baselines)) throw invalid(f("baselines"), "a list of baselines", o.baselines);
   parseBaselines(o.baselines as string[]);
   return o as unknown as TrainOptions;

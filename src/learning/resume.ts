@@ -4,7 +4,7 @@
 import * as path from "node:path";
 import { defaultGenerator } from "../torch";
 import type { LRScheduler } from "../optim/schedule";
-import { listCheckpoints, loadLatestCheckpoint } from "./checkpoint";
+import { type CheckpointMeta, listCheckpoints, loadLatestCheckpoint } from "./checkpoint";
 import { TrainingError } from "./errors";
 import { type TrainModel, loadModelState } from "./model";
 import type { TrainOptions } from "./options";
@@ -99,6 +99,48 @@ function checkResumeConfig(
   }
 }
 
+/**
+ * A parallel run resumes on as many ranks as it was trained on: data parallel, the shards of the
+ * data order and the batch per rank depend on the world size; stage parallel, the stages of each
+ * rank (the layout must be the same too).
+ */
+function checkRanks(checkpoint: string, meta: CheckpointMeta, ranks: RankInfo, runDir: string): void {
+  const saved = meta.worldSize ?? 1;
+  const savedLayout = meta.stageLayout === undefined ? null : JSON.stringify(meta.stageLayout);
+  const layout =
+    ranks.stageLayout === undefined ? null : JSON.stringify(ranks.stageLayout.map(({ first, last }) => [first, last]));
+  if (saved === ranks.worldSize && savedLayout === layout) return;
+  const mode = savedLayout !== null ? "stage parallel" : "data parallel";
+  const describe = (n: number): string => (n === 1 ? "one process" : `${n} ranks (${mode})`);
+  const how =
+    saved === 1
+      ? `loco train --resume ${runDir}`
+      : `loco launch --nproc ${saved} -- train --resume ${runDir} (or --nnodes/--nproc giving ${saved} ranks)`;
+  if (saved === ranks.worldSize) {
+    throw new TrainingError(
+      `${checkpoint} was written by a run with the stages on its ranks laid out as ${savedLayout ?? "one process"}, ` +
+        `this resume's are ${layout ?? "one process"}: resuming would train other stages on each rank; resume with: ${how}`,
+      2,
+    );
+  }
+  throw new TrainingError(
+    `${checkpoint} was written by a run on ${describe(saved)}, this resume runs on ${describe(ranks.worldSize)}: ` +
+      (savedLayout !== null
+        ? "each rank's stages depend on the world size"
+        : "each rank's share of the data and of every batch depends on the world size") +
+      `, so the run cannot continue on another; resume with: ${how}`,
+    2,
+  );
+}
+
+/** What a rank checks a checkpoint against: the world size, whether it writes, its stage layout. */
+export interface RankInfo {
+  worldSize: number;
+  writer: boolean;
+  /** Stage parallel: every rank's stages. */
+  stageLayout?: { first: number; last: number }[];
+}
+
 export interface Restored {
   checkpoint: string;
   /** The loader's next batch. */
@@ -117,11 +159,13 @@ export function restoreRun(
   state: TrainState,
   stepsPerEpoch: number,
   log: (m: string) => void,
+  ranks: RankInfo = { worldSize: 1, writer: true },
 ): Restored | null {
   const runDir = options.runDir;
   const existing = listCheckpoints(runDir).length;
   if (existing === 0) return null;
-  const checkpoint = loadLatestCheckpoint(runDir, (m) => log(`warning: ${m}`), { quarantine: true });
+  // Only the writing rank sets bad checkpoints aside; the others skip the same ones.
+  const checkpoint = loadLatestCheckpoint(runDir, (m) => log(`warning: ${m}`), { quarantine: ranks.writer });
   if (checkpoint === null) {
     throw new TrainingError(
       `${runDir}: --resume found no good checkpoint (all ${existing} failed their checks, see above; they were renamed *.corrupt)`,
@@ -129,6 +173,7 @@ export function restoreRun(
   }
   const meta = checkpoint.meta;
   try {
+    checkRanks(checkpoint.path, meta, ranks, runDir);
     if (meta.config !== undefined) checkResumeConfig(meta.config, options, checkpoint.path, log);
     // A balanced split is re-measured on resume: the stages must still be the ones trained.
     // Checkpoints without a split are older than splits: they trained the encoder's own stages.

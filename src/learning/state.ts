@@ -23,6 +23,8 @@ export interface TrainState {
   /** The newest checkpoint this run wrote or resumed from, and its step. */
   lastCheckpoint: string | null;
   checkpointStep: number;
+  /** Stage parallel: the step at which every rank's stages were last gathered to rank 0. */
+  gatheredStep: number;
 }
 
 export function newTrainState(lossStages: number): TrainState {
@@ -38,6 +40,7 @@ export function newTrainState(lossStages: number): TrainState {
     lastLosses: [],
     lastCheckpoint: null,
     checkpointStep: -1,
+    gatheredStep: -1,
   };
 }
 

@@ -1,7 +1,10 @@
 // One guarded optimizer step: forward and backward through the learner, then the finiteness checks
 // (losses, then gradients, then batch-norm buffers); the optimizer steps only when everything is finite. A step found
 // non-finite leaves no trace (gradients zeroed; with "skip", batch-norm statistics restored).
-import { type Tensor, cat, noGrad, scope } from "../torch";
+// Data parallel adds two points of agreement between the ranks (StepSync): the gradients are
+// averaged before the checks, and every rank takes the same decision after them. Stage parallel
+// replaces the forward and backward by its rank's part of them (only rank 0 has the views).
+import { type Tensor, cat, keep, noGrad, scope } from "../torch";
 import type { Divergence } from "./errors";
 import { firstNonFinite, firstNonFiniteTensor } from "./divergence";
 import type { TrainModel } from "./model";
@@ -20,15 +23,35 @@ export interface GuardedStepOptions {
   /** Keep a copy of the buffers to restore them if the step is found non-finite. */
   restoreBuffersOnProblem: boolean;
   channelsLast: boolean;
-  /** Called after backward, before the checks (inspection, fault injection in tests). */
+  /** Called after backward (and the gradient averaging), before the checks (inspection, fault injection in tests). */
   afterBackward?: () => void;
+  /** Data parallel: how the ranks agree on the step (absent: one process). */
+  sync?: StepSync;
+}
+
+/** What a parallel step shares with the other ranks (data-parallel.ts, stage-training.ts). */
+export interface StepSync {
+  /**
+   * Stage parallel: this rank's forward and backward (the 2N views on rank 0, null elsewhere),
+   * instead of learner.step; returns the loss per entry of learner.losses (NaN for other ranks').
+   */
+  forwardBackward?(views: Tensor | null): Promise<number[]>;
+  /** Stage parallel: whether loss i is computed on this rank (the others' are not checked here). */
+  ownsLoss?(i: number): boolean;
+  /** After backward: every gradient becomes its mean over the ranks. */
+  averageGradients?(): Promise<void>;
+  /**
+   * After the checks: the losses averaged over the ranks (the global batch's), and the problem of
+   * the first rank that found one (this rank's own first), so that either every rank steps or none.
+   */
+  agree(losses: number[], problem: StepProblem | null): Promise<{ losses: number[]; problem: StepProblem | null }>;
 }
 
 /** The problem of a step whose losses and gradients are computed, or null when all are finite. */
-function findProblem(model: TrainModel, lossValues: number[]): StepProblem | null {
+function findProblem(model: TrainModel, lossValues: number[], ownsLoss: (i: number) => boolean): StepProblem | null {
   const { learner, groups } = model;
   const badLoss = lossValues.findIndex(
-    (v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i),
+    (v, i) => !Number.isFinite(v) && (learner.phase === null || learner.phase === i) && ownsLoss(i),
   );
   if (badLoss >= 0) {
     const stage = learner.losses[badLoss].stage + 1;
@@ -67,31 +90,61 @@ function findProblem(model: TrainModel, lossValues: number[]): StepProblem | nul
 }
 
 /**
- * One step on the two views of a batch: zero the gradients, forward/backward, check, and step the
- * optimizer when every loss and gradient is finite. Returns the losses (one per loss stage, NaN
- * where not trained) and the problem found, if any.
+ * One step on the two views of a batch: zero the gradients, forward/backward (then, data parallel,
+ * average the gradients over the ranks), check, and step the optimizer when every loss and
+ * gradient is finite (on every rank). Returns the losses (one per loss stage, NaN where not
+ * trained) and the problem found, if any.
  */
-export function guardedStep(
+export async function guardedStep(
   model: TrainModel,
-  views: readonly [Tensor, Tensor],
+  views: readonly [Tensor, Tensor] | null,
   options: GuardedStepOptions,
-): { losses: number[]; problem: StepProblem | null } {
-  const { learner, optimizer, buffers } = model;
-  return scope(() => {
-    let both = cat([views[0], views[1]]);
-    if (options.channelsLast) both = both.channelsLast();
+): Promise<{ losses: number[]; problem: StepProblem | null }> {
+  const { optimizer, buffers } = model;
+  // Skipping a step must leave no trace, batch-norm running statistics included.
+  const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map(([, b]) => keep(b.clone()))) : null;
+  try {
     optimizer.zeroGrad();
-    // Skipping a step must leave no trace, batch-norm running statistics included.
-    const saved = options.restoreBuffersOnProblem ? noGrad(() => buffers.map(([, b]) => b.clone())) : null;
-    const { lossValues } = learner.step(both);
+    const lossValues = await forwardBackward(model, views, options);
+    await options.sync?.averageGradients?.();
     options.afterBackward?.();
-    const problem = findProblem(model, lossValues);
-    if (problem === null) {
-      optimizer.step();
-    } else {
-      optimizer.zeroGrad();
-      if (saved !== null) noGrad(() => buffers.forEach(([, b], i) => b.copy_(saved[i])));
-    }
-    return { losses: lossValues, problem };
-  });
+    let losses = lossValues;
+    const ownsLoss = options.sync?.ownsLoss ?? (() => true);
+    let problem = scope(() => findProblem(model, lossValues, ownsLoss));
+    if (options.sync !== undefined) ({ losses, problem } = await options.sync.agree(lossValues, problem));
+    scope(() => {
+      if (problem === null) {
+        optimizer.step();
+      } else {
+        optimizer.zeroGrad();
+        if (saved !== null) noGrad(() => buffers.forEach(([, b], i) => b.copy_(saved[i])));
+      }
+    });
+    return { losses, problem };
+  } finally {
+    for (const t of saved ?? []) t.release();
+  }
+}
+
+/** The step's forward and backward: the learner's in one process, this rank's part with stage parallel. */
+async function forwardBackward(
+  model: TrainModel,
+  views: readonly [Tensor, Tensor] | null,
+  options: GuardedStepOptions,
+): Promise<number[]> {
+  const both = (): Tensor => {
+    const input = cat([views![0], views![1]]);
+    return options.channelsLast ? input.channelsLast() : input;
+  };
+  const custom = options.sync?.forwardBackward;
+  if (custom === undefined) {
+    if (views === null) throw new TypeError("guardedStep: the views are needed in one process");
+    return scope(() => model.learner.step(both()).lossValues);
+  }
+  const input = views === null ? null : keep(scope(both));
+  try {
+    return await custom(input);
+  } finally {
+    input?.dispose();
+  }
 }

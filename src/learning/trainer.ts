@@ -14,7 +14,17 @@ import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
 import { describeSplit } from "./split";
-import { type CheckpointMeta, CHECKPOINT_FORMAT, checkpointDir, listCheckpoints, saveCheckpoint } from "./checkpoint";
+import {
+  type CheckpointMeta,
+  CHECKPOINT_FORMAT,
+  checkpointDir,
+  checkpointPath,
+  listCheckpoints,
+  saveCheckpoint,
+} from "./checkpoint";
+import type { ProcessGroup } from "../torch/distributed";
+import { type DataParallel, attachDataParallel, dataParallelFailure, joinProcessGroup } from "./data-parallel";
+import { type StageParallel, attachStageParallel, checkStageParallelOptions } from "./stage-training";
 import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
@@ -29,7 +39,7 @@ import {
 } from "./options";
 import { type EvalBatchOptions, evalDataSpec, knnMonitor, readoutReport, strided } from "./readout";
 import type { Results } from "./results";
-import { restoreRun } from "./resume";
+import { type RankInfo, restoreRun } from "./resume";
 import { checkFreeSpace, formatBytes, openRunDirectory, writeJsonAtomic } from "./rundir";
 import { resumeOptions, runConfigJson } from "./runs";
 import { guardedStep } from "./step";
@@ -62,7 +72,7 @@ export interface TrainHooks {
 }
 
 export interface TrainOutcome {
-  /** The run's results (null when interrupted). */
+  /** The run's results (null when interrupted, and on data-parallel ranks other than 0, which do not read out). */
   results: Results | null;
   /** True when training stopped early on request (a checkpoint was written). */
   interrupted: boolean;
@@ -78,7 +88,7 @@ interface RunData {
   stepsPerEpoch: number;
 }
 
-async function openRunData(options: TrainOptions, log: (m: string) => void): Promise<RunData> {
+async function openRunData(options: TrainOptions, log: (m: string) => void, worldSize: number): Promise<RunData> {
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
       return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });
@@ -108,11 +118,12 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
     }
     pretrain = subset(pretrain, subsetOptions);
   }
-  // Full batches only (the loader's dropLast default).
-  const stepsPerEpoch = Math.floor(pretrain.count / options.batchSize);
+  // Full batches only (the loader's dropLast default); data parallel: global batches of batchSize per rank.
+  const globalBatch = options.batchSize * worldSize;
+  const stepsPerEpoch = Math.floor(pretrain.count / globalBatch);
   if (stepsPerEpoch === 0) {
     throw new TrainingError(
-      `batch size ${options.batchSize} exceeds the ${pretrain.count} images of ${pretrain.name}; nothing was written`,
+      `batch size ${options.batchSize}${worldSize > 1 ? ` x ${worldSize} ranks` : ""} exceeds the ${pretrain.count} images of ${pretrain.name}; nothing was written`,
       2,
     );
   }
@@ -128,14 +139,27 @@ async function openRunData(options: TrainOptions, log: (m: string) => void): Pro
 export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Promise<TrainOutcome> {
   const log = hooks.log ?? ((m: string) => void process.stderr.write(`${m}\n`));
   const options = input.resume !== undefined ? resumeOptions(input, log) : resolveTrainOptions(input);
-  const data = await openRunData(options, log);
-  const runDir = openRunDirectory(options.runDir, options.resume, log);
+  checkStageParallelOptions(options);
+  const group = await joinProcessGroup(options);
   try {
-    if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
-    return await runTraining(options, data, { ...hooks, log });
+    // Data parallel: one step takes batchSize images on every rank; stage parallel: batchSize in all.
+    const data = await openRunData(options, log, options.parallel === "data" ? (group?.worldSize ?? 1) : 1);
+    // Several ranks: rank 0 alone writes the run directory; the others say only warnings and errors.
+    if (group !== null && group.rank !== 0) {
+      const rankLog = (m: string): void => void (/^(warning|error)/.test(m) && log(`rank ${group.rank}: ${m}`));
+      return await runTraining(options, data, { ...hooks, log: rankLog }, group);
+    }
+    const runDir = openRunDirectory(options.runDir, options.resume, log);
+    try {
+      if (!options.resume) writeJsonAtomic(path.join(options.runDir, "config.json"), runConfigJson(input, options));
+      return await runTraining(options, data, { ...hooks, log }, group);
+    } finally {
+      writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
+      runDir.release();
+    }
   } finally {
-    writeMetricsCsv(options.runDir); // metrics.csv beside metrics.jsonl, however the run ended
-    runDir.release();
+    // After a success the group is gone already; after an error this rank leaves without waiting.
+    await group?.destroy({ wait: false });
   }
 }
 
@@ -146,11 +170,20 @@ interface TrainContext {
   model: TrainModel;
   state: TrainState;
   scheduler: LRScheduler;
-  loader: DataLoader;
+  /** Null on the ranks of a stage-parallel run other than 0 (rank 0 feeds the views). */
+  loader: DataLoader | null;
   stepsPerEpoch: number;
   totalSteps: number;
   hooks: TrainHooks & { log: (m: string) => void };
   progress: Progress;
+  /** Data or stage parallel (null: one process). */
+  dp: DataParallel | null;
+  /** Stage parallel (null otherwise): gathers to rank 0 before checkpoints and the kNN monitor. */
+  stages: StageParallel | null;
+  /** Whether this process writes the run directory (rank 0 of a parallel run). */
+  writer: boolean;
+  /** Images of one optimizer step: batchSize (× ranks, data parallel). */
+  globalBatch: number;
   metric: (record: MetricsRecord) => void;
   /** How the evaluations read streamed image folders (workers, bad files said once). */
   evalData: EvalBatchOptions;
@@ -165,21 +198,28 @@ async function runTraining(
   options: TrainOptions,
   data: RunData,
   hooks: TrainHooks & { log: (m: string) => void },
+  group: ProcessGroup | null,
 ): Promise<TrainOutcome> {
   const { log } = hooks;
   setNumThreads(options.threads);
   manualSeed(options.seed);
+  const writer = group === null || group.rank === 0;
+  const worldSize = group?.worldSize ?? 1;
   const metricsFile = path.join(options.runDir, "metrics.jsonl");
-  const writer = new MetricsWriter(metricsFile);
+  const metricsWriter = new MetricsWriter(metricsFile);
   const metric = (record: MetricsRecord): void => {
+    if (!writer) return;
     try {
-      writer.append(record);
+      metricsWriter.append(record);
     } catch (error) {
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
   const model = buildTrainModel(options, data.pretrain.channels);
   try {
+    const stages =
+      group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
+    const dp = group === null ? null : (stages ?? (await attachDataParallel(group, model)));
     const { stepsPerEpoch } = data;
     const totalSteps = stepsPerEpoch * options.epochs;
     const scheduler = new LRScheduler(
@@ -191,9 +231,10 @@ async function runTraining(
       }),
     );
     const state = newTrainState(model.learner.losses.length);
-    checkCheckpointSpace(options, model);
+    if (writer) checkCheckpointSpace(options, model);
+    const ranks = { worldSize, writer, ...(stages === null ? {} : { stageLayout: stages.layout }) };
     const start = options.resume
-      ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric)
+      ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric, ranks)
       : { epoch: 0, batch: 0 };
     log(
       `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
@@ -205,6 +246,18 @@ async function runTraining(
       `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
         `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
     );
+    if (stages !== null) {
+      log(
+        `stage parallel (${options.stageSchedule ?? "sync"}): ` +
+          stages.layout.map((l, r) => `rank ${r} stages ${l.first + 1}-${l.last + 1}`).join(", ") +
+          `; rank 0 reads the data and writes ${options.runDir}`,
+      );
+    } else if (dp !== null) {
+      log(
+        `data parallel: ${worldSize} ranks x batch ${options.batchSize} = global batch ${options.batchSize * worldSize} ` +
+          `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
+      );
+    }
     // Bad files of a streamed folder (--on-bad-image skip) are said once, whoever finds them:
     // pretraining, the kNN monitor or the readout.
     const saidBad = new Set<string>();
@@ -218,17 +271,21 @@ async function runTraining(
     const knnQueries = strided(data.test, options.knnTestSize);
     // The loader (and its worker threads) is made just before the loop, so that nothing can fail
     // between its start and the finally that closes it.
-    const loader = new DataLoader(data.pretrain, {
-      batchSize: options.batchSize,
-      augment: options.augment,
-      views: 2,
-      seed: options.seed,
-      workers: options.workers,
-      start,
-      // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-      onBadImage: sayBad,
-      badImagesFile: path.join(options.runDir, "bad-images.txt"),
-    });
+    const feedsData = stages === null || stages.rank === 0;
+    const loader = !feedsData
+      ? null
+      : new DataLoader(data.pretrain, {
+          batchSize: options.batchSize,
+          augment: options.augment,
+          views: 2,
+          seed: options.seed,
+          workers: options.workers,
+          start,
+          ...(dp === null || stages !== null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
+          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+          onBadImage: sayBad,
+          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+        });
     const ctx: TrainContext = {
       options,
       onNonfinite: options.onNonfinite ?? "stop",
@@ -239,23 +296,36 @@ async function runTraining(
       stepsPerEpoch,
       totalSteps,
       hooks,
-      progress: hooks.progress ?? new Progress(),
+      progress: !writer ? new Progress(silentStream) : (hooks.progress ?? new Progress()),
+      dp,
+      stages,
+      writer,
+      globalBatch: options.batchSize * (stages === null ? worldSize : 1),
       metric,
       announcedPhase: null,
       evalData,
+      // Data parallel: every rank computes the monitor on its identical replica (eval mode, no
+      // collective), so that no rank waits for rank 0's; rank 0 alone reports it.
+      // Stage parallel: rank 0 alone, on the model gathered before.
       knn: async () =>
-        options.knnEvery <= 0 || data.train.labels === null
+        options.knnEvery <= 0 || data.train.labels === null || (stages !== null && !writer)
           ? null
           : knnMonitor(model.encoder, knnBank, knnQueries, options.normalize, evalData),
     };
     let interrupted: boolean;
     try {
       interrupted = await trainLoop(ctx);
+    } catch (error) {
+      throw (dp !== null && dataParallelFailure(dp, error, state.step, options.runDir, state.lastCheckpoint)) || error;
     } finally {
       ctx.progress.end();
-      await loader.close();
+      await loader?.close();
     }
+    // Training is over on every rank: leave the group together; rank 0 alone reads out.
+    if (stages !== null) await stages.leave();
+    else if (dp !== null) await dp.group.destroy();
     if (interrupted) return { results: null, interrupted: true, options };
+    if (!writer) return { results: null, interrupted: false, options };
     const results = await readOut(ctx, data);
     return { results, interrupted: results === null, options };
   } finally {
@@ -272,8 +342,9 @@ function resumeOrRestart(
   stepsPerEpoch: number,
   log: (m: string) => void,
   metric: (record: MetricsRecord) => void,
+  ranks: RankInfo,
 ): { epoch: number; batch: number } {
-  const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log);
+  const restored = restoreRun(options, model, scheduler, state, stepsPerEpoch, log, ranks);
   if (restored === null) {
     // The run stopped (or failed) before its first checkpoint: nothing to continue, start it over.
     log(`${options.runDir} has no checkpoint yet: the run starts again from step 0`);
@@ -304,6 +375,9 @@ function checkCheckpointSpace(options: TrainOptions, model: TrainModel): void {
 
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
+/** Where the progress line of a data-parallel rank other than 0 goes. */
+const silentStream = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
+
 /** The diagnosis of a non-finite step at `point`, as an error to throw. */
 function diverged(ctx: TrainContext, point: DivergencePoint, what: string): TrainingError {
   return divergenceError(point, what, {
@@ -315,10 +389,18 @@ function diverged(ctx: TrainContext, point: DivergencePoint, what: string): Trai
   });
 }
 
+/** Stage parallel: every rank's stages into rank 0's model and optimizer (once per step; every rank calls it). */
+async function gatherStages(ctx: TrainContext): Promise<void> {
+  if (ctx.stages === null || ctx.state.gatheredStep === ctx.state.step) return;
+  await ctx.stages.gather();
+  ctx.state.gatheredStep = ctx.state.step;
+}
+
 /** Writes a checkpoint of the current step (once per step); refuses to save non-finite weights. */
-function writeCheckpoint(ctx: TrainContext): string {
+async function writeCheckpoint(ctx: TrainContext): Promise<string> {
   const { options, model, state } = ctx;
   if (state.checkpointStep === state.step && state.lastCheckpoint !== null) return state.lastCheckpoint;
+  await gatherStages(ctx);
   // Never save a non-finite tensor (weights or batch-norm statistics) over a good checkpoint.
   const badName = firstNonFiniteTensor(modelState(model));
   if (badName !== null) {
@@ -337,11 +419,17 @@ function writeCheckpoint(ctx: TrainContext): string {
       `${bad.name} (${bad.group.label}) is non-finite after the update; no checkpoint was written`,
     );
   }
+  if (!ctx.writer) {
+    // Rank 0 writes this step's checkpoint; the other ranks name it in their messages.
+    state.lastCheckpoint = checkpointPath(options.runDir, state.step);
+    state.checkpointStep = state.step;
+    return state.lastCheckpoint;
+  }
   const optimizerState = model.optimizer.stateDict();
   const meta: CheckpointMeta = {
     format: CHECKPOINT_FORMAT,
     step: state.step,
-    position: ctx.loader.position,
+    position: ctx.loader!.position,
     phase: model.learner.phase,
     optimizer: optimizerState.meta,
     generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
@@ -349,6 +437,8 @@ function writeCheckpoint(ctx: TrainContext): string {
     config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
     split: model.learner.split,
     extra: checkpointExtra(state),
+    ...(ctx.dp === null ? {} : { worldSize: ctx.dp.worldSize }),
+    ...(ctx.stages === null ? {} : { stageLayout: ctx.stages.layout.map(({ first, last }) => [first, last]) }),
   };
   let file: string;
   try {
@@ -430,7 +520,9 @@ function handleProblem(ctx: TrainContext, point: DivergencePoint, text: string):
 async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
   const { options, state } = ctx;
   const meanLoss = takeEpochLoss(state);
-  const knn = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0 ? await ctx.knn() : null;
+  const knnDue = options.knnEvery > 0 && (epoch + 1) % options.knnEvery === 0;
+  if (knnDue) await gatherStages(ctx);
+  const knn = knnDue ? await ctx.knn() : null;
   ctx.progress.end();
   ctx.hooks.log(
     `epoch ${epoch + 1}/${options.epochs}: loss ${meanLoss.map((l) => (Number.isFinite(l) ? l.toFixed(4) : "-")).join(" ")}` +
@@ -448,7 +540,7 @@ async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
     dataWaitShare: dataWaitShare(state),
     skippedSteps: state.skippedSteps,
   });
-  writeCheckpoint(ctx);
+  await writeCheckpoint(ctx);
 }
 
 /** The training loop; returns true when stopped on request (a checkpoint was written). */
@@ -456,21 +548,29 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
   const { options, model, state, stepsPerEpoch, totalSteps, hooks } = ctx;
   const stopRequested = async (): Promise<boolean> => {
     await nextTurn(); // let signal handlers run, even when the loader needed no I/O
-    return hooks.shouldStop?.({ step: state.step }) ?? false;
+    const requested = hooks.shouldStop?.({ step: state.step }) ?? false;
+    // Ctrl-C reaches the ranks at different steps: they stop together, at the same step.
+    return ctx.dp === null ? requested : ctx.dp.agreeToStop(requested);
   };
   while (state.step < totalSteps) {
     const epoch = Math.floor(state.step / stepsPerEpoch);
     if (options.learning.schedule === "sequential") enterPhase(ctx, epoch);
     model.learner.train();
-    const batch = await ctx.loader.next();
+    const batch = ctx.loader === null ? null : await ctx.loader.next();
     const started = performance.now();
     const stepNumber = state.step + 1;
-    const { losses, problem } = guardedStep(model, [batch.views[0], batch.views[1]], {
-      restoreBuffersOnProblem: ctx.onNonfinite === "skip",
-      channelsLast: options.channelsLast,
-      afterBackward: () => hooks.afterBackward?.({ step: stepNumber, parameters: model.named }),
-    });
-    batch.dispose();
+    let step: Awaited<ReturnType<typeof guardedStep>>;
+    try {
+      step = await guardedStep(model, batch === null ? null : [batch.views[0], batch.views[1]], {
+        restoreBuffersOnProblem: ctx.onNonfinite === "skip",
+        channelsLast: options.channelsLast,
+        afterBackward: () => hooks.afterBackward?.({ step: stepNumber, parameters: model.named }),
+        ...(ctx.dp === null ? {} : { sync: ctx.dp.sync }),
+      });
+    } finally {
+      batch?.dispose();
+    }
+    const { losses, problem } = step;
     if (problem !== null) {
       const { kind, stage, value, parameter, text } = problem;
       handleProblem(ctx, { step: stepNumber, epoch: epoch + 1, stage, kind, value, parameter }, text);
@@ -479,10 +579,11 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
     }
     ctx.scheduler.step();
     state.step++;
-    state.trainSeconds += (performance.now() - started) / 1000 + batch.waitMs / 1000;
-    state.waitSeconds += batch.waitMs / 1000;
+    const waitMs = batch?.waitMs ?? 0;
+    state.trainSeconds += (performance.now() - started) / 1000 + waitMs / 1000;
+    state.waitSeconds += waitMs / 1000;
     if (problem === null) recordLosses(state, losses);
-    const speed = imagesPerSecond(state, options.batchSize);
+    const speed = imagesPerSecond(state, ctx.globalBatch);
     const stepInEpoch = state.step - epoch * stepsPerEpoch;
     ctx.progress.update({
       epoch: epoch + 1,
@@ -492,7 +593,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
       losses,
       imagesPerSecond: speed,
       dataWait: dataWaitShare(state),
-      etaSeconds: ((totalSteps - state.step) * options.batchSize) / speed,
+      etaSeconds: ((totalSteps - state.step) * ctx.globalBatch) / speed,
     });
     const epochEnds = stepInEpoch === stepsPerEpoch;
     if (state.step % 10 === 0 || epochEnds) {
@@ -506,19 +607,22 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
         dataWaitShare: dataWaitShare(state),
         skippedSteps: state.skippedSteps,
       });
+      // Stage parallel: every rank's busy and wait time, images/s and peak memory (every rank gathers).
+      for (const record of (await ctx.stages?.rankRecords(state.step)) ?? []) ctx.metric(record);
     }
-    if (options.checkpointEvery > 0 && state.step % options.checkpointEvery === 0 && !epochEnds) writeCheckpoint(ctx);
+    if (options.checkpointEvery > 0 && state.step % options.checkpointEvery === 0 && !epochEnds)
+      await writeCheckpoint(ctx);
     if (epochEnds) await endEpoch(ctx, epoch);
     if (await stopRequested()) {
       ctx.progress.end();
-      const file = writeCheckpoint(ctx);
+      const file = await writeCheckpoint(ctx);
       hooks.log(`stopped at step ${state.step}: checkpoint ${file}`);
       return true;
     }
   }
   // A stop requested during the last step's epoch end: training is complete and checkpointed.
   if (await stopRequested()) {
-    const file = writeCheckpoint(ctx);
+    const file = await writeCheckpoint(ctx);
     hooks.log(`stopped before the readout: training is complete (checkpoint ${file}); --resume runs the readout`);
     return true;
   }
@@ -531,7 +635,7 @@ async function readOut(ctx: TrainContext, data: RunData): Promise<Results | null
   const training: Results["training"] = {
     seconds: state.trainSeconds,
     steps: state.step,
-    imagesPerSecond: imagesPerSecond(state, options.batchSize),
+    imagesPerSecond: imagesPerSecond(state, ctx.globalBatch),
     dataWaitShare: dataWaitShare(state),
     finalLoss: state.lastLosses,
   };

@@ -11,7 +11,7 @@
 // modules are views: they hold the same child modules under the same names, so a stage's state
 // dict is the matching subset of the model's.
 import type { Tensor } from "../torch/tensor";
-import type { DType } from "../torch/dtype";
+import type { DType, MemoryFormat } from "../torch/dtype";
 import type { Generator } from "../torch/random";
 import { Module } from "../nn/module";
 import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, ReLU } from "../nn/layers";
@@ -53,6 +53,11 @@ function bn(channels: number, options: BlockOptions): BatchNorm2d {
   return new BatchNorm2d(channels, { dtype: options.dtype });
 }
 
+/** `x` in `format` (itself when it already is, or when `format` is null). */
+function inFormat(x: Tensor, format: MemoryFormat | null): Tensor {
+  return format === null || x.ndim !== 4 || x.isContiguous(format) ? x : x.contiguous(format);
+}
+
 /** Two 3×3 convs with a residual connection (ResNet-18/34). Output channels: planes. */
 export class BasicBlock extends Module {
   static readonly expansion = 1;
@@ -63,6 +68,8 @@ export class BasicBlock extends Module {
   readonly bn2: BatchNorm2d;
   readonly downsample: Module | null;
   readonly stride: number;
+  /** Layout the block converts its input to first (null: none); ResNet.useChannelsLast sets it. */
+  inputFormat: MemoryFormat | null = null;
 
   constructor(inplanes: number, planes: number, options: BlockOptions = {}) {
     super();
@@ -81,6 +88,7 @@ export class BasicBlock extends Module {
   }
 
   override forward(x: Tensor): Tensor {
+    x = inFormat(x, this.inputFormat);
     let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
     out = this.bn2.forward(this.conv2.forward(out));
     const identity = this.downsample ? this.downsample.forward(x) : x;
@@ -104,6 +112,8 @@ export class Bottleneck extends Module {
   readonly relu: ReLU;
   readonly downsample: Module | null;
   readonly stride: number;
+  /** Layout the block converts its input to first (null: none); ResNet.useChannelsLast sets it. */
+  inputFormat: MemoryFormat | null = null;
 
   constructor(inplanes: number, planes: number, options: BlockOptions = {}) {
     super();
@@ -124,6 +134,7 @@ export class Bottleneck extends Module {
   }
 
   override forward(x: Tensor): Tensor {
+    x = inFormat(x, this.inputFormat);
     let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
     out = this.relu.forward(this.bn2.forward(this.conv2.forward(out)));
     out = this.bn3.forward(this.conv3.forward(out));
@@ -369,13 +380,22 @@ export class ResNet extends Module {
   }
 
   /**
-   * Channels-last mode: conv weights are stored NHWC and inputs converted to channels-last, so
-   * convolutions, BN and pooling run on channels-last tensors end to end (oneDNN's preferred
-   * layout). Values are unchanged; state dicts still load (copies keep the layout).
+   * Channels-last mode: the stem and layer1–layer3 store conv weights NHWC and run on
+   * channels-last activations (oneDNN's preferred layout); layer4 stays contiguous (NCHW) and its
+   * blocks convert their input to it, because at layer4's small feature maps (4×4 for 32 px images,
+   * 7×7 for 224 px) oneDNN's NCHW convolutions are the faster ones (measured: docs/engine.md,
+   * "Memory formats"). Values are unchanged; state dicts still load (copies keep the layout).
    */
   useChannelsLast(enabled = true): this {
     this.#channelsLast = enabled;
     this.toMemoryFormat(enabled ? "channelsLast" : "contiguous");
+    if (enabled) this.layer4.toMemoryFormat("contiguous");
+    for (const [i, layer] of this.#layers().entries()) {
+      for (const block of layer.children()) {
+        if (block instanceof BasicBlock || block instanceof Bottleneck)
+          block.inputFormat = enabled ? (i === 3 ? "contiguous" : "channelsLast") : null;
+      }
+    }
     return this;
   }
 

@@ -260,12 +260,14 @@ export class ProcessGroup {
    * Leaves the group: waits (within the timeout) until every rank has arrived here, so rank 0's
    * store outlives the others' last use, then releases Gloo's threads. After a failure (already
    * reported by the operation that failed) it skips the wait and does not throw again.
+   * `wait: false` leaves without waiting for the others (this rank is failing on its own: the
+   * others then fail on their next operation, naming it, instead of waiting for the timeout).
    */
-  async destroy(): Promise<void> {
+  async destroy(options: { wait?: boolean } = {}): Promise<void> {
     const handle = this.#handle;
     if (handle === null) return;
     try {
-      if (this.failure === null) await this.barrier();
+      if (this.failure === null && options.wait !== false) await this.barrier();
     } finally {
       this.#handle = null;
       await native.destroyProcessGroup(handle);
