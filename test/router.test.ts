@@ -7,7 +7,15 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { type Tensor, Generator, manualSeed, memoryStats, noGrad, randn, resetPeakMemory, scope } from "../src/torch";
 import { resnet18 } from "../src/models";
-import { LocalLearner, type LocalLearningConfig, methodPreset, ntXent, routeStep, stageCountOf } from "../src/learning";
+import {
+  LocalLearner,
+  type LocalLearningConfig,
+  OVERLAP_MODES,
+  methodPreset,
+  ntXent,
+  routeStep,
+  stageCountOf,
+} from "../src/learning";
 import { SGD } from "../src/optim";
 
 function makeLearner(
@@ -100,7 +108,7 @@ for (const [name, make] of configs) {
   });
 }
 
-// Stages at any block boundary (ResNet-18: stem + 8 blocks) and both overlap modes: every split
+// Stages at any block boundary (ResNet-18: stem + 8 blocks) and every overlap mode: every split
 // and mode must give the reference's gradients.
 const splits: [string, Pick<LocalLearningConfig, "stages" | "split">][] = [
   ["resnet", { split: "resnet" }],
@@ -109,7 +117,7 @@ const splits: [string, Pick<LocalLearningConfig, "stages" | "split">][] = [
   ["blocks 2,5", { split: [2, 5] }],
 ];
 for (const [splitName, split] of splits) {
-  for (const overlap of ["retain", "recompute"] as const) {
+  for (const overlap of OVERLAP_MODES) {
     for (const [name, make] of configs.slice(0, 4)) {
       test(`router equals the recompute reference: ${name}, split ${splitName}, overlap ${overlap}`, () => {
         const stageCount = stageCountOf(split, 4);
@@ -130,8 +138,8 @@ for (const [splitName, split] of splits) {
   }
 }
 
-test("float32: both overlap modes equal the reference to float32 rounding and each other exactly (LoCo, balanced-memory K=8)", () => {
-  const grads = (["retain", "recompute"] as const).map((overlap) => {
+test("float32: every overlap mode equals the reference to float32 rounding and the others exactly (LoCo, balanced-memory K=8)", () => {
+  const grads = OVERLAP_MODES.map((overlap) => {
     const { learner, dispose } = makeLearner(
       { ...methodPreset("loco", 8), stages: 8, split: "balanced-memory", overlap },
       8,
@@ -148,7 +156,7 @@ test("float32: both overlap modes equal the reference to float32 rounding and ea
     dispose();
     return routed;
   });
-  assert.equal(maxRelativeDifference(grads[1], grads[0]), 0);
+  for (let i = 1; i < grads.length; i++) assert.equal(maxRelativeDifference(grads[i], grads[0]), 0, OVERLAP_MODES[i]);
 });
 
 /** Every batch norm buffer of the encoder's stages, copied (running_mean, running_var, num_batches_tracked). */
@@ -156,12 +164,14 @@ function bnBuffers(learner: LocalLearner): [string, Tensor][] {
   return learner.stages.flatMap((s, k) => s.namedBuffers().map(([n, b]): [string, Tensor] => [`${k}.${n}`, b.clone()]));
 }
 
-for (const [name, config] of [
-  ["loco", methodPreset("loco", 4)],
-  ["loco reach 2", { ...methodPreset("loco", 4), reach: 2 }],
-  ["simclr (end to end)", methodPreset("simclr", 4)],
+for (const [name, config, overlap] of [
+  ["loco", methodPreset("loco", 4), "recompute"],
+  ["loco reach 2", { ...methodPreset("loco", 4), reach: 2 }, "recompute"],
+  ["simclr (end to end)", methodPreset("simclr", 4), "recompute"],
+  ["loco", methodPreset("loco", 4), "recompute-all"],
+  ["gim", methodPreset("gim", 4), "recompute-all"],
 ] as const) {
-  test(`overlap recompute updates batch-norm running statistics once: ${name}`, () => {
+  test(`overlap ${overlap} updates batch-norm running statistics once: ${name}`, () => {
     // What one forward pass in training mode does to the statistics, from the same initial state.
     const expected = makeLearner(config);
     const views = randn([8, 3, 16, 16], { generator: new Generator(6), dtype: "float64" });
@@ -172,14 +182,15 @@ for (const [name, config] of [
     const once = bnBuffers(expected.learner);
     expected.dispose();
 
-    const { learner, dispose } = makeLearner({ ...config, overlap: "recompute" });
+    const { learner, dispose } = makeLearner({ ...config, overlap });
     const losses = learner.losses.map((l, i) => ({
       stage: l.stage,
       reach: l.reach,
       decoder: learner.decoder(i),
       loss: (z: Tensor) => ntXent(z, l.temperature),
     }));
-    const { recomputesPerStage } = routeStep(learner.stages, losses, views, { overlap: "recompute" });
+    const { recomputesPerStage, passesPerStage } = routeStep(learner.stages, losses, views, { overlap });
+    if (overlap === "recompute-all") assert.deepEqual(recomputesPerStage, passesPerStage, "every pass recomputes");
     assert.ok(
       recomputesPerStage.some((n) => n > 0),
       `the step recomputed stages (${recomputesPerStage.join(", ")})`,
@@ -197,8 +208,8 @@ for (const [name, config] of [
   });
 }
 
-test("overlap recompute and retain train identically: same losses and weights over three SGD steps", () => {
-  const runs = (["retain", "recompute"] as const).map((overlap) => {
+test("every overlap mode trains identically: same losses and weights over three SGD steps", () => {
+  const runs = OVERLAP_MODES.map((overlap) => {
     const { learner, dispose } = makeLearner({ ...methodPreset("loco", 4), overlap });
     const sgd = new SGD(learner.allParameters(), { lr: 0.1, momentum: 0.9 });
     const losses: number[][] = [];
@@ -213,8 +224,10 @@ test("overlap recompute and retain train identically: same losses and weights ov
     dispose();
     return { losses, weights };
   });
-  assert.deepEqual(runs[1].losses, runs[0].losses);
-  assert.deepEqual(runs[1].weights, runs[0].weights);
+  for (const run of runs.slice(1)) {
+    assert.deepEqual(run.losses, runs[0].losses);
+    assert.deepEqual(run.weights, runs[0].weights);
+  }
 });
 
 test("router end to end equals a plain single backward", () => {
@@ -327,6 +340,18 @@ test("overlap recompute: LoCo holds one stage graph, below retain's peak and at 
   assert.ok(recompute.peak < 0.85 * retain.peak, `recompute ${recompute.peak} vs retain ${retain.peak}`);
   // LoCo's decoders are GIM's with one conv block: recompute brings LoCo down to that.
   assert.ok(recompute.peak <= 1.05 * gimConv.peak, `recompute ${recompute.peak} vs gim with c=1 ${gimConv.peak}`);
+});
+
+test("overlap recompute-all: a stage graph never coexists with a decoder graph, the peak falls where they would", () => {
+  // One block per stage and two conv blocks per decoder: a decoder graph outweighs its stage's, and
+  // with retained or on-time graphs the two are alive together at each loss.
+  const config = { stages: 9, split: "balanced-memory", convBlocks: 2 } as const;
+  const gim = measure({ ...methodPreset("gim", 9), ...config });
+  const gimAll = measure({ ...methodPreset("gim", 9), ...config, overlap: "recompute-all" });
+  const loco = measure({ ...methodPreset("loco", 9), ...config, overlap: "recompute" });
+  const locoAll = measure({ ...methodPreset("loco", 9), ...config, overlap: "recompute-all" });
+  assert.ok(gimAll.peak < 0.9 * gim.peak, `gim: recompute-all ${gimAll.peak} vs retain ${gim.peak}`);
+  assert.ok(locoAll.peak < 0.9 * loco.peak, `loco: recompute-all ${locoAll.peak} vs recompute ${loco.peak}`);
 });
 
 test("messages with the same remaining reach share one backward pass", () => {

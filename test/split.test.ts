@@ -176,4 +176,7 @@ test("byte sizes and which configs overlap can change", () => {
   assert.equal(overlapMatters(methodPreset("gim", 4)), false);
   assert.equal(overlapMatters(methodPreset("loco", 4)), true);
   assert.equal(overlapMatters(methodPreset("simclr", 4)), true);
+  // recompute-all also separates stage and decoder graphs: it matters without late messages too.
+  assert.equal(overlapMatters(methodPreset("gim", 4), "recompute-all"), true);
+  assert.equal(overlapMatters(methodPreset("loco", 4), "retain"), false);
 });

@@ -14,6 +14,7 @@ import { BatchNorm2d, Conv2d, ReLU } from "../src/nn/layers";
 import type { Tensor } from "../src/torch";
 import { type TrainHooks, train } from "../src/learning/trainer";
 import { resolveTrainOptions } from "../src/learning/options";
+import { OVERLAP_MODES } from "../src/learning/router";
 import { readMetrics } from "../src/learning/metrics";
 import { evaluateRun } from "../src/learning/evaluate";
 import type { RunEncoder } from "../src/learning/encoders";
@@ -115,6 +116,33 @@ describe("train() as a library", { skip }, () => {
       records.map((r) => r.type),
       ["step", "epoch", "results"],
     );
+  });
+
+  test("every --overlap trains LoCo identically through train(): same gradients in the first steps, same losses", async () => {
+    const runs: { overlap: string; gradients: number[][]; losses: number[][] }[] = [];
+    for (const overlap of OVERLAP_MODES) {
+      const dir = path.join(tmp, `overlap-${overlap}`);
+      const gradients: number[][] = [];
+      await train(tinyInput(data, { method: "loco", epochs: 1, runDir: dir, readout: "none", overlap }), {
+        ...hooks(),
+        afterBackward: ({ step, parameters }) => {
+          if (step <= 3)
+            gradients.push(parameters.flatMap(([, p]) => (p.grad === null ? [] : Array.from(p.grad.data(), Number))));
+        },
+      });
+      const losses = readMetrics(path.join(dir, "metrics.jsonl")).flatMap((r) => (r.type === "step" ? [r.loss] : []));
+      runs.push({ overlap, gradients, losses });
+    }
+    assert.equal(runs[0].gradients.length, 3);
+    assert.ok(runs[0].gradients[0].length > 0 && runs[0].losses.length > 0);
+    for (const run of runs.slice(1)) {
+      assert.deepEqual(run.losses, runs[0].losses, `${run.overlap}: losses`);
+      for (let step = 0; step < 3; step++)
+        assert.ok(
+          run.gradients[step].every((g, i) => g === runs[0].gradients[step][i]),
+          `${run.overlap}: step ${step + 1}'s gradients equal retain's exactly`,
+        );
+    }
   });
 
   test("the sequential schedule says what each phase trains (LoCo's phase 2 trains stages 1-2)", async () => {

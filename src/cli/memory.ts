@@ -54,8 +54,9 @@ export const memorySpecs: OptionSpec[] = [
   {
     flag: "overlaps",
     type: "string",
-    default: "retain,recompute",
-    description: "comma-separated overlap modes (GIM has no late messages: retain only)",
+    default: "retain,recompute,recompute-all",
+    description:
+      "comma-separated overlap modes (GIM has no late messages: recompute is left out for it, recompute-all is not)",
   },
   { flag: "blocks", type: "boolean", default: false, description: "print each block's activation bytes and FLOPs" },
   {
@@ -97,7 +98,8 @@ export function memorySettings(
   const first: MemorySetting[] = [];
   const rest: MemorySetting[] = [];
   for (const method of methods) {
-    const modes = overlapMatters(methodPreset(method, 4)) ? overlaps : overlaps.slice(0, 1);
+    const preset = methodPreset(method, 4);
+    const modes = overlaps.filter((o, i) => i === 0 || overlapMatters(preset, o));
     for (const split of splits) {
       for (const stages of split === "resnet" ? [undefined] : stageCounts) {
         for (const overlap of modes) {
@@ -164,7 +166,9 @@ export function runMemory(values: Record<string, unknown>): void {
         `--stages: ${s.stages} stages need ${s.stages} blocks, resnet${depth} has ${profiles.length}`,
       );
   }
-  const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}, batch ${batchSize} (${2 * batchSize} views), ${getNumThreads()} threads`;
+  // A budget search chooses its own batches: --batch-size plays no part there.
+  const batchText = budget === null ? `, batch ${batchSize} (${2 * batchSize} views)` : "";
+  const header = `${values.encoder} (${stem} stem), ${imageSize}x${imageSize}${batchText}, ${getNumThreads()} threads`;
 
   if (values.blocks) {
     if (values.json) console.log(JSON.stringify(profiles));

@@ -16,6 +16,7 @@ import {
 } from "../learning/options";
 import { STAGE_SCHEDULES } from "../learning/stage-layout";
 import { train } from "../learning/trainer";
+import { OVERLAP_MODES } from "../learning/router";
 import { type OptionSpec, withFlagNames } from "./options";
 import { formatReport } from "./report";
 
@@ -179,10 +180,10 @@ export const trainSpecs: OptionSpec[] = [
   {
     flag: "overlap",
     type: "enum",
-    choices: ["retain", "recompute"],
+    choices: OVERLAP_MODES,
     default: TRAIN_DEFAULTS.overlap,
     description:
-      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients)",
+      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients); recompute-all: every stage pass recomputes its stage, so no stage graph is alive beside a decoder's (least memory, one extra forward per pass)",
   },
   {
     flag: "schedule",

@@ -1,6 +1,7 @@
 // What a run trains: the encoder, the local learner (decoders and router) and the optimizer, with
 // the state-dict naming shared by checkpoints and diagnoses ("encoder.*", "decoders.*").
 import type { Tensor } from "../torch";
+import type { DType } from "../torch/dtype";
 import { Generator } from "../torch/random";
 import { LARS, excludeBiasAndNorm } from "../optim/lars";
 import { SGD } from "../optim/sgd";
@@ -75,11 +76,12 @@ function parameterGroups(encoder: RunEncoder, learner: LocalLearner): ParamGroup
 }
 
 /**
- * Builds the encoder, learner and optimizer of a run. Whatever fails midway is disposed; the
- * caller disposes the result with disposeTrainModel.
+ * Builds the encoder, learner and optimizer of a run, its parameters and buffers in `dtype`
+ * (float32 for every run; float64 lets tests compare two runs beyond float32 rounding). Whatever
+ * fails midway is disposed; the caller disposes the result with disposeTrainModel.
  */
-export function buildTrainModel(options: TrainOptions, inChannels: number): TrainModel {
-  const encoder = buildRunEncoder(options, inChannels);
+export function buildTrainModel(options: TrainOptions, inChannels: number, dtype: DType = "float32"): TrainModel {
+  const encoder = buildRunEncoder(options, inChannels).to(dtype);
   let learner: LocalLearner | null = null;
   try {
     const side = options.augment.size;
@@ -93,6 +95,7 @@ export function buildTrainModel(options: TrainOptions, inChannels: number): Trai
     } catch (error) {
       throw new TrainingError(`learning: ${(error as Error).message}`, 2);
     }
+    learner.decoders.to(dtype);
     const named: [string, Tensor][] = [
       ...encoder.namedParameters().map(([k, v]): [string, Tensor] => [`encoder.${k}`, v]),
       ...learner.decoders.namedParameters().map(([k, v]): [string, Tensor] => [`decoders.${k}`, v]),

@@ -48,16 +48,23 @@ export function validateLosses(stageCount: number, losses: readonly StageLoss[])
 }
 
 /**
- * What happens to a stage's graph between its own backward pass and a later message from a higher
- * loss (LoCo's bridge from L_{k+1}, or end to end's single loss):
- * - "retain": the graph stays alive until its last pass (fast; LoCo then holds two stage graphs);
- * - "recompute": a graph lives only for a pass at its stage's own time; a later message recomputes
- *   the stage from its saved input (batch norm running statistics untouched, so they are updated
- *   once per step), runs its pass and frees it again. Same gradients for dropout-free stages; about
- *   one extra forward pass per late pass; peak memory near one stage graph plus a decoder.
+ * What happens to a stage's graph between its forward and its backward passes (docs/methods.md,
+ * "Memory"):
+ * - "retain": the graph is recorded in the forward and stays alive until its last pass (fast; LoCo
+ *   then holds two stage graphs, its own and the one awaiting the bridge message from above);
+ * - "recompute": a graph lives only for a pass at its stage's own time; a later message (LoCo's
+ *   bridge from L_{k+1}, end to end's single loss) recomputes the stage from its saved input (batch
+ *   norm running statistics untouched, so they are updated once per step), runs its pass and frees
+ *   it again. About one extra forward pass per late pass; at most one stage graph alive, but it
+ *   coexists with its stage's decoder graph;
+ * - "recompute-all": no forward records a graph; every pass recomputes its stage from the saved
+ *   input. A stage graph then never coexists with a decoder's graph (the decoder runs on the
+ *   graph-free output first): the peak is the larger of the two instead of their sum, for one
+ *   extra forward pass per pass.
+ * All modes compute the same gradients for dropout-free stages.
  */
-export type Overlap = "retain" | "recompute";
-export const OVERLAP_MODES: readonly Overlap[] = ["retain", "recompute"];
+export type Overlap = "retain" | "recompute" | "recompute-all";
+export const OVERLAP_MODES: readonly Overlap[] = ["retain", "recompute", "recompute-all"];
 
 export interface RouteOptions {
   /** Default "retain". */
@@ -117,7 +124,8 @@ function planPasses(stageCount: number, losses: readonly StageLoss[]): PassPlan 
  * reach, one backward pass per stage, asking autograd for the input gradient only when the message
  * continues below. Each loss is backpropagated as soon as its stage's forward is done, and the last
  * pass through a graph runs without retainGraph, which frees that graph's saved activations: with
- * reach r at most r+1 stage graphs are alive at once ("retain"), or one ("recompute", see Overlap).
+ * reach r at most r+1 stage graphs are alive at once ("retain"), or one ("recompute"), never beside a
+ * decoder graph ("recompute-all", see Overlap).
  *
  * Stages that no loss reaches run without recording a graph.
  */
@@ -132,7 +140,7 @@ export function routeStep(
   if (!OVERLAP_MODES.includes(overlap)) {
     throw new RangeError(`overlap: expected one of ${OVERLAP_MODES.join(", ")}, got ${JSON.stringify(overlap)}`);
   }
-  const recompute = overlap === "recompute";
+  const retain = overlap === "retain";
   const { expected, passes, needsInputGrad, onTime } = planPasses(stages.length, losses);
   const passesLeft = [...passes];
   const recomputes = new Array<number>(stages.length).fill(0);
@@ -169,14 +177,15 @@ export function routeStep(
       const continues = rho > 0 && j > 0;
       const wanted = continues ? [inputs[j], ...stageParams[j]] : stageParams[j];
       if (wanted.length > 0) {
-        // A late message in recompute mode: rebuild the graph from the saved input, without
-        // counting the batch in batch norm's running statistics a second time.
+        // A pass without a recorded graph (a late message with "recompute", every pass with
+        // "recompute-all"): rebuild the graph from the saved input, without counting the batch in
+        // batch norm's running statistics a second time.
         let output = outputs[j];
         if (!hasGraph[j]) {
           output = scope(() => withoutRunningStatsUpdate(() => stages[j].forward(inputs[j])));
           recomputes[j]++;
         }
-        const retainGraph = !recompute && passesLeft[j] > 0;
+        const retainGraph = retain && passesLeft[j] > 0;
         backward([output], [sum], { retainGraph, inputs: wanted });
         if (!retainGraph) hasGraph[j] = false;
         if (output !== outputs[j]) output.dispose();
@@ -189,13 +198,25 @@ export function routeStep(
       deliver(j - 1, rho - 1, next);
     };
 
+    // Stage inputs and outputs that no pass and no recompute will read again are released as the
+    // step goes on, instead of at its end: before S_k's forward, x_j and h_j of every stage j < k
+    // whose passes are done (x_k, a detached h_{k-1}, keeps the storage it shares).
+    const release = (k: number): void => {
+      for (let j = 0; j < k; j++) {
+        if (passesLeft[j] > 0) continue;
+        if (j > 0 && !inputs[j].isDisposed) inputs[j].dispose();
+        if (!outputs[j].isDisposed) outputs[j].dispose();
+      }
+    };
+
     let previous = input;
     for (let k = 0; k <= top; k++) {
       const x = k === 0 ? previous : previous.detach();
+      release(k);
       if (needsInputGrad[k]) x.requiresGrad_(true);
       const stage = stages[k];
       // Recording a graph that no pass will use before it is recomputed would only cost memory.
-      const record = passesLeft[k] > 0 && (!recompute || onTime[k]);
+      const record = passesLeft[k] > 0 && (retain || (overlap === "recompute" && onTime[k]));
       // The stage's own scope frees its intermediate handles at once: the activations then live
       // only in the graph, which the stage's last backward pass releases.
       const h = scope(() => (record ? stage.forward(x) : noGrad(() => stage.forward(x))));
@@ -203,13 +224,6 @@ export function routeStep(
       outputs[k] = h;
       hasGraph[k] = record;
       previous = h;
-
-      // Stage outputs no pass and no recompute will read again are released as the step goes on,
-      // instead of at its end: x_j once S_j's passes are done, h_j once S_{j+1} has run too.
-      for (let j = 1; j <= k; j++) {
-        if (j < k && passesLeft[j] === 0 && !inputs[j].isDisposed) inputs[j].dispose();
-        if (passesLeft[j - 1] === 0 && !outputs[j - 1].isDisposed) outputs[j - 1].dispose();
-      }
 
       const entry = lossAt.get(k);
       if (entry === undefined) continue;

@@ -5,6 +5,7 @@
 // averaged before the checks, and every rank takes the same decision after them. Stage parallel
 // replaces the forward and backward by its rank's part of them (only rank 0 has the views).
 import { type Tensor, cat, keep, noGrad, scope } from "../torch";
+import type { DType } from "../torch/dtype";
 import type { Divergence } from "./errors";
 import { firstNonFinite, firstNonFiniteTensor } from "./divergence";
 import type { TrainModel } from "./model";
@@ -23,6 +24,8 @@ export interface GuardedStepOptions {
   /** Keep a copy of the buffers to restore them if the step is found non-finite. */
   restoreBuffersOnProblem: boolean;
   channelsLast: boolean;
+  /** The model's dtype: the views (float32 from the loader) are converted to it. */
+  dtype: DType;
   /** Called after backward (and the gradient averaging), before the checks (inspection, fault injection in tests). */
   afterBackward?: () => void;
   /** Data parallel: how the ranks agree on the step (absent: one process). */
@@ -133,7 +136,8 @@ async function forwardBackward(
   options: GuardedStepOptions,
 ): Promise<number[]> {
   const both = (): Tensor => {
-    const input = cat([views![0], views![1]]);
+    let input = cat([views![0], views![1]]);
+    if (input.dtype !== options.dtype) input = input.to(options.dtype);
     return options.channelsLast ? input.channelsLast() : input;
   };
   const custom = options.sync?.forwardBackward;

@@ -69,6 +69,11 @@ export interface TrainHooks {
    * fault injection in tests).
    */
   afterBackward?: (info: { step: number; parameters: [string, Tensor][] }) => void;
+  /**
+   * The dtype the model trains in (default float32, what every run uses). float64 is for tests
+   * that compare two runs beyond float32 rounding (data parallel against one process).
+   */
+  dtype?: "float32" | "float64";
 }
 
 export interface TrainOutcome {
@@ -215,7 +220,7 @@ async function runTraining(
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
-  const model = buildTrainModel(options, data.pretrain.channels);
+  const model = buildTrainModel(options, data.pretrain.channels, hooks.dtype);
   try {
     const stages =
       group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
@@ -564,6 +569,7 @@ async function trainLoop(ctx: TrainContext): Promise<boolean> {
       step = await guardedStep(model, batch === null ? null : [batch.views[0], batch.views[1]], {
         restoreBuffersOnProblem: ctx.onNonfinite === "skip",
         channelsLast: options.channelsLast,
+        dtype: hooks.dtype ?? "float32",
         afterBackward: () => hooks.afterBackward?.({ step: stepNumber, parameters: model.named }),
         ...(ctx.dp === null ? {} : { sync: ctx.dp.sync }),
       });

@@ -1,6 +1,7 @@
 // One rank of a data-parallel `train()` (started by test/helpers/ranks.ts' runRanks): the scenario
 // argument is the TrainInput as JSON; on rank $NAN_RANK, the first gradient of step $NAN_STEP is
-// made NaN after the averaging (a fault only that rank sees). Prints `RESULT {...}`: the outcome or
+// made NaN after the averaging (a fault only that rank sees); $TRAIN_DTYPE: the model's dtype
+// (float32 by default, float64 to compare runs beyond float32 rounding). Prints `RESULT {...}`: the outcome or
 // the error, the log and the sum of the weights at each step.
 import { noGrad } from "../../src/torch";
 import { Progress } from "../../src/learning/progress";
@@ -18,6 +19,7 @@ async function main(): Promise<void> {
     const outcome = await train(input, {
       log: (m) => logs.push(m),
       progress: new Progress(sink),
+      dtype: process.env.TRAIN_DTYPE === "float64" ? "float64" : "float32",
       afterBackward: ({ step, parameters }) => {
         // The weights this step starts from, summed: equal on every rank while they stay in step.
         weightSums.push(noGrad(() => parameters.reduce((a, [, p]) => a + p.sum().item(), 0)));
