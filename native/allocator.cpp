@@ -86,7 +86,7 @@ void* allocBlock(size_t block, bool& mapped) {
   // Over-map by one huge page, then trim the head and tail so the block starts on a 2 MiB boundary.
   size_t span = block + kHugePage;
   void* raw = mmap(nullptr, span, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  TORCH_CHECK(raw != MAP_FAILED, "DefaultCPUAllocator: not enough memory: you tried to allocate ", block, " bytes.");
+  TORCH_CHECK(raw != MAP_FAILED, "DefaultCPUAllocator: can't allocate memory: you tried to allocate ", block, " bytes.");
   auto start = reinterpret_cast<uintptr_t>(raw);
   uintptr_t aligned = (start + kHugePage - 1) & ~(uintptr_t(kHugePage) - 1);
   if (aligned > start) munmap(raw, aligned - start);

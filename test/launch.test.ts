@@ -192,7 +192,10 @@ describe("loco launch", () => {
     assert.doesNotMatch(nodes.stderr, /at .*\.js/);
     const evaluate = await run(["--nproc", "2", "--", "eval", "runs/x"]);
     assert.equal(evaluate.code, 2);
-    assert.match(evaluate.stderr, /`loco eval` does not run on several ranks \(`loco train --parallel data` does\)/);
+    assert.match(
+      evaluate.stderr,
+      /`loco eval` does not run on several ranks \(`loco train --parallel data\|stages` does\)/,
+    );
     // Every rank of a train that is not parallel refuses (N copies would write one run directory).
     const train = await run(["--nproc", "2", "--", "train", "--method", "simclr"]);
     assert.equal(train.code, 2);

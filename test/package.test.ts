@@ -11,7 +11,13 @@ import { ENV, haveFashionMnist } from "./helpers/runs";
 
 const ROOT = path.join(__dirname, "..", "..");
 const readme = fs.readFileSync(path.join(ROOT, "README.md"), "utf8");
-const docs = ["README.md", ...fs.readdirSync(path.join(ROOT, "docs")).map((f) => path.join("docs", f))];
+const docs = [
+  "README.md",
+  ...fs
+    .readdirSync(path.join(ROOT, "docs"))
+    .filter((f) => f.endsWith(".md"))
+    .map((f) => path.join("docs", f)),
+];
 
 /** A folder whose node_modules/loco is this repository, as after `npm install loco`. */
 function consumer(): string {

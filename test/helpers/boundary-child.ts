@@ -170,6 +170,8 @@ const cases = new Map<string, Case[]>([
   ),
   // ---- signals ----
   c("installInterruptHandler", none, ["numbers", [1, 2]], ["one message", ["a"]]),
+  // Only bad arguments: a valid call would start watching a parent pid for good.
+  c("stopWithParent", none, ["strings", ["1", "2"]], ["one number", [1]]),
   // ---- devices ----
   c(
     "checkDevice",

@@ -111,7 +111,8 @@ async function main(): Promise<void> {
   dispose();
 }
 
-if (require.main === module) {
+// Only as a rank (runRanks sets RANK): `node --test dist/test/` also loads every file under test/.
+if (require.main === module && process.env.RANK !== undefined) {
   main().catch((error: unknown) => {
     process.stdout.write(`RESULT ${JSON.stringify({ error: (error as Error).stack })}\n`);
     process.exit(1);

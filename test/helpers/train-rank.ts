@@ -40,4 +40,5 @@ async function main(): Promise<void> {
   }
 }
 
-void main();
+// Only as a rank (runRanks sets RANK): `node --test dist/test/` also loads every file under test/.
+if (process.env.RANK !== undefined) void main();
