@@ -222,7 +222,13 @@ describe("loco memory", () => {
       ],
     );
     const settings = rows.map((r) => `${r.method} ${r.split} ${r.stages} ${r.overlap}`);
-    for (const s of ["loco resnet 4 recompute", "loco balanced-memory 8 recompute", "simclr balanced-memory 4 retain"])
+    for (const s of [
+      "loco resnet 4 recompute",
+      "loco balanced-memory 8 recompute",
+      "simclr balanced-memory 4 retain",
+      "gim balanced-memory 8 recompute-min",
+      "loco balanced-memory 8 recompute-min",
+    ])
       assert.ok(settings.includes(s), `a row for ${s}: ${settings.join("; ")}`);
     assert.ok(!settings.some((s) => s.startsWith("gim") && s.endsWith("recompute")), "GIM has no late messages");
     assert.equal(new Set(settings).size, settings.length, "each setting once");

@@ -138,6 +138,21 @@ for (const [splitName, split] of splits) {
   }
 }
 
+// recompute-min drops and restores stage inputs and outputs: every loss layout, including losses
+// that skip stages (a restore then runs through stages without a pass of their own).
+for (const [name, make] of configs) {
+  test(`router equals the recompute reference: ${name}, overlap recompute-min`, () => {
+    const { learner, dispose } = makeLearner({ ...make(4), overlap: "recompute-min" });
+    const views = randn([8, 3, 16, 16], { generator: new Generator(1), dtype: "float64" });
+    learner.train();
+    assert.ok(learner.step(views).lossValues.every(Number.isFinite));
+    const diff = maxRelativeDifference(takeGrads(learner.allParameters()), referenceGrads(learner, views));
+    assert.ok(diff <= 1e-10, `max relative gradient difference ${diff}`);
+    views.dispose();
+    dispose();
+  });
+}
+
 test("float32: every overlap mode equals the reference to float32 rounding and the others exactly (LoCo, balanced-memory K=8)", () => {
   const grads = OVERLAP_MODES.map((overlap) => {
     const { learner, dispose } = makeLearner(
@@ -170,6 +185,10 @@ for (const [name, config, overlap] of [
   ["simclr (end to end)", methodPreset("simclr", 4), "recompute"],
   ["loco", methodPreset("loco", 4), "recompute-all"],
   ["gim", methodPreset("gim", 4), "recompute-all"],
+  ["loco", methodPreset("loco", 4), "recompute-min"],
+  ["loco reach 2", { ...methodPreset("loco", 4), reach: 2 }, "recompute-min"],
+  ["simclr (end to end)", methodPreset("simclr", 4), "recompute-min"],
+  ["losses at stages 2 and 4", { ...methodPreset("loco", 4), lossStages: [2, 4] as number[] }, "recompute-min"],
 ] as const) {
   test(`overlap ${overlap} updates batch-norm running statistics once: ${name}`, () => {
     // What one forward pass in training mode does to the statistics, from the same initial state.
@@ -189,8 +208,16 @@ for (const [name, config, overlap] of [
       decoder: learner.decoder(i),
       loss: (z: Tensor) => ntXent(z, l.temperature),
     }));
-    const { recomputesPerStage, passesPerStage } = routeStep(learner.stages, losses, views, { overlap });
-    if (overlap === "recompute-all") assert.deepEqual(recomputesPerStage, passesPerStage, "every pass recomputes");
+    const { recomputesPerStage, passesPerStage, restoresPerStage } = routeStep(learner.stages, losses, views, {
+      overlap,
+    });
+    if (overlap !== "recompute") assert.deepEqual(recomputesPerStage, passesPerStage, "every pass recomputes");
+    // recompute-min also reruns graph-free forwards (LoCo's next-stage inputs, dropped during the
+    // bridge passes below them; the top stage's input, dropped during its decoder's pass): the
+    // statistics must not count those either.
+    const restores = `restores per stage: ${restoresPerStage.join(", ")}`;
+    if (overlap === "recompute-min") assert.ok(restoresPerStage.some((n) => n > 0), restores);
+    else assert.ok(restoresPerStage.every((n) => n === 0), restores);
     assert.ok(
       recomputesPerStage.some((n) => n > 0),
       `the step recomputed stages (${recomputesPerStage.join(", ")})`,
@@ -352,6 +379,22 @@ test("overlap recompute-all: a stage graph never coexists with a decoder graph, 
   const locoAll = measure({ ...methodPreset("loco", 9), ...config, overlap: "recompute-all" });
   assert.ok(gimAll.peak < 0.9 * gim.peak, `gim: recompute-all ${gimAll.peak} vs retain ${gim.peak}`);
   assert.ok(locoAll.peak < 0.9 * loco.peak, `loco: recompute-all ${locoAll.peak} vs recompute ${loco.peak}`);
+});
+
+test("overlap recompute-min: a pass holds nothing of the stages above it, LoCo below recompute-all and at GIM's peak", () => {
+  // One block per stage: recompute-all's bridge pass through stage k-1 still holds x_k, h_k and the
+  // message, GIM's pass h_k and the message; recompute-min holds x_{k-1}, the recomputed graph and
+  // its backward buffers.
+  const config = { stages: 9, split: "balanced-memory" } as const;
+  const locoAll = measure({ ...methodPreset("loco", 9), ...config, overlap: "recompute-all" });
+  const locoMin = measure({ ...methodPreset("loco", 9), ...config, overlap: "recompute-min" });
+  const gimAll = measure({ ...methodPreset("gim", 9), ...config, overlap: "recompute-all" });
+  const gimMin = measure({ ...methodPreset("gim", 9), ...config, overlap: "recompute-min" });
+  const gimConvMin = measure({ ...methodPreset("gim", 9), ...config, convBlocks: 1, overlap: "recompute-min" });
+  assert.ok(locoMin.peak < 0.95 * locoAll.peak, `loco: recompute-min ${locoMin.peak} vs recompute-all ${locoAll.peak}`);
+  assert.ok(gimMin.peak < 0.9 * gimAll.peak, `gim: recompute-min ${gimMin.peak} vs recompute-all ${gimAll.peak}`);
+  // LoCo's decoders are GIM's with one conv block: with recompute-min the bridge costs nothing more.
+  assert.ok(locoMin.peak <= 1.02 * gimConvMin.peak, `loco ${locoMin.peak} vs gim with c=1 ${gimConvMin.peak}`);
 });
 
 test("messages with the same remaining reach share one backward pass", () => {

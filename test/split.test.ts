@@ -178,5 +178,6 @@ test("byte sizes and which configs overlap can change", () => {
   assert.equal(overlapMatters(methodPreset("simclr", 4)), true);
   // recompute-all also separates stage and decoder graphs: it matters without late messages too.
   assert.equal(overlapMatters(methodPreset("gim", 4), "recompute-all"), true);
+  assert.equal(overlapMatters(methodPreset("gim", 4), "recompute-min"), true);
   assert.equal(overlapMatters(methodPreset("loco", 4), "retain"), false);
 });

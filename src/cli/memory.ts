@@ -54,9 +54,9 @@ export const memorySpecs: OptionSpec[] = [
   {
     flag: "overlaps",
     type: "string",
-    default: "retain,recompute,recompute-all",
+    default: "retain,recompute,recompute-all,recompute-min",
     description:
-      "comma-separated overlap modes (GIM has no late messages: recompute is left out for it, recompute-all is not)",
+      "comma-separated overlap modes (GIM has no late messages: recompute is left out for it, recompute-all and recompute-min are not)",
   },
   { flag: "blocks", type: "boolean", default: false, description: "print each block's activation bytes and FLOPs" },
   {
@@ -70,6 +70,13 @@ export const memorySpecs: OptionSpec[] = [
     type: "boolean",
     default: false,
     description: "run the encoder in channels-last layout (a ResNet's layer4 stays NCHW, faster at its small maps)",
+  },
+  {
+    flag: "preallocate-gradients",
+    type: "boolean",
+    default: false,
+    description:
+      "allocate every gradient buffer before the measured step (as zero_grad without set_to_none keeps them); by default the step starts without gradients, as loco train's steps do",
   },
   { flag: "json", type: "boolean", default: false, description: "print JSON instead of tables" },
 ];
@@ -117,6 +124,14 @@ export function memorySettings(
   return methods.includes("simclr") && !all.some(isReference) ? [reference, ...all] : all;
 }
 
+/** The JSON fields that name a setting, shared by the measured rows and the budget's. */
+function settingFields(
+  setting: MemorySetting,
+  cuts: number[],
+): { method: MethodName; split: MemorySetting["split"]; stages: number; overlap: Overlap; cuts: number[] } {
+  return { method: setting.method, split: setting.split, stages: cuts.length + 1, overlap: setting.overlap, cuts };
+}
+
 const mib = (b: number): string => (b / 2 ** 20).toFixed(1);
 const label = (s: MemorySetting, cuts: number[]): string =>
   `${s.method} ${s.split === "resnet" ? "resnet" : `${String(s.split)} K=${cuts.length + 1}`} ${s.overlap}`;
@@ -151,6 +166,7 @@ export function runMemory(values: Record<string, unknown>): void {
     width: values.width as number,
     inChannels: values.inChannels as number,
     channelsLast: values.channelsLast as boolean,
+    preallocateGradients: values.preallocateGradients as boolean,
   };
   const progress = (m: string): void => {
     if (!values.json) process.stderr.write(`${m}\n`);
@@ -206,11 +222,7 @@ export function runMemory(values: Record<string, unknown>): void {
     console.log(
       JSON.stringify(
         rows.map((r) => ({
-          method: r.setting.method,
-          split: r.setting.split,
-          stages: r.cuts.length + 1,
-          overlap: r.setting.overlap,
-          cuts: r.cuts,
+          ...settingFields(r.setting, r.cuts),
           peakBytes: r.result.peakBytes,
           activationPeakBytes: r.result.activationPeakBytes,
           stageBytes: r.stages,
@@ -271,11 +283,7 @@ function runBudget(
     console.log(
       JSON.stringify(
         rows.map((r) => ({
-          method: r.setting.method,
-          split: r.setting.split,
-          stages: r.cuts.length + 1,
-          overlap: r.setting.overlap,
-          cuts: r.cuts,
+          ...settingFields(r.setting, r.cuts),
           budgetBytes: budget,
           batchSize: r.found.batchSize,
           imageSize: r.found.imageSize,

@@ -21,13 +21,22 @@ export interface MemoryMeasureOptions {
   overrides?: Partial<LocalLearningConfig>;
   /** Time a second, warm step (default true); the budget search only needs the bytes. */
   timeStep?: boolean;
+  /**
+   * Allocate every gradient buffer before the step (zeroed, as `zeroGrad(false)` or PyTorch 1.x's
+   * `zero_grad()` keep them). Default false: the step starts without gradients, as every step of
+   * `loco train` does (its optimizer sets them to none before the forward).
+   */
+  preallocateGradients?: boolean;
 }
 
 export interface MethodMemory {
   method: MethodName;
   /** Most bytes libtorch held during the step (weights and gradients included). */
   peakBytes: number;
-  /** Peak minus the bytes held when the step started (weights, gradient buffers, inputs). */
+  /**
+   * Peak minus the bytes held when the step started (weights, inputs, and gradient buffers when
+   * preallocated): what the step adds.
+   */
   activationPeakBytes: number;
   /** Bytes held at the step's start. */
   baselineBytes: number;
@@ -55,8 +64,10 @@ function randomViews(options: MemoryMeasureOptions, batchSize: number, imageSize
 }
 
 /**
- * Measures one training step of `method`. Gradient buffers are allocated before the step, as they
- * are from the second step of a real run on, so the activation peak is activations only.
+ * Measures one training step of `method` as the trainer runs it: the gradients are set to none
+ * first, so each is allocated when backward first reaches its parameter (with
+ * `preallocateGradients`, all of them before the step, and the activation peak is then
+ * activations only).
  */
 export function measureMethodMemory(method: MethodName, options: MemoryMeasureOptions): MethodMemory {
   return scope(() => {
@@ -71,12 +82,17 @@ export function measureMethodMemory(method: MethodName, options: MemoryMeasureOp
       inputShape: [options.inChannels ?? 3, options.imageSize, options.imageSize],
     });
     learner.train();
-    for (const p of learner.allParameters()) p.grad = zerosLike(p);
+    const parameters = learner.allParameters();
+    const clearGradients = (): void => {
+      for (const p of parameters) p.grad = options.preallocateGradients ? zerosLike(p) : null;
+    };
+    clearGradients();
     const views = randomViews(options, options.batchSize, options.imageSize);
     const baselineBytes = memoryStats().currentBytes;
     resetPeakMemory();
     learner.step(views);
     const peakBytes = memoryStats().peakBytes;
+    clearGradients();
     // The step is timed a second time: the first includes one-time costs (kernel selection and
     // primitive caches, first-touch page faults) that would make the first setting measured look
     // slowest whatever it is.
@@ -255,11 +271,12 @@ export function parseBytes(text: string): number {
 
 /**
  * Whether an overlap mode can change anything for a config: "recompute" only for losses reaching
- * below their stage (late messages); "recompute-all" always (it separates stage and decoder graphs).
+ * below their stage (late messages); "recompute-all" and "recompute-min" always (they separate
+ * stage and decoder graphs).
  */
 export function overlapMatters(config: LocalLearningConfig, overlap: Overlap = "recompute"): boolean {
   if (overlap === "retain") return false;
-  if (overlap === "recompute-all") return true;
+  if (overlap === "recompute-all" || overlap === "recompute-min") return true;
   const reaches = Array.isArray(config.reach) ? config.reach : [config.reach];
   return reaches.some((r) => r > 0);
 }
