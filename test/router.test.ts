@@ -216,8 +216,16 @@ for (const [name, config, overlap] of [
     // bridge passes below them; the top stage's input, dropped during its decoder's pass): the
     // statistics must not count those either.
     const restores = `restores per stage: ${restoresPerStage.join(", ")}`;
-    if (overlap === "recompute-min") assert.ok(restoresPerStage.some((n) => n > 0), restores);
-    else assert.ok(restoresPerStage.every((n) => n === 0), restores);
+    if (overlap === "recompute-min")
+      assert.ok(
+        restoresPerStage.some((n) => n > 0),
+        restores,
+      );
+    else
+      assert.ok(
+        restoresPerStage.every((n) => n === 0),
+        restores,
+      );
     assert.ok(
       recomputesPerStage.some((n) => n > 0),
       `the step recomputed stages (${recomputesPerStage.join(", ")})`,
