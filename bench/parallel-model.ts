@@ -35,20 +35,28 @@ export const benchOptimizer = (params: Tensor[]): SGD => new SGD(params, { lr: 0
 export const benchViews = (model: BenchModel): Tensor[] =>
   [0, 1].map((i) => randn([2 * model.images, 3, model.size, model.size], { generator: new Generator(10 + i) }));
 
-/** Images/s of the method in this process (LocalLearner.step, the single-process router). */
-export function oneRankImagesPerSecond(
+/**
+ * Images/s of the method in this process (LocalLearner.step, the single-process router). With
+ * `startAt` (a Date.now() time), the timed steps start then, after the warmup: processes started
+ * together time the same span.
+ */
+export async function oneRankImagesPerSecond(
   model: BenchModel,
   method: MethodName,
   split: number[],
   warmup: number,
   steps: number,
-): number {
+  startAt?: number,
+): Promise<number> {
   const { learner, dispose } = buildLearner(model, method, split);
   const optimizer = benchOptimizer(learner.allParameters());
   const views = benchViews(model);
   let started = 0;
   for (let step = 0; step < warmup + steps; step++) {
-    if (step === warmup) started = performance.now();
+    if (step === warmup) {
+      if (startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())));
+      started = performance.now();
+    }
     scope(() => {
       optimizer.zeroGrad();
       learner.step(views[step % 2]);

@@ -14,8 +14,9 @@ export interface RankRun {
   split: number[];
   warmup: number;
   steps: number;
-  /** One process without a group: prints its images/s. */
+  /** One process without a group: prints its images/s (timed from `startAt`, a Date.now() time). */
   solo?: boolean;
+  startAt?: number;
   /** Before training, time messages of this many bytes (and tiny ones) between the ranks. */
   pingBytes?: number;
 }
@@ -46,7 +47,8 @@ async function oneWayMs(group: ProcessGroup, bytes: number, rounds = 9): Promise
 async function main(): Promise<void> {
   const run = JSON.parse(process.argv[2]) as RankRun;
   if (run.solo === true) {
-    const imagesPerSecond = oneRankImagesPerSecond(run.model, run.method, run.split, run.warmup, run.steps);
+    const { model, method, split, warmup, steps, startAt } = run;
+    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, startAt);
     process.stdout.write(`RESULT ${JSON.stringify({ imagesPerSecond })}\n`);
     return;
   }

@@ -156,10 +156,15 @@ const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
  * one thread can reach on this machine.
  */
 async function measureCeiling(o: Options, split: number[]) {
-  const run: RankRun = { model: o.model, method: "loco", schedule: "sync", split, warmup: o.warmup, steps: o.steps, solo: true };
+  // The timed steps start at the same moment in both processes (after start-up and the warmup).
+  const run = (): RankRun => ({
+    ...{ model: o.model, method: "loco", schedule: "sync", split, warmup: o.warmup, steps: o.steps },
+    solo: true,
+    startAt: Date.now() + 3000,
+  });
   type Solo = { imagesPerSecond: number };
-  const [alone] = await startRanks<Solo>(run, 1, o.timeoutMs);
-  const both = await startRanks<Solo>(run, 2, o.timeoutMs);
+  const [alone] = await startRanks<Solo>(run(), 1, o.timeoutMs);
+  const both = await startRanks<Solo>(run(), 2, o.timeoutMs);
   const concurrent = both.map((b) => b.imagesPerSecond);
   return {
     method: "loco",
@@ -258,7 +263,7 @@ function checkCase(m: Measured, raw: Predictor, tuned: Predictor, contention: nu
     measuredOneRankImagesPerSecond: m.oneRankImagesPerSecond,
     predictedOneRankImagesPerSecond: fixed(oneRank.imagesPerSecond),
     measuredSpeedup: m.speedup,
-    predictedSpeedup: fixed(predicted.imagesPerSecond / (oneRank.imagesPerSecond / scale)),
+    predictedSpeedup: fixed(predicted.imagesPerSecond / m.oneRankImagesPerSecond),
     measuredWaitShare: m.waitShare,
     predictedWaitShare: predicted.waitShare.map((w) => fixed(w, 3)),
     measuredBusyMs: m.busyMs,
@@ -290,7 +295,7 @@ async function main(): Promise<void> {
     if (single.has(key)) continue;
     log(`1 rank: ${c.method}, split at block ${splits[i].join(",")} ...`);
     resetPeakMemory();
-    single.set(key, oneRankImagesPerSecond(o.model, c.method, splits[i], o.warmup, o.steps));
+    single.set(key, await oneRankImagesPerSecond(o.model, c.method, splits[i], o.warmup, o.steps));
   }
 
   const measured: Measured[] = [];
