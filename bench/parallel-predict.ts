@@ -102,6 +102,25 @@ export class Predictor {
     );
   }
 
+  /**
+   * The cut into 2 stages that balances the case's work over 2 ranks: the smallest largest busy
+   * time per step (its decoders, messages and late passes included). For the local methods it is
+   * also the fastest cut; end to end and LoCo synchronous wait whatever the cut, and the fastest
+   * cut for them would leave one rank almost nothing to do.
+   */
+  balancedSplit(c: Case): number[] {
+    let best: number[] = [1];
+    let bestBusy = Infinity;
+    for (let cut = 1; cut < this.costsOf(c.method).length; cut++) {
+      const busy = Math.max(...this.simulate(c, [cut], 2).busyMs);
+      if (busy < bestBusy) {
+        best = [cut];
+        bestBusy = busy;
+      }
+    }
+    return best;
+  }
+
   /** K ranks of one stage each (cuts: the best for the case unless given). */
   predict(c: Case, k: number, cuts = this.bestCuts(c, k), tuning: Tuning = {}): Prediction {
     const parallel = this.simulate(c, cuts, k, tuning);

@@ -8,7 +8,8 @@
 //                decoders (GIM, end to end).
 //   2. ceiling   LoCo in one process alone, then in two at once: the contention factor and the
 //                best 2-rank speedup this machine allows.
-//   3. splits    per case, the 2-stage cut the simulator predicts fastest (with that contention).
+//   3. splits    per case, the 2-stage cut that balances its work (decoders, messages and late
+//                passes included) over the 2 ranks, by the simulator.
 //   4. 1 rank    each method in one process on its split (LocalLearner.step).
 //   5. 2 ranks   each schedule with StageParallelWorker on 2 child processes: images/s (the
 //                slower rank's), each rank's wait share and busy time (late messages, message
@@ -284,10 +285,10 @@ async function main(): Promise<void> {
   };
   const raw = new Predictor(blocks, o.model.images);
   log("ceiling: LoCo in one process alone, then in two at once ...");
-  const ceiling = await measureCeiling(o, raw.bestCuts(CASES[3], 2));
-  // Each case's split: where the simulator predicts it fastest (its decoders, messages and late
-  // passes included), with this machine's contention.
-  const splits = CASES.map((c) => raw.bestCuts(c, 2, { contention: ceiling.contention }));
+  const ceiling = await measureCeiling(o, raw.balancedSplit(CASES[3]));
+  // Each case's split: the one that balances its work (its decoders, messages and late passes
+  // included) over the 2 ranks.
+  const splits = CASES.map((c) => raw.balancedSplit(c));
 
   const single = new Map<string, number>();
   for (const [i, c] of CASES.entries()) {

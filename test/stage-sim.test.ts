@@ -1,6 +1,7 @@
 // The pipeline simulator (src/learning/stage-sim.ts) on costs whose schedules can be worked out by
 // hand: GIM on 2 equal ranks overlaps completely; end to end waits for the whole backward; LoCo
-// synchronous waits for the rank above's first stage; pipelined LoCo does not wait but recomputes.
+// synchronous waits for the rank above's first stage; pipelined LoCo does not wait, and keeps the
+// graph for the late message or recomputes it; contention slows ranks that compute at once.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import {
@@ -60,7 +61,7 @@ test("end to end on 2 ranks: the same step time as one process, each rank waitin
   close(two.waitShare[1], 3 / 7, "rank 1 waits for F0 + B0");
 });
 
-test("LoCo: synchronous waits for the rank above's first stage; pipelined recomputes instead", () => {
+test("LoCo: synchronous waits for the rank above's first stage; pipelined does not (it keeps the graph or recomputes)", () => {
   // One process: F0 D0 | F1 D1 B1 (with input gradient) | one pass B0 for both messages to stage 1
   // (the router sums messages of equal remaining reach) = 2 + 4 + 2.
   close(simulate("loco", 1).stepMs, 8, "1 rank");

@@ -332,7 +332,7 @@ export class StageParallelWorker {
 
   /** Pipelined: the previous batch's messages, through its stages recomputed with the current weights. */
   async #applyLate(
-    stale: StaleInput,
+    stale: StaleBatch,
     late: { reach: number; work: Work<Tensor>; buffer: Tensor }[],
     wait: <T>(work: PromiseLike<T>) => Promise<T>,
   ): Promise<void> {
