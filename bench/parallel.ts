@@ -24,7 +24,14 @@ import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
 import { resetPeakMemory, setNumThreads } from "../src/torch";
-import { LOOPBACK_LINK, type Link, type MethodName, type StageCosts, type StageRankStats, profileStageCosts } from "../src/learning";
+import {
+  LOOPBACK_LINK,
+  type Link,
+  type MethodName,
+  type StageCosts,
+  type StageRankStats,
+  profileStageCosts,
+} from "../src/learning";
 import { CASES, type Prediction, Predictor } from "./parallel-predict";
 import { type BenchModel, benchOptimizer, benchViews, buildLearner, oneRankImagesPerSecond } from "./parallel-model";
 import type { RankRun } from "./parallel-rank";
@@ -342,7 +349,9 @@ function printTables(r: {
   simulated: Prediction[];
 }): void {
   const { model, ceiling } = r;
-  console.log(`ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ${r.seconds} s`);
+  console.log(
+    `ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ${r.seconds} s`,
+  );
   console.log(
     `ceiling: LoCo alone ${ceiling.aloneImagesPerSecond} img/s, two processes at once ${ceiling.concurrentImagesPerSecond.join(" + ")}: ` +
       `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x); link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
@@ -361,7 +370,9 @@ function printTables(r: {
       `| ${m.name} | ${m.busyMs.join(" / ")} | ${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
     );
   }
-  console.log("\n| method | simulated img/s | measured | error | uncorrected error | simulated speedup | measured | simulated wait |");
+  console.log(
+    "\n| method | simulated img/s | measured | error | uncorrected error | simulated speedup | measured | simulated wait |",
+  );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const c of r.check) {
     console.log(

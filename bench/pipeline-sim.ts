@@ -38,8 +38,7 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--contention") {
       o.contention = number();
       if (o.contention < 1) throw new Error(`--contention: expected a factor of at least 1, got ${o.contention}`);
-    }
-    else if (flag.startsWith("--")) throw new Error(`unknown option ${flag}`);
+    } else if (flag.startsWith("--")) throw new Error(`unknown option ${flag}`);
     else o.file = flag;
   }
   if (o.file === "")

@@ -168,9 +168,23 @@ describe("loco train --parallel stages", { skip: !haveFashionMnist && "Fashion-M
   test("a rank killed mid-training under loco launch stops the other with an error naming it; the checkpoint is intact and the run resumes", async () => {
     const runDir = path.join(tmp, "killed");
     const launch = async (args: string[]) =>
-      startLoco(["launch", "--nproc", "2", "--master-port", String(await freePort()), "--stop-grace", "30", "--", "train", ...args], {
-        env: { LOCO_DIST_TIMEOUT_MS: "8000" },
-      });
+      startLoco(
+        [
+          "launch",
+          "--nproc",
+          "2",
+          "--master-port",
+          String(await freePort()),
+          "--stop-grace",
+          "30",
+          "--",
+          "train",
+          ...args,
+        ],
+        {
+          env: { LOCO_DIST_TIMEOUT_MS: "8000" },
+        },
+      );
     const flags = tinyFlags(data, { ...common, epochs: 100, "checkpoint-every": 2, "run-dir": runDir });
     const running = await launch([...flags, "--parallel", "stages", "--stage-schedule", "pipelined"]);
     const deadline = Date.now() + 60_000;
@@ -187,7 +201,11 @@ describe("loco train --parallel stages", { skip: !haveFashionMnist && "Fashion-M
     assert.equal(launcher.status, 128 + 9, show(launcher));
     assert.ok(after < 8000 + 5000, `the ranks took ${after} ms to stop (timeout 8 s)`);
     assert.match(launcher.stderr, /\[launch\] rank 1 was killed by SIGKILL/, show(launcher));
-    assert.match(launcher.stderr, /\[rank 0\] .*stage-parallel training stopped in step \d+ on rank 0 of 2: /, show(launcher));
+    assert.match(
+      launcher.stderr,
+      /\[rank 0\] .*stage-parallel training stopped in step \d+ on rank 0 of 2: /,
+      show(launcher),
+    );
     assert.match(launcher.stderr, /rank 1 is not responding/);
     assert.match(launcher.stderr, /the last checkpoint .*step-\d+\.safetensors is intact/);
     assert.doesNotMatch(launcher.stderr, /\n\[rank 0\]\s+at .*\.js/);

@@ -35,7 +35,10 @@ export function buildStageModel(options: StageModelOptions): { learner: LocalLea
     generator: new Generator(seed),
   });
   const split = options.split;
-  const config = { ...methodPreset(options.method, stageCountOf({ split }, 4)), ...(split === undefined ? {} : { split }) };
+  const config = {
+    ...methodPreset(options.method, stageCountOf({ split }, 4)),
+    ...(split === undefined ? {} : { split }),
+  };
   const learner = new LocalLearner(encoder, config, {
     generator: new Generator(seed + 1),
     inputShape: options.inputShape,
