@@ -2,7 +2,9 @@
 // router: after 3 SGD steps the weights each rank trained and the losses it computed equal
 // LocalLearner.step's to float rounding (float64), for LoCo synchronous (the default layout and an
 // uneven one), GIM and end to end. The pipelined schedule applies LoCo's message one step late: its
-// first step's losses are the synchronous ones, and it must run to the end with finite losses.
+// first step's losses are the synchronous ones, and it must run to the end with finite losses (the
+// late message through the kept graph, or recomputed); with the kept graph, a stage alone on rank 0
+// applies exactly the single-process gradient of the previous batch.
 // A rank killed between steps makes the other's step fail within the timeout, naming it.
 // The layout rule and the message plan are checked without processes.
 import { describe, test } from "node:test";
