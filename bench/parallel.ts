@@ -198,6 +198,7 @@ interface Measured {
   busyMs: number[];
   lateMs: number[];
   messageMs: number[];
+  forwardMs: number[];
   updateMs: number[];
   /** Busy time over half the one-process step: 1 when the 2 ranks split the work perfectly. */
   busyOverHalf: number[];
@@ -235,6 +236,7 @@ async function measureCase(
       busyMs: perStep(busy),
       lateMs: perStep((r) => r.stats.lateMs),
       messageMs: perStep((r) => r.stats.messageMs),
+      forwardMs: perStep((r) => r.stats.forwardMs),
       updateMs: perStep((r) => r.updateMs),
       busyOverHalf: ranks.map((r) => fixed(busy(r) / r.stats.steps / halfStepMs, 3)),
     },
@@ -276,6 +278,16 @@ function checkCase(m: Measured, raw: Predictor, tuned: Predictor, contention: nu
     predictedWaitShare: predicted.waitShare.map((w) => fixed(w, 3)),
     measuredBusyMs: m.busyMs,
     predictedBusyMs: predicted.busyMs.map((x) => fixed(x)),
+    measuredForwardMs: m.forwardMs,
+    /** The profile's forward of each rank's stages, scaled (contention left out). */
+    profiledForwardMs: [m.split[0], tuned.costsOf(m.method).length].map((end, r) =>
+      fixed(
+        tuned
+          .costsOf(m.method)
+          .slice(r === 0 ? 0 : m.split[0], end)
+          .reduce((a, b) => a + b.forwardMs * scale, 0),
+      ),
+    ),
   };
 }
 
@@ -363,11 +375,15 @@ function printTables(r: {
       `| ${m.name} | ${m.split.join(",")} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
     );
   }
-  console.log("\n| method | busy ms/step | of which late | messages | update | busy / half the 1-rank step |");
-  console.log("| --- | --- | --- | --- | --- | --- |");
-  for (const m of r.measured) {
+  console.log(
+    "\n| method | busy ms/step | simulated | forward | profiled forward | late | messages | update | busy / half the 1-rank step |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const [i, m] of r.measured.entries()) {
+    const c = r.check[i];
     console.log(
-      `| ${m.name} | ${m.busyMs.join(" / ")} | ${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
+      `| ${m.name} | ${m.busyMs.join(" / ")} | ${c.predictedBusyMs.join(" / ")} | ${m.forwardMs.join(" / ")} | ${c.profiledForwardMs.join(" / ")} | ` +
+        `${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
     );
   }
   console.log(

@@ -60,9 +60,19 @@ export interface StageRankStats {
   lateMs: number;
   /** Of the busy rest: posting sends and receives, copying activations and messages into their buffers. */
   messageMs: number;
+  /** Of the busy rest: the forward of the rank's stages (its decoders and backward passes are the rest). */
+  forwardMs: number;
 }
 
-const ZERO_STATS: StageRankStats = { steps: 0, images: 0, wallMs: 0, waitMs: 0, lateMs: 0, messageMs: 0 };
+const ZERO_STATS: StageRankStats = {
+  steps: 0,
+  images: 0,
+  wallMs: 0,
+  waitMs: 0,
+  lateMs: 0,
+  messageMs: 0,
+  forwardMs: 0,
+};
 
 export interface StageStepResult {
   /** Loss per entry of learner.losses: NaN for losses on other ranks. */
@@ -106,6 +116,7 @@ export class StageParallelWorker {
   /** Milliseconds spent in the current step on message set-up and on late messages. */
   #messageMs = 0;
   #lateMs = 0;
+  #forwardMs = 0;
 
   constructor(learner: LocalLearner, group: ProcessGroup, options: StageParallelOptions = {}) {
     if (learner.phase !== null) throw new RangeError('stage parallel: the "sequential" schedule is not supported');
@@ -213,6 +224,7 @@ export class StageParallelWorker {
     const lossValues = new Array<number>(this.#specs.length).fill(NaN);
     this.#messageMs = 0;
     this.#lateMs = 0;
+    this.#forwardMs = 0;
     // Pipelined: the messages about the previous batch were sent during it; post their receives now.
     const stale = this.#stale;
     this.#stale = null;
@@ -236,6 +248,7 @@ export class StageParallelWorker {
       this.#stats.waitMs += waited;
       this.#stats.lateMs += this.#lateMs;
       this.#stats.messageMs += this.#messageMs;
+      this.#stats.forwardMs += this.#forwardMs;
       this.#stepIndex++;
       return { lossValues, wallMs, waitMs: waited };
     } finally {
@@ -304,7 +317,9 @@ export class StageParallelWorker {
       let outputShape: number[] = [];
       for (let k = first; k <= last; k++) {
         const x = h;
+        const forwardStarted = performance.now();
         h = keepGraph && k >= low ? withStashedWeights(() => route.forward(k, x)) : route.forward(k, x);
+        this.#forwardMs += performance.now() - forwardStarted;
         if (k === last) {
           outputShape = h.shape;
           if (this.group.rank < this.group.worldSize - 1) this.#sendActivation(h);
