@@ -70,8 +70,9 @@ export function validateLosses(stageCount: number, losses: readonly StageLoss[])
  *   it: their inputs and outputs (LoCo's next-stage input during a bridge pass) are dropped before
  *   it and recomputed graph-free when next read (stage j+1's input is the pass's own recomputed
  *   output), and the message is handed to autograd, which frees it once its first node has read it.
- *   A pass then holds its stage's input, its graph and its backward buffers, as GIM's does; the cost
- *   is one more graph-free forward per stage with a message from above (LoCo).
+ *   While a decoder runs, its stage's input is dropped too when the input below is held anyway.
+ *   A pass then holds its stage's input, its graph and its backward buffers, as GIM's does; the
+ *   cost is graph-free forwards (LoCo: two more per stage, five in all; see restoresPerStage).
  * All modes compute the same gradients for dropout-free stages.
  */
 export type Overlap = "retain" | "recompute" | "recompute-all" | "recompute-min";
