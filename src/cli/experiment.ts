@@ -13,13 +13,7 @@ import {
 } from "../experiments/grid";
 import { runExperiment } from "../experiments/runner";
 import { type Selection, checkSameGrid, selectRows, selectSeeds } from "../experiments/selection";
-import {
-  type CellState,
-  type GridStatus,
-  formatDuration,
-  gridStatus,
-  readExperimentInfo,
-} from "../experiments/status";
+import { type CellState, type GridStatus, formatDuration, gridStatus, readExperimentInfo } from "../experiments/status";
 import { formatTable } from "./table";
 import { type OptionSpec, UsageError, parseArgs } from "./options";
 import { type TrainInput, resolveTrainOptions } from "../learning/options";
@@ -146,7 +140,9 @@ function timeLeftLine(status: GridStatus, jobs: number | undefined): string {
   const measured = status.measuredJobs === null ? "" : `, measured with --jobs ${status.measuredJobs}`;
   return (
     `time left: about ${formatDuration(perJob / j)} with --jobs ${j} (${formatDuration(runs)} of runs` +
-    (finetunes === null ? ", fine-tuning not estimated: none finished yet" : ` and ${formatDuration(finetunes)} of fine-tuning`) +
+    (finetunes === null
+      ? ", fine-tuning not estimated: none finished yet"
+      : ` and ${formatDuration(finetunes)} of fine-tuning`) +
     ` one after another; from the wall times of ${basis.runs} finished runs and ${basis.finetunes} fine-tunings${measured})`
   );
 }

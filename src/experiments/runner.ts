@@ -188,7 +188,8 @@ async function runGrid(
   const queue = selected.filter((c) => c.status !== "finished");
   const skipped = selected.length - queue.length;
   if (skipped > 0) log(`${skipped} of ${selected.length} runs already finished: skipped`);
-  const part = selected.length < record.cells.length ? ` (${selected.length} of the grid's ${record.cells.length})` : "";
+  const part =
+    selected.length < record.cells.length ? ` (${selected.length} of the grid's ${record.cells.length})` : "";
   log(
     `loco experiment ${spec.name}: ${queue.length} runs to do${part}, ${options.jobs} at a time with ${threads} thread${threads > 1 ? "s" : ""} each, in ${dir}`,
   );

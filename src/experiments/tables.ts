@@ -56,24 +56,22 @@ function withPendingBaselines(spec: ExperimentSpec, rows: RowSummary[]): RowSumm
   const pending = spec.baselines
     .map((b) => b.replace(/-/g, " "))
     .filter((label) => !rows.some((r) => r.kind === "baseline" && r.row === label))
-    .map(
-      (label): RowSummary => ({
-        row: label,
-        kind: "baseline",
-        runs: spec.seeds.length,
-        finished: 0,
-        linear: null,
-        knn: null,
-        perStage: [],
-        peakBytes: null,
-        activationPeakBytes: null,
-        stepSeconds: null,
-        imagesPerSecond: null,
-        trainSeconds: null,
-        wallSeconds: null,
-        finetune: [],
-      }),
-    );
+    .map((label): RowSummary => ({
+      row: label,
+      kind: "baseline",
+      runs: spec.seeds.length,
+      finished: 0,
+      linear: null,
+      knn: null,
+      perStage: [],
+      peakBytes: null,
+      activationPeakBytes: null,
+      stepSeconds: null,
+      imagesPerSecond: null,
+      trainSeconds: null,
+      wallSeconds: null,
+      finetune: [],
+    }));
   return [...rows, ...pending];
 }
 

@@ -283,7 +283,8 @@ export async function readoutReport(
     for (let k = 0; k < stages.length; k++) {
       // The last stage pooled is the encoder's feature (encoderFeatures): its readout is the trained
       // one, not computed twice (feature extraction dominates a readout's time).
-      const r = k === stages.length - 1 ? trained : await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
+      const r =
+        k === stages.length - 1 ? trained : await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
       result.perStage.push({ stage: k + 1, linear: linearScore(r), knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }
