@@ -12,7 +12,8 @@
 // augmented as part of the global batch. The ranks' shards never overlap, and together they are
 // exactly the batch a single process with batchSize × count sees, augmentations included.
 //
-// Overlap: with workers ≥ 1, next() keeps `prefetch` batches requested ahead; the workers read and
+// Overlap: with workers ≥ 1, the loader keeps the next batch and `prefetch` more requested, from
+// its construction on (the workers start while the caller builds its model); the workers read and
 // augment them (each with one libtorch thread by default) and transfer the float32 pixels back, and
 // the main thread only wraps them in tensors. Each batch reports waitMs, the time next() kept the
 // caller waiting, so a trainer can log the share of step time spent waiting for data.
@@ -212,6 +213,8 @@ export class DataLoader {
     if (this.#streamed !== null) this.#noteBad(this.#streamed.listedBad);
     const init: WorkerInit = { source: spec, configs: this.configs, seed: this.seed };
     for (let w = 0; w < workers; w++) this.#workers.push(this.#spawn(w, init, threads));
+    // The workers start on the first batches now, while the caller builds its model.
+    this.#fillQueue();
   }
 
   /** The position of the next batch next() returns (save it to resume). */
@@ -239,6 +242,7 @@ export class DataLoader {
     this.#batch = positiveInt(position.batch, "position.batch", 0);
     this.#normalise();
     this.#jobs.clear();
+    this.#fillQueue();
   }
 
   /** The dataset indices of epoch `epoch`, in the order the loader visits them. */
@@ -269,14 +273,8 @@ export class DataLoader {
     const epoch = this.#epoch;
     const batch = this.#batch;
     const job = this.#request(epoch, batch);
-    if (this.#workers.length > 0) {
-      // Keep the workers busy with the batches after this one while we wait and while it trains.
-      let pos = { epoch, batch };
-      for (let k = 0; k < this.#prefetch; k++) {
-        pos = this.#after(pos);
-        this.#request(pos.epoch, pos.batch);
-      }
-    }
+    // Keep the workers busy with the batches after this one while we wait and while it trains.
+    this.#fillQueue();
     this.#jobs.delete(`${epoch}:${batch}`);
     const prepared = await job.promise;
     if (prepared.bad !== undefined) this.#noteBad(prepared.bad);
@@ -362,6 +360,17 @@ export class DataLoader {
       const tmp = `${this.#badImagesFile}.tmp-${process.pid}`;
       fs.writeFileSync(tmp, text);
       fs.renameSync(tmp, this.#badImagesFile);
+    }
+  }
+
+  /** With workers: requests the batch at the current position and the `prefetch` after it (those not yet requested). */
+  #fillQueue(): void {
+    if (this.#workers.length === 0) return;
+    let pos = this.position;
+    this.#request(pos.epoch, pos.batch);
+    for (let k = 0; k < this.#prefetch; k++) {
+      pos = this.#after(pos);
+      this.#request(pos.epoch, pos.batch);
     }
   }
 
