@@ -364,7 +364,7 @@ interface CaseTime {
 const caseTimes: CaseTime[] = [];
 
 /** Runs one streaming case in a fresh node process (so that no earlier case's memory is counted). */
-function caseInChild(o: Options, folder: string, args: string[]): ChildResult {
+function caseInChild(o: Options, folder: string, label: string, args: string[]): ChildResult {
   const common = ["--only", "stream", "--child", "--folder", folder];
   const sizes = [
     "--stream-batch-size",
@@ -385,7 +385,7 @@ function caseInChild(o: Options, folder: string, args: string[]): ChildResult {
   if (r.status !== 0) throw new Error(`a streaming case (${args.join(" ")}) failed with status ${r.status}`);
   const result = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as ChildResult;
   caseTimes.push({
-    case: args.filter((a) => !["", "none"].includes(a) && !a.startsWith("--")).join(" "),
+    case: label,
     wallSeconds: +((performance.now() - started) / 1000).toFixed(1),
     cpuSeconds: +result.cpuSeconds.toFixed(1),
   });
@@ -420,19 +420,21 @@ async function main(): Promise<void> {
     const only = ["--stream-cases", "", "--epoch", "none", "--wait", "none"];
     for (const [size, workers] of o.streamCases) {
       process.stderr.write(`streaming ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
-      stream.push(...caseInChild(o, folder, [...only, "--stream-cases", `${size}:${workers}`]).stream);
+      const label = `stream ${size}:${workers}`;
+      stream.push(...caseInChild(o, folder, label, [...only, "--stream-cases", `${size}:${workers}`]).stream);
     }
     if (o.epochCase !== null) {
       const [size, workers] = o.epochCase;
       process.stderr.write(`one epoch at ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
-      epoch = caseInChild(o, folder, [...only, "--epoch", `${size}:${workers}`]).epoch;
+      epoch = caseInChild(o, folder, `epoch ${size}:${workers}`, [...only, "--epoch", `${size}:${workers}`]).epoch;
     }
     if (o.waitCase !== null) {
       const [size, workers, steps] = o.waitCase;
       process.stderr.write(
         `the trainer's data-wait share: ResNet-18 (width ${o.waitWidth}) at ${size} px, ${workers} workers, ${steps} steps …\n`,
       );
-      wait = caseInChild(o, folder, [...only, "--wait", `${size}:${workers}:${steps}`]).wait;
+      const spec = `${size}:${workers}:${steps}`;
+      wait = caseInChild(o, folder, `wait ${spec}`, [...only, "--wait", spec]).wait;
     }
   }
   const machine = { cpus: os.cpus().length, loadAverage: os.loadavg().map((l) => +l.toFixed(2)) };

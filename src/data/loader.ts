@@ -28,7 +28,7 @@ import { type Tensor, fromTypedArray, keep } from "../torch";
 import { Augmentation, type AugmentConfig } from "./augment";
 import type { ImageDataset } from "./dataset";
 import { type BadImage, BadImageError } from "./folder";
-import { type PreparedBatch, prepareBatch } from "./prepare";
+import { type PreparedBatch, prepareBatch, recycleBuffers } from "./prepare";
 import { type StreamedFiles, prepareStreamingBatch, streamedFiles } from "./stream";
 import { Rng } from "./rng";
 import type { WorkerInit, WorkerReply, WorkerRequest } from "./worker";
@@ -104,6 +104,8 @@ type Prepared = PreparedBatch & { indices?: Int32Array; bad?: BadImage[] };
 interface Job {
   promise: Promise<Prepared>;
   indices: Int32Array;
+  /** The worker preparing it (undefined: this thread). */
+  worker?: number;
 }
 
 interface Pending {
@@ -280,6 +282,10 @@ export class DataLoader {
     if (prepared.bad !== undefined) this.#noteBad(prepared.bad);
     const indices = prepared.indices ?? job.indices;
     const views = prepared.views.map((v, i) => keep(fromTypedArray(v, prepared.shapes[i])));
+    this.#recycle(
+      prepared.views.map((v) => v.buffer as ArrayBuffer),
+      job.worker,
+    );
     const labels = this.dataset.labels;
     const labelTensor =
       labels === null
@@ -345,6 +351,21 @@ export class DataLoader {
     for (const p of this.#pending.values()) p.reject(new Error("DataLoader closed"));
     this.#pending.clear();
     this.#workers = [];
+  }
+
+  /** Gives a batch's buffers (copied into tensors) back to the thread that made them, for its next batches. */
+  #recycle(buffers: ArrayBuffer[], worker: number | undefined): void {
+    if (worker === undefined) {
+      recycleBuffers(buffers);
+      return;
+    }
+    const w = this.#workers[worker];
+    if (w === undefined || this.#closed) return;
+    try {
+      w.postMessage({ type: "recycle", buffers } satisfies WorkerRequest, buffers);
+    } catch {
+      // A worker that has exited: its buffers are simply freed.
+    }
   }
 
   /** Records newly found bad files: tells onBadImage and rewrites badImagesFile. */
@@ -422,7 +443,7 @@ export class DataLoader {
       worker.ref();
       const msg: WorkerRequest = { type: "job", id, indices, epoch, batch, skip: this.shardRank * this.batchSize };
       worker.postMessage(msg);
-      job = { promise, indices };
+      job = { promise, indices, worker: w };
     }
     this.#jobs.set(key, job);
     return job;

@@ -38,7 +38,7 @@ import {
   loadSharp,
   oneLine,
 } from "./folder";
-import { type PreparedBatch, augmentInChunks } from "./prepare";
+import { type PreparedBatch, augmentInChunks, recycleBuffers, takeBuffer } from "./prepare";
 import { Rng } from "./rng";
 
 /** Tag of the per-image augmentation streams (apart from the in-memory loader's and the shuffle's). */
@@ -242,7 +242,7 @@ export async function prepareStreamingBatch(
   const start = performance.now();
   const n = indices.length;
   const { channels } = source;
-  const pixels = augmentations.map((a) => new Uint8Array(n * channels * a.outHeight * a.outWidth));
+  const pixels = augmentations.map((a) => new Uint8Array(takeBuffer(n * channels * a.outHeight * a.outWidth)));
   const params: SampleParams[][] = augmentations.map(() => []);
   const used = new Int32Array(n);
   const bad: BadImage[] = [];
@@ -287,6 +287,7 @@ export async function prepareStreamingBatch(
       (s, count) => fromTypedArray(pixels[v].subarray(s * size, (s + count) * size), [count, channels, input.height, input.width]),
     );
   });
+  recycleBuffers(pixels.map((p) => p.buffer as ArrayBuffer));
   const shapes = augmentations.map((a): [number, number, number, number] => [n, channels, a.outHeight, a.outWidth]);
   return { views, shapes, prepareMs: performance.now() - start, indices: used, bad };
 }
