@@ -414,7 +414,9 @@ async function main(): Promise<void> {
       else if (o.waitCase !== null)
         wait = await benchWait(folder, ...o.waitCase, { width: o.waitWidth, batchSize: o.streamBatchSize });
       const cpu = process.cpuUsage();
-      console.log(JSON.stringify({ stream, epoch, wait, cpuSeconds: (cpu.user + cpu.system) / 1e6 } satisfies ChildResult));
+      console.log(
+        JSON.stringify({ stream, epoch, wait, cpuSeconds: (cpu.user + cpu.system) / 1e6 } satisfies ChildResult),
+      );
       return;
     }
     const only = ["--stream-cases", "", "--epoch", "none", "--wait", "none"];

@@ -310,8 +310,11 @@ describe("determinism and presets", () => {
       const whole = scope(() => aug.apply(fromTypedArray(pixels, [10, 3, 40, 40]), params).data() as Float32Array);
       const size = 3 * 40 * 40;
       for (const chunk of [1, 3, 10]) {
-        const chunked = augmentInChunks(aug, params, { channels: 3, height: 40, width: 40 }, (s, count) =>
-          fromTypedArray(pixels.subarray(s * size, (s + count) * size), [count, 3, 40, 40]),
+        const chunked = augmentInChunks(
+          aug,
+          params,
+          { channels: 3, height: 40, width: 40 },
+          (s, count) => fromTypedArray(pixels.subarray(s * size, (s + count) * size), [count, 3, 40, 40]),
           chunk,
         );
         assert.equal(chunked.length, whole.length);

@@ -113,7 +113,14 @@ test("loco experiment on a generated folder: method rows, fine-tuning rows at 1%
       assert.ok(line !== undefined, `results.csv has ${name}`);
       assert.match(cell(line, column), /^\d/, `${name}: ${column} is filled`);
     }
-    assert.equal(cell(lines.find((l) => l.startsWith("raw pixels,"))!, column), "", "raw pixels are not fine-tuned");
+    assert.equal(
+      cell(
+        lines.find((l) => l.startsWith("raw pixels,"))!,
+        column,
+      ),
+      "",
+      "raw pixels are not fine-tuned",
+    );
   }
   const md = fs.readFileSync(path.join(dir, "results.md"), "utf8");
   assert.match(md, /fine-tune 1% top-1 %.*fine-tune 10% top-1 %/);

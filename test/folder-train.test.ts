@@ -64,7 +64,13 @@ describe("loco train --dataset folder", () => {
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /has no val\/ or test\/ folder; evaluation .* needs labelled images/);
     assert.match(refused.stderr, /--readout-data-dir/);
-    const r = await trainFolder(flat, "r3", ["--readout-data-dir", labelled, "--on-bad-image", "skip", ...QUICK_READOUT]);
+    const r = await trainFolder(flat, "r3", [
+      "--readout-data-dir",
+      labelled,
+      "--on-bad-image",
+      "skip",
+      ...QUICK_READOUT,
+    ]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /pretraining data: .*unlabelled: 16 unlabelled images/);
   });

@@ -284,7 +284,8 @@ export async function prepareStreamingBatch(
       aug,
       params[v].map((p) => ({ ...p, crop: whole })),
       input,
-      (s, count) => fromTypedArray(pixels[v].subarray(s * size, (s + count) * size), [count, channels, input.height, input.width]),
+      (s, count) =>
+        fromTypedArray(pixels[v].subarray(s * size, (s + count) * size), [count, channels, input.height, input.width]),
     );
   });
   recycleBuffers(pixels.map((p) => p.buffer as ArrayBuffer));
