@@ -1,9 +1,9 @@
 // The model of `npm run bench:parallel` (bench/parallel.ts), shared with its rank processes
-// (bench/parallel-rank.ts): a CIFAR-style ResNet with a method's decoders, and random views.
-import { Generator, type Tensor, manualSeed, randn } from "../src/torch";
-import { resnet18, resnet34 } from "../src/models";
+// (bench/parallel-rank.ts): a CIFAR-style ResNet with a method's decoders (the library's
+// buildStageModel, which the stage-parallel tests build too), and random views.
+import { Generator, type Tensor, randn, scope } from "../src/torch";
 import { SGD } from "../src/optim";
-import { LocalLearner, type MethodName, type SplitSpec, methodPreset, stageCountOf } from "../src/learning";
+import { type LocalLearner, type MethodName, type SplitSpec, buildStageModel } from "../src/learning";
 
 export interface BenchModel {
   depth: 18 | 34;
@@ -15,32 +15,57 @@ export interface BenchModel {
 }
 
 /** The learner of `method` on the model, stages cut at `split`; the same weights on every rank. */
-export function buildLearner(
+export const buildLearner = (
   model: BenchModel,
   method: MethodName,
   split: SplitSpec,
-): { learner: LocalLearner; dispose: () => void } {
-  manualSeed(1);
-  const make = model.depth === 18 ? resnet18 : resnet34;
-  const encoder = make({ stem: "cifar", width: model.width, numClasses: 0, generator: new Generator(1) });
-  const stages = stageCountOf({ split }, 4);
-  const learner = new LocalLearner(
-    encoder,
-    { ...methodPreset(method, stages), split },
-    { generator: new Generator(2), inputShape: [3, model.size, model.size] },
-  );
-  learner.train();
-  return {
-    learner,
-    dispose: () => {
-      learner.dispose();
-      encoder.dispose();
-    },
-  };
-}
+): { learner: LocalLearner; dispose: () => void } =>
+  buildStageModel({
+    method,
+    depth: model.depth,
+    width: model.width,
+    split,
+    seed: 1,
+    inputShape: [3, model.size, model.size],
+  });
 
 export const benchOptimizer = (params: Tensor[]): SGD => new SGD(params, { lr: 0.01, momentum: 0.9 });
 
 /** Two batches of random views to alternate between (the data pipeline is not measured). */
 export const benchViews = (model: BenchModel): Tensor[] =>
   [0, 1].map((i) => randn([2 * model.images, 3, model.size, model.size], { generator: new Generator(10 + i) }));
+
+/**
+ * Images/s of the method in this process (LocalLearner.step, the single-process router). With
+ * `startAt` (a Date.now() time), the timed steps start then, after the warmup: processes started
+ * together time the same span.
+ */
+export async function oneRankImagesPerSecond(
+  model: BenchModel,
+  method: MethodName,
+  split: number[],
+  warmup: number,
+  steps: number,
+  startAt?: number,
+): Promise<number> {
+  const { learner, dispose } = buildLearner(model, method, split);
+  const optimizer = benchOptimizer(learner.allParameters());
+  const views = benchViews(model);
+  let started = 0;
+  for (let step = 0; step < warmup + steps; step++) {
+    if (step === warmup) {
+      if (startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())));
+      started = performance.now();
+    }
+    scope(() => {
+      optimizer.zeroGrad();
+      learner.step(views[step % 2]);
+      optimizer.step();
+    });
+  }
+  const seconds = (performance.now() - started) / 1000;
+  for (const v of views) v.dispose();
+  optimizer.dispose();
+  dispose();
+  return (model.images * steps) / seconds;
+}

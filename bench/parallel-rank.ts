@@ -1,10 +1,11 @@
 // One rank of `npm run bench:parallel` (bench/parallel.ts starts two with torchrun's variables and
 // one libtorch thread each): argv[2] is the run as JSON; prints `RESULT <json>` with this rank's
-// stats over the timed steps.
-import { initProcessGroup } from "../src/torch/distributed";
-import { resetPeakMemory, scope } from "../src/torch";
+// stats over the timed steps. With `solo`, no process group: the method in one process (the
+// machine's ceiling: bench/parallel.ts runs one such process alone, then two at once).
+import { type ProcessGroup, initProcessGroup } from "../src/torch/distributed";
+import { empty, keep, resetPeakMemory, scope } from "../src/torch";
 import { type MethodName, type StageSchedule, StageParallelWorker } from "../src/learning";
-import { type BenchModel, benchOptimizer, benchViews, buildLearner } from "./parallel-model";
+import { type BenchModel, benchOptimizer, benchViews, buildLearner, oneRankImagesPerSecond } from "./parallel-model";
 
 export interface RankRun {
   model: BenchModel;
@@ -13,29 +14,75 @@ export interface RankRun {
   split: number[];
   warmup: number;
   steps: number;
+  /** One process without a group: prints its images/s (timed from `startAt`, a Date.now() time). */
+  solo?: boolean;
+  startAt?: number;
+  /** Before training, time messages of this many bytes (and tiny ones) between the ranks. */
+  pingBytes?: number;
+}
+
+/** Median one-way milliseconds of a message of `bytes` bytes between ranks 0 and 1 (ping-pong). */
+async function oneWayMs(group: ProcessGroup, bytes: number, rounds = 9): Promise<number> {
+  const buffer = keep(empty([Math.max(1, Math.round(bytes / 4))]));
+  const times: number[] = [];
+  try {
+    for (let i = 0; i < rounds + 1; i++) {
+      const t = performance.now();
+      if (group.rank === 0) {
+        await group.send(buffer, 1, { tag: 90 });
+        await group.recv(buffer, 1, { tag: 91 });
+      } else {
+        await group.recv(buffer, 0, { tag: 90 });
+        await group.send(buffer, 0, { tag: 91 });
+      }
+      if (i > 0) times.push((performance.now() - t) / 2);
+    }
+  } finally {
+    buffer.dispose();
+  }
+  times.sort((a, b) => a - b);
+  return times[times.length >> 1];
 }
 
 async function main(): Promise<void> {
   const run = JSON.parse(process.argv[2]) as RankRun;
+  if (run.solo === true) {
+    const { model, method, split, warmup, steps, startAt } = run;
+    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, startAt);
+    process.stdout.write(`RESULT ${JSON.stringify({ imagesPerSecond })}\n`);
+    return;
+  }
   const group = await initProcessGroup();
+  const link =
+    run.pingBytes === undefined
+      ? null
+      : { tinyMs: await oneWayMs(group, 16), bigMs: await oneWayMs(group, run.pingBytes), bytes: run.pingBytes };
   const { learner, dispose } = buildLearner(run.model, run.method, run.split);
   const worker = new StageParallelWorker(learner, group, { schedule: run.schedule });
   const optimizer = benchOptimizer(worker.ownParameters());
   const views = group.rank === 0 ? benchViews(run.model) : null;
+  let updateMs = 0;
+  let started = performance.now();
   for (let step = 0; step < run.warmup + run.steps; step++) {
     if (step === run.warmup) {
       worker.resetStats();
       resetPeakMemory();
+      updateMs = 0;
+      started = performance.now();
     }
     optimizer.zeroGrad();
     await worker.step(views?.[step % 2] ?? null);
+    const t = performance.now();
     scope(() => optimizer.step());
+    updateMs += performance.now() - t;
   }
-  // The timed steps only: finish() waits for the last messages, which no step uses.
+  // The timed steps only (elapsed: the optimizer's steps included, which the worker's wall time
+  // leaves out); finish() waits for the last messages, which no step uses.
+  const elapsedMs = performance.now() - started;
   const stats = worker.stats;
   const peakBytes = worker.peakBytes();
   await worker.finish();
-  process.stdout.write(`RESULT ${JSON.stringify({ stats, peakBytes })}\n`);
+  process.stdout.write(`RESULT ${JSON.stringify({ stats, elapsedMs, updateMs, peakBytes, link })}\n`);
   await group.destroy();
   for (const v of views ?? []) v.dispose();
   optimizer.dispose();

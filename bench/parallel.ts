@@ -1,27 +1,39 @@
 // `npm run bench:parallel`: stage parallelism on 2 ranks (one libtorch thread each) against one
-// process with one thread, for end to end, GIM, LoCo synchronous and LoCo pipelined, on the same
-// model and 2-stage layout; and the pipeline simulator's predictions for 2, 4, 8 and 16 ranks from
-// per-block times measured here, its 2-rank figures beside the measured ones.
+// process with one thread, for end to end, GIM, LoCo synchronous and LoCo pipelined, each on its own
+// 2-stage split; the machine's ceiling for 2 ranks; and the pipeline simulator's predictions for 2,
+// 4, 8 and 16 ranks from per-block times measured here, its 2-rank figures beside the measured ones.
 //
 //   1. profile   per-block times (forward, backward with/without the input gradient, decoder,
 //                update) of the model cut at every block, with conv decoders (LoCo) and MLP
-//                decoders (GIM, end to end); the 2-stage split balances the measured compute.
-//   2. 1 rank    each method in one process (LocalLearner.step, the single-process router).
-//   3. 2 ranks   each schedule with StageParallelWorker on 2 child processes: images/s (the
-//                slower rank's) and each rank's share of time blocked on messages.
-//   4. simulate  stage-sim.ts on the measured block times: K ranks of one stage each (split
-//                balancing compute), throughput and wait share, and the speedup over the same
-//                K-stage learner in one process.
+//                decoders (GIM, end to end).
+//   2. ceiling   LoCo in one process alone, then in two at once: the contention factor and the
+//                best 2-rank speedup this machine allows.
+//   3. splits    per case, the 2-stage cut that balances its work (decoders, messages and late
+//                passes included) over the 2 ranks, by the simulator.
+//   4. 1 rank    each method in one process on its split (LocalLearner.step).
+//   5. 2 ranks   each schedule with StageParallelWorker on 2 child processes: images/s (the
+//                slower rank's), each rank's wait share and busy time (late messages, message
+//                set-up, update); the link between the ranks, timed before the first.
+//   6. simulate  stage-sim.ts per case on 2 ranks (measured link and contention, the profile scaled
+//                to the measured one-process step) against the measured figures; K ranks of one
+//                stage each for K = 2..16 (measured link, no contention).
 //
 // Options: --json, --depth 18|34 (34), --width N (8), --size N (32), --images N (32), --warmup N (2),
 // --steps N (timed steps per run, 8), --repeats N (profile rounds, 3), --ranks-timeout-ms N.
 import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
-import { resetPeakMemory, scope, setNumThreads } from "../src/torch";
-import { type MethodName, type StageCosts, profileStageCosts } from "../src/learning";
+import { resetPeakMemory, setNumThreads } from "../src/torch";
+import {
+  LOOPBACK_LINK,
+  type Link,
+  type MethodName,
+  type StageCosts,
+  type StageRankStats,
+  profileStageCosts,
+} from "../src/learning";
 import { CASES, type Prediction, Predictor } from "./parallel-predict";
-import { type BenchModel, benchOptimizer, benchViews, buildLearner } from "./parallel-model";
+import { type BenchModel, benchOptimizer, benchViews, buildLearner, oneRankImagesPerSecond } from "./parallel-model";
 import type { RankRun } from "./parallel-rank";
 
 interface Options {
@@ -89,50 +101,39 @@ function profileBlocks(model: BenchModel, method: MethodName, repeats: number): 
   }
 }
 
-/** Images/s of the method in this process (one thread): the single-process router. */
-function oneRank(model: BenchModel, method: MethodName, split: number[], warmup: number, steps: number): number {
-  const { learner, dispose } = buildLearner(model, method, split);
-  const optimizer = benchOptimizer(learner.allParameters());
-  const views = benchViews(model);
-  let started = 0;
-  for (let step = 0; step < warmup + steps; step++) {
-    if (step === warmup) started = performance.now();
-    scope(() => {
-      optimizer.zeroGrad();
-      learner.step(views[step % 2]);
-      optimizer.step();
-    });
-  }
-  const seconds = (performance.now() - started) / 1000;
-  for (const v of views) v.dispose();
-  optimizer.dispose();
-  dispose();
-  return (model.images * steps) / seconds;
-}
-
 interface RankStats {
-  stats: { steps: number; images: number; wallMs: number; waitMs: number };
+  stats: StageRankStats;
+  /** The timed steps' wall time, optimizer steps included. */
+  elapsedMs: number;
+  updateMs: number;
   peakBytes: number;
+  link: { tinyMs: number; bigMs: number; bytes: number } | null;
 }
 
-function twoRanks(run: RankRun, timeoutMs: number): Promise<RankStats[]> {
+/** Runs bench/parallel-rank.js as `ranks` processes (a group unless `run.solo`); their RESULT lines. */
+function startRanks<T>(run: RankRun, ranks: number, timeoutMs: number): Promise<T[]> {
   const script = path.join(__dirname, "parallel-rank.js");
   return freePort().then((port) =>
     Promise.all(
-      [0, 1].map(
-        (rank) =>
-          new Promise<RankStats>((resolve, reject) => {
+      Array.from(
+        { length: ranks },
+        (_, rank) =>
+          new Promise<T>((resolve, reject) => {
             const child = spawn(process.execPath, [script, JSON.stringify(run)], {
               env: {
                 ...process.env,
                 OMP_NUM_THREADS: "1",
                 LOCO_NUM_THREADS: "1",
-                MASTER_ADDR: "127.0.0.1",
-                MASTER_PORT: String(port),
-                RANK: String(rank),
-                LOCAL_RANK: String(rank),
-                WORLD_SIZE: "2",
-                LOCO_DIST_TIMEOUT_MS: String(timeoutMs),
+                ...(run.solo === true
+                  ? {}
+                  : {
+                      MASTER_ADDR: "127.0.0.1",
+                      MASTER_PORT: String(port),
+                      RANK: String(rank),
+                      LOCAL_RANK: String(rank),
+                      WORLD_SIZE: String(ranks),
+                      LOCO_DIST_TIMEOUT_MS: String(timeoutMs),
+                    }),
               },
               stdio: ["ignore", "pipe", "pipe"],
             });
@@ -143,7 +144,7 @@ function twoRanks(run: RankRun, timeoutMs: number): Promise<RankStats[]> {
             child.on("close", (code) => {
               const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
               if (code !== 0 || line === undefined) reject(new Error(`rank ${rank} failed (${code}):\n${stderr}`));
-              else resolve(JSON.parse(line.slice(7)) as RankStats);
+              else resolve(JSON.parse(line.slice(7)) as T);
             });
           }),
       ),
@@ -152,6 +153,143 @@ function twoRanks(run: RankRun, timeoutMs: number): Promise<RankStats[]> {
 }
 
 const fixed = (x: number, digits = 2): number => Number(x.toFixed(digits));
+
+const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
+
+/**
+ * The machine's ceiling for 2 ranks: LoCo in one process alone, then in two independent processes
+ * at once (no messages). `contention` is how much slower a process computes beside a second busy
+ * one; `ceilingSpeedup` the 2 processes' images/s together over one alone: the most 2 ranks of
+ * one thread can reach on this machine.
+ */
+async function measureCeiling(o: Options, split: number[]) {
+  // The timed steps start at the same moment in both processes (after start-up and the warmup).
+  const run = (): RankRun => ({
+    ...{ model: o.model, method: "loco", schedule: "sync", split, warmup: o.warmup, steps: o.steps },
+    solo: true,
+    startAt: Date.now() + 3000,
+  });
+  type Solo = { imagesPerSecond: number };
+  const [alone] = await startRanks<Solo>(run(), 1, o.timeoutMs);
+  const both = await startRanks<Solo>(run(), 2, o.timeoutMs);
+  const concurrent = both.map((b) => b.imagesPerSecond);
+  return {
+    method: "loco",
+    split,
+    aloneImagesPerSecond: fixed(alone.imagesPerSecond),
+    concurrentImagesPerSecond: concurrent.map((x) => fixed(x)),
+    ceilingSpeedup: fixed(concurrent.reduce((a, b) => a + b, 0) / alone.imagesPerSecond),
+    contention: fixed(alone.imagesPerSecond / mean(concurrent), 3),
+  };
+}
+
+interface Measured {
+  name: string;
+  method: MethodName;
+  schedule: string;
+  split: number[];
+  imagesPerSecond: number;
+  oneRankImagesPerSecond: number;
+  speedup: number;
+  waitShare: number[];
+  peakMiB: number[];
+  /** Per rank, milliseconds per step: busy (wall − wait, the update included) and parts of it. */
+  busyMs: number[];
+  lateMs: number[];
+  messageMs: number[];
+  forwardMs: number[];
+  updateMs: number[];
+  /** Busy time over half the one-process step: 1 when the 2 ranks split the work perfectly. */
+  busyOverHalf: number[];
+}
+
+/** The case on 2 ranks; with `pingBytes`, the link measured between them before training. */
+async function measureCase(
+  o: Options,
+  c: (typeof CASES)[number],
+  split: number[],
+  oneRankIps: number,
+  pingBytes?: number,
+): Promise<{ measured: Measured; link: Link | null }> {
+  const ranks = await startRanks<RankStats>(
+    { model: o.model, method: c.method, schedule: c.schedule, split, warmup: o.warmup, steps: o.steps, pingBytes },
+    2,
+    o.timeoutMs,
+  );
+  const perStep = (f: (r: RankStats) => number): number[] => ranks.map((r) => fixed(f(r) / r.stats.steps, 2));
+  const halfStepMs = (500 * o.model.images) / oneRankIps;
+  const busy = (r: RankStats): number => r.elapsedMs - r.stats.waitMs;
+  const imagesPerSecond = Math.min(...ranks.map((r) => (r.stats.images * 1000) / r.elapsedMs));
+  const ping = ranks[0].link;
+  return {
+    measured: {
+      name: c.name,
+      method: c.method,
+      schedule: c.schedule,
+      split,
+      imagesPerSecond: fixed(imagesPerSecond),
+      oneRankImagesPerSecond: fixed(oneRankIps),
+      speedup: fixed(imagesPerSecond / oneRankIps),
+      waitShare: ranks.map((r) => fixed(r.stats.waitMs / r.elapsedMs, 3)),
+      peakMiB: ranks.map((r) => fixed(r.peakBytes / 2 ** 20, 1)),
+      busyMs: perStep(busy),
+      lateMs: perStep((r) => r.stats.lateMs),
+      messageMs: perStep((r) => r.stats.messageMs),
+      forwardMs: perStep((r) => r.stats.forwardMs),
+      updateMs: perStep((r) => r.updateMs),
+      busyOverHalf: ranks.map((r) => fixed(busy(r) / r.stats.steps / halfStepMs, 3)),
+    },
+    link:
+      ping === null
+        ? null
+        : {
+            latencyMs: fixed(ping.tinyMs, 4),
+            bytesPerMs: Math.round(ping.bytes / Math.max(1e-3, ping.bigMs - ping.tinyMs)),
+          },
+  };
+}
+
+/** The simulator's 2-rank figures for a measured case, with and without the run's corrections. */
+function checkCase(m: Measured, raw: Predictor, tuned: Predictor, contention: number) {
+  const c = CASES.find((x) => x.name === m.name)!;
+  // The profile's block times, scaled so that the simulated one-process step of this learner
+  // matches the measured one (the blocks timed alone miss what a whole step costs or saves).
+  const oneRank = tuned.simulate(c, m.split, 1);
+  const scale = oneRank.imagesPerSecond / m.oneRankImagesPerSecond;
+  const predicted = tuned.simulate(c, m.split, 2, { scale, contention });
+  const uncorrected = raw.simulate(c, m.split, 2);
+  return {
+    name: m.name,
+    split: m.split,
+    measuredImagesPerSecond: m.imagesPerSecond,
+    predictedImagesPerSecond: fixed(predicted.imagesPerSecond),
+    error: fixed(predicted.imagesPerSecond / m.imagesPerSecond - 1, 3),
+    /** The simulator without the corrections (assumed link, no contention, raw block times). */
+    uncorrectedImagesPerSecond: fixed(uncorrected.imagesPerSecond),
+    uncorrectedError: fixed(uncorrected.imagesPerSecond / m.imagesPerSecond - 1, 3),
+    scale: fixed(scale, 3),
+    slowdown: predicted.slowdown.map((x) => fixed(x, 3)),
+    measuredOneRankImagesPerSecond: m.oneRankImagesPerSecond,
+    predictedOneRankImagesPerSecond: fixed(oneRank.imagesPerSecond),
+    measuredSpeedup: m.speedup,
+    predictedSpeedup: fixed(predicted.imagesPerSecond / m.oneRankImagesPerSecond),
+    measuredWaitShare: m.waitShare,
+    predictedWaitShare: predicted.waitShare.map((w) => fixed(w, 3)),
+    measuredBusyMs: m.busyMs,
+    predictedBusyMs: predicted.busyMs.map((x) => fixed(x)),
+    measuredForwardMs: m.forwardMs,
+    /** The profile's forward of each rank's stages, scaled (contention left out). */
+    profiledForwardMs: [m.split[0], tuned.costsOf(m.method).length].map((end, r) =>
+      fixed(
+        tuned
+          .costsOf(m.method)
+          .slice(r === 0 ? 0 : m.split[0], end)
+          .reduce((a, b) => a + b.forwardMs * scale, 0),
+      ),
+    ),
+  };
+}
 
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
@@ -164,109 +302,104 @@ async function main(): Promise<void> {
     conv: profileBlocks(o.model, "loco", o.repeats),
     mlp: profileBlocks(o.model, "gim", o.repeats),
   };
-  const predictor = new Predictor(blocks, o.model.images);
-  // The 2-rank layout of every measured case: the one the simulator finds best for LoCo pipelined.
-  const split = predictor.bestCuts(CASES[3], 2);
+  const raw = new Predictor(blocks, o.model.images);
+  log("ceiling: LoCo in one process alone, then in two at once ...");
+  const ceiling = await measureCeiling(o, raw.balancedSplit(CASES[3]));
+  // Each case's split: the one that balances its work (its decoders, messages and late passes
+  // included) over the 2 ranks.
+  const splits = CASES.map((c) => raw.balancedSplit(c));
 
-  const single = new Map<MethodName, number>();
-  for (const method of ["simclr", "gim", "loco"] as const) {
-    log(`1 rank: ${method} ...`);
+  const single = new Map<string, number>();
+  for (const [i, c] of CASES.entries()) {
+    const key = `${c.method} ${splits[i].join(",")}`;
+    if (single.has(key)) continue;
+    log(`1 rank: ${c.method}, split at block ${splits[i].join(",")} ...`);
     resetPeakMemory();
-    single.set(method, oneRank(o.model, method, split, o.warmup, o.steps));
+    single.set(key, await oneRankImagesPerSecond(o.model, c.method, splits[i], o.warmup, o.steps));
   }
 
-  const measured = [];
-  for (const c of CASES) {
-    log(`2 ranks: ${c.name} ...`);
-    const ranks = await twoRanks(
-      { model: o.model, method: c.method, schedule: c.schedule, split, warmup: o.warmup, steps: o.steps },
-      o.timeoutMs,
-    );
-    const imagesPerSecond = Math.min(...ranks.map((r) => (r.stats.images * 1000) / r.stats.wallMs));
-    const oneRankIps = single.get(c.method)!;
-    measured.push({
-      name: c.name,
-      method: c.method,
-      schedule: c.schedule,
-      imagesPerSecond: fixed(imagesPerSecond),
-      oneRankImagesPerSecond: fixed(oneRankIps),
-      speedup: fixed(imagesPerSecond / oneRankIps),
-      waitShare: ranks.map((r) => fixed(r.stats.waitMs / r.stats.wallMs, 3)),
-      peakMiB: ranks.map((r) => fixed(r.peakBytes / 2 ** 20, 1)),
-    });
+  const measured: Measured[] = [];
+  let link: Link = { ...LOOPBACK_LINK };
+  for (const [i, c] of CASES.entries()) {
+    log(`2 ranks: ${c.name}, split at block ${splits[i].join(",")} ...`);
+    const cut = blocks.conv[splits[i][0] - 1].outputBytes;
+    const oneRankIps = single.get(`${c.method} ${splits[i].join(",")}`)!;
+    const result = await measureCase(o, c, splits[i], oneRankIps, i === 0 ? cut : undefined);
+    measured.push(result.measured);
+    if (result.link !== null) link = result.link;
   }
 
+  const tuned = new Predictor(blocks, o.model.images, link);
+  const check = measured.map((m) => checkCase(m, raw, tuned, ceiling.contention));
   const simulated: Prediction[] = [];
   for (const c of CASES) {
-    for (const k of [2, 4, 8, 16]) {
-      // K stages need K blocks; the 2-rank prediction uses the measured runs' split.
-      if (k > predictor.costsOf(c.method).length) continue;
-      simulated.push(predictor.predict(c, k, k === 2 ? split : undefined));
-    }
+    for (const k of [2, 4, 8, 16]) if (k <= tuned.costsOf(c.method).length) simulated.push(tuned.predict(c, k));
   }
-  const check = measured.map((m) => {
-    const predicted = simulated.find((s) => s.name === m.name && s.ranks === 2)!;
-    // The same 2-stage learner in one process, as simulated: shows how well the profile's times
-    // add up to a measured step (a loaded machine skews both).
-    const oneRank = predictor.simulate(
-      CASES.find((c) => c.name === m.name)!,
-      split,
-      1,
-    );
-    return {
-      name: m.name,
-      measuredImagesPerSecond: m.imagesPerSecond,
-      predictedImagesPerSecond: predicted.imagesPerSecond,
-      error: fixed(predicted.imagesPerSecond / m.imagesPerSecond - 1, 3),
-      measuredOneRankImagesPerSecond: m.oneRankImagesPerSecond,
-      predictedOneRankImagesPerSecond: fixed(oneRank.imagesPerSecond),
-      measuredSpeedup: m.speedup,
-      predictedSpeedup: predicted.speedup,
-      measuredWaitShare: m.waitShare,
-      predictedWaitShare: predicted.waitShare,
-    };
-  });
   const result = {
     model: o.model,
-    split,
     warmup: o.warmup,
     steps: o.steps,
     seconds: fixed((performance.now() - started) / 1000, 1),
+    ceiling,
+    link,
     measured,
-    simulated,
     check,
+    simulated,
     blocks,
   };
-  if (o.json) {
-    process.stdout.write(`${JSON.stringify(result)}\n`);
-    return;
-  }
-  const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
+  if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
+  else printTables(result);
+}
+
+function printTables(r: {
+  model: BenchModel;
+  seconds: number;
+  ceiling: Awaited<ReturnType<typeof measureCeiling>>;
+  link: Link;
+  measured: Measured[];
+  check: ReturnType<typeof checkCase>[];
+  simulated: Prediction[];
+}): void {
+  const { model, ceiling } = r;
   console.log(
-    `ResNet-${o.model.depth} width ${o.model.width}, ${o.model.size}x${o.model.size}, ${o.model.images} images/step, split at block ${split[0]}; ${result.seconds} s`,
+    `ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ${r.seconds} s`,
   );
-  console.log("\n| method | 2 ranks img/s | 1 rank img/s | speedup | wait rank 0 | wait rank 1 | peak MiB |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- |");
-  for (const m of measured) {
+  console.log(
+    `ceiling: LoCo alone ${ceiling.aloneImagesPerSecond} img/s, two processes at once ${ceiling.concurrentImagesPerSecond.join(" + ")}: ` +
+      `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x); link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
+  );
+  console.log("\n| method | split | 2 ranks img/s | 1 rank img/s | speedup | wait rank 0 | wait rank 1 | peak MiB |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const m of r.measured) {
     console.log(
-      `| ${m.name} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
+      `| ${m.name} | ${m.split.join(",")} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
     );
   }
   console.log(
-    "\n| method | simulated 2 ranks img/s | measured | error | simulated 1 rank img/s | measured | simulated speedup | measured | simulated wait |",
+    "\n| method | busy ms/step | simulated | forward | profiled forward | late | messages | update | busy / half the 1-rank step |",
   );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const c of check) {
+  for (const [i, m] of r.measured.entries()) {
+    const c = r.check[i];
     console.log(
-      `| ${c.name} | ${c.predictedImagesPerSecond} | ${c.measuredImagesPerSecond} | ${pct(c.error)} | ` +
-        `${c.predictedOneRankImagesPerSecond} | ${c.measuredOneRankImagesPerSecond} | ${c.predictedSpeedup}x | ${c.measuredSpeedup}x | ` +
-        `${c.predictedWaitShare.map(pct).join(" / ")} |`,
+      `| ${m.name} | ${m.busyMs.join(" / ")} | ${c.predictedBusyMs.join(" / ")} | ${m.forwardMs.join(" / ")} | ${c.profiledForwardMs.join(" / ")} | ` +
+        `${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
     );
   }
-  console.log("\n| method | ranks | simulated speedup | largest wait |");
-  console.log("| --- | --- | --- | --- |");
-  for (const s of simulated) {
-    console.log(`| ${s.name} | ${s.ranks} | ${s.speedup}x | ${pct(Math.max(...s.waitShare))} |`);
+  console.log(
+    "\n| method | simulated img/s | measured | error | uncorrected error | simulated speedup | measured | simulated wait |",
+  );
+  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
+  for (const c of r.check) {
+    console.log(
+      `| ${c.name} | ${c.predictedImagesPerSecond} | ${c.measuredImagesPerSecond} | ${pct(c.error)} | ${pct(c.uncorrectedError)} | ` +
+        `${c.predictedSpeedup}x | ${c.measuredSpeedup}x | ${c.predictedWaitShare.map(pct).join(" / ")} |`,
+    );
+  }
+  console.log("\n| method | ranks | cuts | simulated speedup | largest wait |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const s of r.simulated) {
+    console.log(`| ${s.name} | ${s.ranks} | ${s.cuts.join(",")} | ${s.speedup}x | ${pct(Math.max(...s.waitShare))} |`);
   }
 }
 

@@ -3,8 +3,11 @@
 // as there and `model.images`), without measuring anything: for each schedule (end to end, GIM,
 // LoCo sync, LoCo pipelined) and each K of --ranks (2,4,8,16), K ranks of one stage each cut where
 // the simulator predicts them fastest: images/s, speedup over the same K-stage learner in one
-// process, and each rank's wait share. --latency-ms and --bytes-per-ms set the link (default:
-// 0.1 ms and 1e6 bytes/ms, loopback TCP roughly); --json prints one line.
+// process, and each rank's wait share. --latency-ms and --bytes-per-ms set the link (default: the
+// one FILE measured between its ranks, else 0.1 ms and 1e6 bytes/ms, loopback TCP roughly);
+// --contention F slows ranks that compute at once (default 1: ranks on separate machines; FILE's
+// `ceiling.contention` is the factor it measured for 2 processes on its machine); --json prints
+// one line.
 import * as fs from "node:fs";
 import { LOOPBACK_LINK, type Link } from "../src/learning";
 import { type BlockCosts, CASES, type Prediction, Predictor } from "./parallel-predict";
@@ -12,12 +15,13 @@ import { type BlockCosts, CASES, type Prediction, Predictor } from "./parallel-p
 interface Options {
   file: string;
   ranks: number[];
-  link: Link;
+  link: Partial<Link>;
+  contention: number;
   json: boolean;
 }
 
 function parseArgs(argv: string[]): Options {
-  const o: Options = { file: "", ranks: [2, 4, 8, 16], link: { ...LOOPBACK_LINK }, json: false };
+  const o: Options = { file: "", ranks: [2, 4, 8, 16], link: {}, contention: 1, json: false };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
     const number = (): number => {
@@ -31,7 +35,10 @@ function parseArgs(argv: string[]): Options {
       if (!o.ranks.every((k) => Number.isInteger(k) && k >= 1)) throw new Error(`--ranks: expected e.g. 2,4,8,16`);
     } else if (flag === "--latency-ms") o.link.latencyMs = number();
     else if (flag === "--bytes-per-ms") o.link.bytesPerMs = number();
-    else if (flag.startsWith("--")) throw new Error(`unknown option ${flag}`);
+    else if (flag === "--contention") {
+      o.contention = number();
+      if (o.contention < 1) throw new Error(`--contention: expected a factor of at least 1, got ${o.contention}`);
+    } else if (flag.startsWith("--")) throw new Error(`unknown option ${flag}`);
     else o.file = flag;
   }
   if (o.file === "")
@@ -39,8 +46,8 @@ function parseArgs(argv: string[]): Options {
   return o;
 }
 
-function readBlocks(file: string): { blocks: BlockCosts; images: number } {
-  let parsed: { blocks?: BlockCosts; model?: { images?: number } };
+function readBlocks(file: string): { blocks: BlockCosts; images: number; link: Link } {
+  let parsed: { blocks?: BlockCosts; model?: { images?: number }; link?: Link };
   try {
     parsed = JSON.parse(fs.readFileSync(file, "utf8")) as typeof parsed;
   } catch (error) {
@@ -52,19 +59,26 @@ function readBlocks(file: string): { blocks: BlockCosts; images: number } {
       `${file}: expected the JSON of npm run bench:parallel -- --json (fields blocks.conv, blocks.mlp, model.images)`,
     );
   }
-  return { blocks, images: model.images };
+  const link = typeof parsed.link?.latencyMs === "number" ? parsed.link : LOOPBACK_LINK;
+  return { blocks, images: model.images, link };
 }
 
 function main(): void {
   const o = parseArgs(process.argv.slice(2));
-  const { blocks, images } = readBlocks(o.file);
-  const predictor = new Predictor(blocks, images, o.link);
+  const measured = readBlocks(o.file);
+  const link: Link = { ...measured.link, ...o.link };
+  const predictor = new Predictor(measured.blocks, measured.images, link);
+  const tuning = { contention: o.contention };
   const predictions: Prediction[] = [];
   for (const c of CASES) {
-    for (const k of o.ranks) if (k <= predictor.costsOf(c.method).length) predictions.push(predictor.predict(c, k));
+    for (const k of o.ranks) {
+      if (k <= predictor.costsOf(c.method).length)
+        predictions.push(predictor.predict(c, k, predictor.bestCuts(c, k, tuning), tuning));
+    }
   }
   if (o.json) {
-    process.stdout.write(`${JSON.stringify({ images, link: o.link, predictions })}\n`);
+    const { images } = measured;
+    process.stdout.write(`${JSON.stringify({ images, link, contention: o.contention, predictions })}\n`);
     return;
   }
   const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;

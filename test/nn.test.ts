@@ -579,3 +579,34 @@ test("layers compute what PyTorch computes on small known inputs", () => {
     for (const m of [conv, same, grouped, lin]) m.dispose();
   });
 });
+
+test("withStashedWeights: a graph survives an in-place update of the weights and gives the gradient at the old ones", () => {
+  const generator = new Generator(3);
+  const net = smallNet(generator);
+  try {
+    scope(() => {
+      const x = randn([4, 3, 8, 8], { generator });
+      const gradsAt = (stash: boolean, update: boolean): number[][] => {
+        for (const p of net.parameters()) p.grad = null;
+        const y = stash ? nn.withStashedWeights(() => net.forward(x)) : net.forward(x);
+        // An optimizer step between the forward and the backward (in place, as SGD's).
+        if (update) noGrad(() => net.parameters().forEach((p) => p.add_(ones(p.shape), 0.5)));
+        try {
+          y.square().sum().backward();
+        } finally {
+          if (update) noGrad(() => net.parameters().forEach((p) => p.add_(ones(p.shape), -0.5)));
+        }
+        return net.parameters().map((p) => p.grad!.toArray());
+      };
+      const reference = gradsAt(false, false);
+      // Without stashing, libtorch refuses the graph whose saved weights were modified.
+      assert.throws(() => gradsAt(false, true), /modified by an inplace operation/);
+      const stashed = gradsAt(true, true);
+      stashed.forEach((g, i) =>
+        g.forEach((v, j) => assert.ok(Math.abs(v - reference[i][j]) <= 1e-5 * Math.max(1, Math.abs(reference[i][j])))),
+      );
+    });
+  } finally {
+    net.dispose();
+  }
+});

@@ -2,7 +2,9 @@
 // router: after 3 SGD steps the weights each rank trained and the losses it computed equal
 // LocalLearner.step's to float rounding (float64), for LoCo synchronous (the default layout and an
 // uneven one), GIM and end to end. The pipelined schedule applies LoCo's message one step late: its
-// first step's losses are the synchronous ones, and it must run to the end with finite losses.
+// first step's losses are the synchronous ones, and it must run to the end with finite losses (the
+// late message through the kept graph, or recomputed); with the kept graph, a stage alone on rank 0
+// applies exactly the single-process gradient of the previous batch.
 // A rank killed between steps makes the other's step fail within the timeout, naming it.
 // The layout rule and the message plan are checked without processes.
 import { describe, test } from "node:test";
@@ -42,12 +44,15 @@ async function twoRanks(scenario: string): Promise<RankResult[]> {
   return outcomes.map((o) => o.result as unknown as RankResult);
 }
 
-/** LocalLearner.step (the single-process router) for STEPS steps: losses and every weight by name. */
-function singleProcess(method: "loco" | "gim" | "simclr"): { losses: number[][]; weights: Map<string, number[]> } {
+/** LocalLearner.step (the single-process router) for `steps` steps: losses and every weight by name. */
+function singleProcess(
+  method: "loco" | "gim" | "simclr",
+  steps = STEPS,
+): { losses: number[][]; weights: Map<string, number[]> } {
   const { learner, dispose } = makeLearner(method);
   const optimizer = makeOptimizer(learner.allParameters());
   const losses: number[][] = [];
-  for (let step = 0; step < STEPS; step++) {
+  for (let step = 0; step < steps; step++) {
     scope(() => {
       optimizer.zeroGrad();
       losses.push(learner.step(stepViews(step)).lossValues);
@@ -136,20 +141,32 @@ describe("stage parallel on 2 ranks equals the single-process router after 3 ste
   test("end to end (the gradient flows from the top rank all the way down)", async () => {
     assertEqualsSingleProcess(await twoRanks("endToEnd"), "simclr");
   });
-  test("LoCo pipelined: the first step is the synchronous one, and it runs to the end", async () => {
-    const ranks = await twoRanks("locoPipelined");
-    const reference = singleProcess("loco");
-    ranks.forEach((r, rank) => {
-      r.losses[0].forEach((v, i) => {
-        if (v !== null) assertClose([v], [reference.losses[0][i]], `rank ${rank} step 0 loss ${i}`);
+  for (const scenario of ["locoPipelined", "locoPipelinedRecompute"]) {
+    test(`LoCo pipelined (${scenario === "locoPipelined" ? "keep-graph" : "recompute"}): the first step is the synchronous one, and it runs to the end`, async () => {
+      const ranks = await twoRanks(scenario);
+      const reference = singleProcess("loco");
+      ranks.forEach((r, rank) => {
+        r.losses[0].forEach((v, i) => {
+          if (v !== null) assertClose([v], [reference.losses[0][i]], `rank ${rank} step 0 loss ${i}`);
+        });
+        assert.ok(r.losses.flat().every((v) => v === null || Number.isFinite(v)));
       });
-      assert.ok(r.losses.flat().every((v) => v === null || Number.isFinite(v)));
+      // Rank 0 missed the message of the last step: its weights differ from the synchronous run's.
+      const differs = Object.entries(ranks[0].weights).some(([name, values]) =>
+        values.some((v, i) => Math.abs(v - reference.weights.get(name)![i]) > 1e-9),
+      );
+      assert.ok(differs, "the pipelined rank 0 applies LoCo's message one step late");
     });
-    // Rank 0 missed the message of the last step: its weights differ from the synchronous run's.
-    const differs = Object.entries(ranks[0].weights).some(([name, values]) =>
-      values.some((v, i) => Math.abs(v - reference.weights.get(name)![i]) > 1e-9),
-    );
-    assert.ok(differs, "the pipelined rank 0 applies LoCo's message one step late");
+  }
+  test("LoCo pipelined, keep-graph: a stage alone on rank 0 applies the single-process gradient one step late", async () => {
+    // Stage 1's own loss and the message from stage 2 share one pass (the router's grouping), run
+    // when the message arrives, on the graph and weights of its batch: step 0 leaves stage 1 as it
+    // was, and step 1 applies exactly the single-process gradient of batch 0.
+    const [rank0] = await twoRanks("locoPipelinedUneven");
+    const reference = singleProcess("loco", 1);
+    const stage1 = Object.entries(rank0.weights).filter(([name]) => name.startsWith("stage0."));
+    assert.ok(stage1.length > 0);
+    for (const [name, values] of stage1) assertClose(values, reference.weights.get(name)!, `rank 0 ${name}`);
   });
 });
 

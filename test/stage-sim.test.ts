@@ -1,9 +1,11 @@
 // The pipeline simulator (src/learning/stage-sim.ts) on costs whose schedules can be worked out by
 // hand: GIM on 2 equal ranks overlaps completely; end to end waits for the whole backward; LoCo
-// synchronous waits for the rank above's first stage; pipelined LoCo does not wait but recomputes.
+// synchronous waits for the rank above's first stage; pipelined LoCo does not wait, and keeps the
+// graph for the late message or recomputes it; contention slows ranks that compute at once.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import {
+  type SimulationInput,
   type StageCosts,
   assignStages,
   bestCuts,
@@ -24,7 +26,12 @@ const stage = (over: Partial<StageCosts> = {}): StageCosts => ({
 });
 const instant = { latencyMs: 0, bytesPerMs: Infinity };
 
-function simulate(method: "simclr" | "gim" | "loco", ranks: number, schedule: "sync" | "pipelined" = "sync") {
+function simulate(
+  method: "simclr" | "gim" | "loco",
+  ranks: number,
+  schedule: "sync" | "pipelined" = "sync",
+  extra: Partial<SimulationInput> = {},
+) {
   return simulatePipeline({
     costs: [stage(), stage()],
     losses: resolveLosses(methodPreset(method, 2), 2),
@@ -32,6 +39,7 @@ function simulate(method: "simclr" | "gim" | "loco", ranks: number, schedule: "s
     schedule,
     images: 1000,
     link: instant,
+    ...extra,
   });
 }
 
@@ -53,7 +61,7 @@ test("end to end on 2 ranks: the same step time as one process, each rank waitin
   close(two.waitShare[1], 3 / 7, "rank 1 waits for F0 + B0");
 });
 
-test("LoCo: synchronous waits for the rank above's first stage; pipelined recomputes instead", () => {
+test("LoCo: synchronous waits for the rank above's first stage; pipelined does not (it keeps the graph or recomputes)", () => {
   // One process: F0 D0 | F1 D1 B1 (with input gradient) | one pass B0 for both messages to stage 1
   // (the router sums messages of equal remaining reach) = 2 + 4 + 2.
   close(simulate("loco", 1).stepMs, 8, "1 rank");
@@ -61,12 +69,31 @@ test("LoCo: synchronous waits for the rank above's first stage; pipelined recomp
   const sync = simulate("loco", 2);
   close(sync.stepMs, 7, "sync");
   close(sync.waitShare[0], 3 / 7, "sync rank 0 waits for F1 D1 B1 less its D0");
-  // Pipelined rank 0: F0 D0 B0 + F0 (recompute) + B0 = 7, never waiting (its own message and the
-  // late one belong to different batches: two passes); rank 1 (4 per step) waits.
-  const pipelined = simulate("loco", 2, "pipelined");
-  close(pipelined.stepMs, 7, "pipelined");
-  close(pipelined.waitShare[0], 0, "pipelined rank 0");
-  close(pipelined.waitShare[1], 3 / 7, "pipelined rank 1");
+  // Pipelined, recompute: rank 0 runs F0 D0 B0 + F0 (recompute) + B0 = 7, never waiting (its own
+  // message and the late one belong to different batches: two passes); rank 1 (4 per step) waits.
+  const recompute = simulate("loco", 2, "pipelined", { lateMessages: "recompute" });
+  close(recompute.stepMs, 7, "pipelined, recompute");
+  close(recompute.waitShare[0], 0, "pipelined rank 0");
+  close(recompute.waitShare[1], 3 / 7, "pipelined rank 1");
+  // Pipelined, keep-graph (the default): rank 0's own message and the late one share the router's
+  // group at stage 1, so one pass on the kept graph serves both, a step late: F0 D0 + B0 = 4, as
+  // rank 1's F1 D1 B1; neither waits.
+  const kept = simulate("loco", 2, "pipelined");
+  close(kept.stepMs, 4, "pipelined, keep-graph");
+  kept.waitShare.forEach((w, r) => close(w, 0, `keep-graph rank ${r} wait`));
+});
+
+test("contention slows the ranks while both compute, not while one waits", () => {
+  // GIM on 2 equal ranks: both always busy, each computes 1.25x slower.
+  const gim = simulate("gim", 2, "sync", { contention: 1.25 });
+  close(gim.stepMs, 4 * 1.25, "GIM, both busy");
+  gim.slowdown.forEach((f) => close(f, 1.25, "slowdown"));
+  // End to end: rank 0 is busy 3 of 7, rank 1 4 of 7; each slows by the other's busy share, so
+  // the step grows by less than the factor.
+  const e2e = simulate("simclr", 2, "sync", { contention: 1.25 });
+  assert.ok(e2e.stepMs > 7 && e2e.stepMs < 7 * 1.25, `end to end: ${e2e.stepMs}`);
+  assert.ok(e2e.slowdown[0] > e2e.slowdown[1], "rank 0 computes while the busier rank 1 does");
+  close(simulate("gim", 1, "sync", { contention: 1.25 }).stepMs, 8, "one rank: nothing to contend with");
 });
 
 test("merged block costs and the best cuts", () => {

@@ -2,7 +2,9 @@
 // `loco launch` sets): LoCo synchronous for 3 steps writes the checkpoint one process writes
 // (weights, batch-norm statistics, optimizer state) and logs its losses, plus every rank's
 // stage-rank records; the run resumes on 2 ranks as the single-process run does, and not on one;
-// the pipelined schedule trains, reads out on rank 0 and leaves a checkpoint `loco eval` reads.
+// the pipelined schedule trains, reads out on rank 0 and leaves a checkpoint `loco eval` reads; a
+// rank killed mid-training under `loco launch` stops the other with a clear error within the
+// timeout, the last checkpoint is intact and the run resumes from it.
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
@@ -69,6 +71,24 @@ function assertSameCheckpoint(fileA: string, fileB: string): void {
     for (const t of [...a.model.values(), ...a.optimizer.values(), ...b.model.values(), ...b.optimizer.values()])
       t.release();
   }
+}
+
+/** The pid of the launcher's child that runs rank `rank` (Linux: its parent and environment in /proc). */
+function rankPid(launcherPid: number, rank: number): number | null {
+  for (const entry of fs.readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // /proc/PID/stat: "pid (name) state ppid ...": the name may hold spaces, so parse after ")".
+      const stat = fs.readFileSync(`/proc/${entry}/stat`, "utf8");
+      const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+      if (ppid !== launcherPid) continue;
+      const environ = fs.readFileSync(`/proc/${entry}/environ`, "utf8").split("\0");
+      if (environ.includes(`RANK=${rank}`)) return Number(entry);
+    } catch {
+      // The process ended while we looked.
+    }
+  }
+  return null;
 }
 
 const stepLoss = (runDir: string, step: number): number[] => {
@@ -143,6 +163,62 @@ describe("loco train --parallel stages", { skip: !haveFashionMnist && "Fashion-M
     assert.match(ranks[0].stderr, /resumed from .*step-000000003\.safetensors at step 3/);
     assert.equal(loadCheckpoint(lastCheckpoint(stagesDir)).meta.step, 6);
     assertSameCheckpoint(lastCheckpoint(stagesDir), lastCheckpoint(singleDir));
+  });
+
+  test("a rank killed mid-training under loco launch stops the other with an error naming it; the checkpoint is intact and the run resumes", async () => {
+    const runDir = path.join(tmp, "killed");
+    const launch = async (args: string[]) =>
+      startLoco(
+        [
+          "launch",
+          "--nproc",
+          "2",
+          "--master-port",
+          String(await freePort()),
+          "--stop-grace",
+          "30",
+          "--",
+          "train",
+          ...args,
+        ],
+        {
+          env: { LOCO_DIST_TIMEOUT_MS: "8000" },
+        },
+      );
+    const flags = tinyFlags(data, { ...common, epochs: 100, "checkpoint-every": 2, "run-dir": runDir });
+    const running = await launch([...flags, "--parallel", "stages", "--stage-schedule", "pipelined"]);
+    const deadline = Date.now() + 60_000;
+    while (checkpointsOf(runDir).length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+    assert.ok(checkpointsOf(runDir).length > 0, "no checkpoint within 60 s");
+    const victim = rankPid(running.child.pid!, 1);
+    assert.ok(victim !== null, "rank 1's process not found");
+    const killedAt = Date.now();
+    process.kill(victim, "SIGKILL");
+    const launcher = await running.done;
+    const after = Date.now() - killedAt;
+    // The launcher exits with the killed rank's status; rank 0 stopped on its own error, well
+    // inside the timeout (8 s) and the launcher's grace (30 s).
+    assert.equal(launcher.status, 128 + 9, show(launcher));
+    assert.ok(after < 8000 + 5000, `the ranks took ${after} ms to stop (timeout 8 s)`);
+    assert.match(launcher.stderr, /\[launch\] rank 1 was killed by SIGKILL/, show(launcher));
+    assert.match(
+      launcher.stderr,
+      /\[rank 0\] .*stage-parallel training stopped in step \d+ on rank 0 of 2: /,
+      show(launcher),
+    );
+    assert.match(launcher.stderr, /rank 1 is not responding/);
+    assert.match(launcher.stderr, /the last checkpoint .*step-\d+\.safetensors is intact/);
+    assert.doesNotMatch(launcher.stderr, /\n\[rank 0\]\s+at .*\.js/);
+    // The newest checkpoint loads (its checksums hold) and the run continues from it on 2 ranks to
+    // the end of the next epoch (3 steps an epoch).
+    const last = lastCheckpoint(runDir);
+    const { step } = loadCheckpoint(last).meta;
+    const epochs = Math.floor(step / 3) + 2;
+    const resumed = await (await launch(["--resume", runDir, "--epochs", String(epochs)])).done;
+    assert.equal(resumed.status, 0, show(resumed));
+    assert.match(resumed.stderr, new RegExp(`resumed from .*${path.basename(last)} at step ${step}`));
+    assert.ok(readMetrics(path.join(runDir, "metrics.jsonl")).some((m) => m.type === "resume" && m.step === step));
+    assert.equal(loadCheckpoint(lastCheckpoint(runDir)).meta.step, 3 * epochs);
   });
 
   test("LoCo pipelined trains, reads out on rank 0 and writes a checkpoint loco eval reads", async () => {

@@ -26,6 +26,7 @@ export {
 export {
   StageParallelWorker,
   type StageParallelOptions,
+  type LateMessages,
   type StageRankStats,
   type StageStepResult,
 } from "./stage-parallel";
@@ -49,6 +50,7 @@ export {
   type SimulationResult,
 } from "./stage-sim";
 export { profileStageCosts, type ProfiledOptimizer } from "./stage-profile";
+export { buildStageModel, type StageModelOptions } from "./stage-model";
 export { LocalLearner, type StagedEncoder, type LearnerStepResult, type LearnerOptions } from "./learner";
 export {
   MetricsWriter,

@@ -14,8 +14,9 @@ export interface RankStages {
  * - "sync": a rank waits for the messages from the rank above before its update. Equal to the
  *   single-process router (end to end: every rank waits for the whole backward above it).
  * - "pipelined": a rank goes on with the next batch; a message from above is applied one step
- *   later, through its stages recomputed on the saved input with the current weights (one step
- *   stale). Only for messages that stop on the rank that receives them (LoCo's, GIM has none).
+ *   later (one step stale), through the graph its stages kept from that batch (with the weights it
+ *   ran with) or through those stages recomputed with the current weights (StageParallelOptions'
+ *   lateMessages). Only for messages that stop on the rank that receives them (LoCo's, GIM has none).
  */
 export type StageSchedule = "sync" | "pipelined";
 export const STAGE_SCHEDULES: readonly StageSchedule[] = ["sync", "pipelined"];

@@ -5,7 +5,7 @@
 // optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null.
 import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch";
 import type { ProcessGroup, Work } from "../torch/distributed";
-import { withoutRunningStatsUpdate } from "../nn/layers";
+import { withStashedWeights, withoutRunningStatsUpdate } from "../nn/layers";
 import type { LocalLearner } from "./learner";
 import type { StageRankRecord } from "./metrics";
 import { ntXent } from "./ntxent";
@@ -33,7 +33,20 @@ export interface StageParallelOptions {
   schedule?: StageSchedule;
   /** Stages per rank (default assignStages: as even as possible by stage count). */
   layout?: RankStages[];
+  /**
+   * Pipelined: how a late message is applied. "keep-graph" (default): the stages it passes through
+   * keep their graph from their own step, recorded with stashed weights (withStashedWeights), so the
+   * message's pass is the exact gradient of that batch at the weights it ran with, applied one
+   * update late, and nothing is recomputed; a pass the router would sum with the rank's own loss
+   * gradients (same stage and remaining reach) waits for the late message and runs once for both
+   * (then that pass is the single-process gradient of the previous batch). Costs one more step's
+   * activations of those stages. "recompute": the stages are recomputed on the saved input with the
+   * current weights, and the own passes run at once (two passes where "keep-graph" runs one).
+   */
+  lateMessages?: LateMessages;
 }
+
+export type LateMessages = "keep-graph" | "recompute";
 
 /** Time and throughput of a rank since the worker started (or since resetStats). */
 export interface StageRankStats {
@@ -43,7 +56,23 @@ export interface StageRankStats {
   wallMs: number;
   /** Of which blocked on the network (recv, and sends not yet taken by the peer). */
   waitMs: number;
+  /** Of the busy rest (wall − wait): applying the pipelined schedule's late messages (recompute included). */
+  lateMs: number;
+  /** Of the busy rest: posting sends and receives, copying activations and messages into their buffers. */
+  messageMs: number;
+  /** Of the busy rest: the forward of the rank's stages (its decoders and backward passes are the rest). */
+  forwardMs: number;
 }
+
+const ZERO_STATS: StageRankStats = {
+  steps: 0,
+  images: 0,
+  wallMs: 0,
+  waitMs: 0,
+  lateMs: 0,
+  messageMs: 0,
+  forwardMs: 0,
+};
 
 export interface StageStepResult {
   /** Loss per entry of learner.losses: NaN for losses on other ranks. */
@@ -59,10 +88,13 @@ interface PendingSend {
   tensors: Tensor[];
 }
 
-/** The previous batch's input, kept for the pipelined schedule's late messages. */
-interface StaleInput {
-  input: Tensor;
+/** What the pipelined schedule keeps of the previous batch for its late messages. */
+interface StaleBatch {
   outputShape: number[];
+  /** "recompute": the input of the lowest stage a late message reaches. */
+  input: Tensor | null;
+  /** "keep-graph": the previous step's route, its graph waiting for the late messages. */
+  route: SliceRoute | null;
 }
 
 export class StageParallelWorker {
@@ -71,14 +103,20 @@ export class StageParallelWorker {
   readonly layout: RankStages[];
   /** This rank's plan: its stages, losses and the messages it exchanges. */
   readonly plan: RankPlan;
+  /** Pipelined with messages from above: how this rank applies them (see StageParallelOptions). */
+  readonly lateMessages: LateMessages;
   readonly #learner: LocalLearner;
   readonly #stages: Forwardable[];
   readonly #specs: StageLoss[];
   readonly #dtype: Tensor["dtype"];
   #sends: PendingSend[] = [];
-  #stale: StaleInput | null = null;
+  #stale: StaleBatch | null = null;
   #stepIndex = 0;
-  #stats: StageRankStats = { steps: 0, images: 0, wallMs: 0, waitMs: 0 };
+  #stats: StageRankStats = { ...ZERO_STATS };
+  /** Milliseconds spent in the current step on message set-up and on late messages. */
+  #messageMs = 0;
+  #lateMs = 0;
+  #forwardMs = 0;
 
   constructor(learner: LocalLearner, group: ProcessGroup, options: StageParallelOptions = {}) {
     if (learner.phase !== null) throw new RangeError('stage parallel: the "sequential" schedule is not supported');
@@ -104,6 +142,11 @@ export class StageParallelWorker {
     }));
     const { first } = this.plan.stages;
     this.#dtype = this.#stages[first].parameters()[0]?.dtype ?? "float32";
+    const lateMessages = options.lateMessages ?? "keep-graph";
+    if (!["keep-graph", "recompute"].includes(lateMessages)) {
+      throw new RangeError(`lateMessages: expected "keep-graph" or "recompute", got ${JSON.stringify(lateMessages)}`);
+    }
+    this.lateMessages = lateMessages;
   }
 
   /** The parameters this rank trains: its stages' and its losses' decoders'. */
@@ -120,7 +163,7 @@ export class StageParallelWorker {
   }
 
   resetStats(): void {
-    this.#stats = { steps: 0, images: 0, wallMs: 0, waitMs: 0 };
+    this.#stats = { ...ZERO_STATS };
   }
 
   /** Bytes the counting allocator held at most on this rank (since the last resetPeakMemory). */
@@ -179,26 +222,49 @@ export class StageParallelWorker {
     const { rank } = this.group;
     if (rank === 0 && views === null) throw new TypeError("StageParallelWorker.step: rank 0 needs the batch");
     const lossValues = new Array<number>(this.#specs.length).fill(NaN);
+    this.#messageMs = 0;
+    this.#lateMs = 0;
+    this.#forwardMs = 0;
     // Pipelined: the messages about the previous batch were sent during it; post their receives now.
     const stale = this.#stale;
     this.#stale = null;
-    const late = stale !== null ? this.#receiveGradients(stale.outputShape) : [];
-    const input = rank === 0 ? views! : await this.#receiveActivation(wait);
+    let input: Tensor | null = null;
     try {
+      const late = stale !== null ? this.#receiveGradients(stale.outputShape) : [];
+      input = rank === 0 ? views! : await this.#receiveActivation(wait);
       const images = input.shape[0] / 2;
       await this.#forwardBackward(input, lossValues, wait);
-      if (stale !== null) await this.#applyLate(stale, late, wait);
+      if (stale !== null) {
+        const lateStarted = performance.now();
+        const waitedBefore = waited;
+        await this.#applyLate(stale, late, wait);
+        this.#lateMs += performance.now() - lateStarted - (waited - waitedBefore);
+      }
       await this.#settleSends(this.#stepIndex - 1, wait);
       const wallMs = performance.now() - started;
       this.#stats.steps++;
       this.#stats.images += images;
       this.#stats.wallMs += wallMs;
       this.#stats.waitMs += waited;
+      this.#stats.lateMs += this.#lateMs;
+      this.#stats.messageMs += this.#messageMs;
+      this.#stats.forwardMs += this.#forwardMs;
       this.#stepIndex++;
       return { lossValues, wallMs, waitMs: waited };
     } finally {
-      if (input !== views) input.dispose();
-      stale?.input.dispose();
+      if (input !== null && input !== views) input.dispose();
+      stale?.input?.dispose();
+      stale?.route?.dispose();
+    }
+  }
+
+  /** Runs `fn`, counting its time as message set-up. */
+  #message<T>(fn: () => T): T {
+    const t = performance.now();
+    try {
+      return fn();
+    } finally {
+      this.#messageMs += performance.now() - t;
     }
   }
 
@@ -219,7 +285,8 @@ export class StageParallelWorker {
       }
       await this.#settleSends(Infinity, async (w) => await w);
     } finally {
-      stale?.input.dispose();
+      stale?.input?.dispose();
+      stale?.route?.dispose();
       const ms = performance.now() - started;
       this.#stats.wallMs += ms;
       this.#stats.waitMs += ms;
@@ -235,16 +302,24 @@ export class StageParallelWorker {
     const { stages, incoming, losses } = this.plan;
     const { first, last } = stages;
     const sync = this.schedule === "sync";
+    const pipelinedLate = !sync && incoming.length > 0;
+    const keepGraph = pipelinedLate && this.lateMessages === "keep-graph";
+    // The lowest stage a late message reaches: its stages' graphs are kept (with stashed weights).
+    const low = pipelinedLate ? last - Math.max(...incoming) : last + 1;
     const sources = [
       ...losses.map((i) => this.#specs[i]),
-      ...(sync ? incoming.map((reach) => ({ stage: last, reach })) : []),
+      ...(sync || keepGraph ? incoming.map((reach) => ({ stage: last, reach })) : []),
     ];
     const route = new SliceRoute(this.#stages, first, planPasses(sources, first));
+    let kept = false;
     try {
       let h = input;
       let outputShape: number[] = [];
       for (let k = first; k <= last; k++) {
-        h = route.forward(k, h);
+        const x = h;
+        const forwardStarted = performance.now();
+        h = keepGraph && k >= low ? withStashedWeights(() => route.forward(k, x)) : route.forward(k, x);
+        this.#forwardMs += performance.now() - forwardStarted;
         if (k === last) {
           outputShape = h.shape;
           if (this.group.rank < this.group.worldSize - 1) this.#sendActivation(h);
@@ -258,22 +333,33 @@ export class StageParallelWorker {
           route.deliver(last, reach, buffer);
           this.#sendLeaving(route);
         }
-      } else if (incoming.length > 0) {
-        const low = last - Math.max(...incoming);
-        this.#stale = { input: keep(noGrad(() => route.inputOf(low).detach())), outputShape };
+      } else if (keepGraph) {
+        route.releaseBelow(low);
+        this.#stale = { outputShape, input: null, route };
+        kept = true;
+      } else if (pipelinedLate) {
+        this.#stale = { outputShape, input: keep(noGrad(() => route.inputOf(low).detach())), route: null };
       }
     } finally {
-      route.dispose();
+      if (!kept) route.dispose();
     }
   }
 
   /** Pipelined: the previous batch's messages, through its stages recomputed with the current weights. */
   async #applyLate(
-    stale: StaleInput,
+    stale: StaleBatch,
     late: { reach: number; work: Work<Tensor>; buffer: Tensor }[],
     wait: <T>(work: PromiseLike<T>) => Promise<T>,
   ): Promise<void> {
     const { last } = this.plan.stages;
+    if (stale.route !== null) {
+      // keep-graph: the previous step's graph, recorded with the weights that batch ran with.
+      for (const { reach, work, buffer } of late) {
+        await wait(work);
+        stale.route.deliver(last, reach, buffer);
+      }
+      return;
+    }
     const low = last - Math.max(...this.plan.incoming);
     const route = new SliceRoute(
       this.#stages,
@@ -286,7 +372,7 @@ export class StageParallelWorker {
     try {
       // Batch norm's running statistics already counted this batch.
       withoutRunningStatsUpdate(() => {
-        let h = stale.input;
+        let h = stale.input!;
         for (let k = low; k <= last; k++) h = route.forward(k, h);
       });
       for (const { reach, work, buffer } of late) {
@@ -299,6 +385,10 @@ export class StageParallelWorker {
   }
 
   #sendActivation(h: Tensor): void {
+    this.#message(() => this.#postActivation(h));
+  }
+
+  #postActivation(h: Tensor): void {
     const dst = this.group.rank + 1;
     if (h.shape.length > MAX_DIMS) throw new RangeError(`stage parallel: activations of ${h.shape.length} dims`);
     const header = keep(
@@ -338,13 +428,19 @@ export class StageParallelWorker {
   /** Posts the receives of the messages from the rank above (one per remaining reach). */
   #receiveGradients(shape: number[]): { reach: number; work: Work<Tensor>; buffer: Tensor }[] {
     const src = this.group.rank + 1;
-    return this.plan.incoming.map((reach) => {
-      const buffer = keep(empty(shape, { dtype: this.#dtype }));
-      return { reach, buffer, work: this.group.recv(buffer, src, { tag: GRADIENT_TAG + reach }) };
-    });
+    return this.#message(() =>
+      this.plan.incoming.map((reach) => {
+        const buffer = keep(empty(shape, { dtype: this.#dtype }));
+        return { reach, buffer, work: this.group.recv(buffer, src, { tag: GRADIENT_TAG + reach }) };
+      }),
+    );
   }
 
   #sendLeaving(route: SliceRoute): void {
+    this.#message(() => this.#postLeaving(route));
+  }
+
+  #postLeaving(route: SliceRoute): void {
     const dst = this.group.rank - 1;
     for (const { reach, gradient } of route.takeLeaving()) {
       const data = gradient.isContiguous() ? gradient : keep(noGrad(() => gradient.contiguous()));

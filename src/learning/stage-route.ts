@@ -114,6 +114,23 @@ export class SliceRoute {
     return x;
   }
 
+  /**
+   * Frees the activations of the stages below `k` (their passes are done): what a route kept for a
+   * later pass through stages ≥ k still holds.
+   */
+  releaseBelow(k: number): void {
+    for (const [j, t] of [...this.#inputs.entries()]) {
+      if (j >= k || j === this.#first) continue;
+      t.dispose();
+      this.#inputs.delete(j);
+    }
+    for (const [j, t] of [...this.#outputs.entries()]) {
+      if (j >= k) continue;
+      t.dispose();
+      this.#outputs.delete(j);
+    }
+  }
+
   /** Takes the messages produced for the rank below since the last call. */
   takeLeaving(): LeavingMessage[] {
     const out = this.leaving;

@@ -1,7 +1,8 @@
 // A pipeline simulator for stage parallelism (docs/distributed.md, "Predicting more ranks"): it
 // replays what StageParallelWorker does on each rank, the router's passes included (planPasses),
 // with measured per-stage times instead of tensors, and predicts each schedule's throughput and
-// each rank's wait share. Pure arithmetic: no tensors, no processes.
+// each rank's wait share; ranks sharing one machine can be slowed by a measured contention factor.
+// Pure arithmetic: no tensors, no processes.
 import {
   type MessageSource,
   type PassPlan,
@@ -47,6 +48,16 @@ export interface SimulationInput {
   /** Steps simulated (default 40; the second half is measured). */
   steps?: number;
   link?: Link;
+  /** Pipelined: how late messages are applied, as StageParallelOptions.lateMessages (default "keep-graph"). */
+  lateMessages?: "keep-graph" | "recompute";
+  /**
+   * How much slower a rank computes while another rank computes too (ranks sharing one machine's
+   * cores, caches and memory bandwidth; measured: one process's time with a second busy one beside
+   * it, over its time alone). Default 1: no contention (ranks on separate machines). Each rank's
+   * compute is scaled by 1 + (contention − 1) × Σ (the other ranks' busy shares), iterated to a
+   * fixed point.
+   */
+  contention?: number;
 }
 
 export interface SimulationResult {
@@ -55,6 +66,10 @@ export interface SimulationResult {
   waitShare: number[];
   /** Milliseconds per step in the steady state. */
   stepMs: number;
+  /** Per rank: milliseconds computing per step (contention included), the rest of stepMs waiting. */
+  busyMs: number[];
+  /** Per rank: the factor its compute was scaled by for contention (1 without). */
+  slowdown: number[];
 }
 
 /** The router's passes with times: delivering a message advances a clock by the passes it runs. */
@@ -88,7 +103,40 @@ class TimedRoute {
 
 /** Simulates `steps` steps of the schedule on the layout and measures the second half. */
 export function simulatePipeline(input: SimulationInput): SimulationResult {
-  const { costs, losses, layout, schedule, images } = input;
+  const contention = input.contention ?? 1;
+  const ranks = input.layout.length;
+  let slowdown = new Array<number>(ranks).fill(1);
+  let result = simulateWith(input, slowdown);
+  if (contention === 1 || ranks === 1) return result;
+  // A fixed point: the slowdowns change the busy shares, which set the slowdowns.
+  for (let i = 0; i < 50; i++) {
+    const busy = result.waitShare.map((w) => 1 - w);
+    const total = busy.reduce((a, b) => a + b, 0);
+    const next = busy.map((b) => 1 + (contention - 1) * (total - b));
+    const moved = Math.max(...next.map((x, r) => Math.abs(x - slowdown[r])));
+    if (moved < 1e-9) break;
+    slowdown = next;
+    result = simulateWith(input, slowdown);
+  }
+  return result;
+}
+
+/** Per-stage costs with the compute times scaled (bytes unchanged). */
+const scaled = (c: StageCosts, f: number): StageCosts => ({
+  forwardMs: c.forwardMs * f,
+  backwardInputMs: c.backwardInputMs * f,
+  backwardParamsMs: c.backwardParamsMs * f,
+  decoderMs: c.decoderMs * f,
+  updateMs: c.updateMs * f,
+  outputBytes: c.outputBytes,
+});
+
+function simulateWith(input: SimulationInput, slowdown: readonly number[]): SimulationResult {
+  const { losses, layout, schedule, images } = input;
+  const keepGraph = (input.lateMessages ?? "keep-graph") === "keep-graph";
+  // Each rank's view of the costs: its own stages scaled by its slowdown.
+  const rankCosts = layout.map((_, r) => input.costs.map((c) => scaled(c, slowdown[r])));
+  const costs = input.costs;
   const steps = input.steps ?? 40;
   const link = input.link ?? LOOPBACK_LINK;
   const plans = planRanks(layout, losses);
@@ -106,6 +154,8 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
   const activationPosted: number[][] = [];
   /** When rank r posted the receives of the messages about step s (sync: after its forward; pipelined: at step s+1). */
   const gradientPosted: number[][] = [];
+  /** Keep-graph: each rank's previous route, waiting for the late messages. */
+  let stale: (TimedRoute | null)[] = layout.map(() => null);
 
   for (let s = 0; s < steps; s++) {
     const wait = new Array<number>(ranks).fill(0);
@@ -122,6 +172,7 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
       route.leaving = [];
     };
     const routes: TimedRoute[] = [];
+    const kept: (TimedRoute | null)[] = layout.map(() => null);
     activationPosted.push([...free]);
     gradientPosted.push(new Array<number>(ranks).fill(0));
     if (schedule === "pipelined" && s > 0) gradientPosted[s - 1] = [...free];
@@ -129,26 +180,41 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
     for (let r = 0; r < ranks; r++) {
       const { first, last } = layout[r];
       const sync = schedule === "sync";
-      const sources = [...lossesOf(r), ...(sync ? plans[r].incoming.map((reach) => ({ stage: last, reach })) : [])];
+      const c = rankCosts[r];
+      // Keep-graph: the late messages' passes are planned with the step's own (the router's groups).
+      const planned = sync || keepGraph;
+      const sources = [...lossesOf(r), ...(planned ? plans[r].incoming.map((reach) => ({ stage: last, reach })) : [])];
       const start = r === 0 ? free[r] : blockUntil(r, free[r], activation[r]);
-      const route = new TimedRoute(costs, first, planPasses(sources, first), start);
+      const route = new TimedRoute(c, first, planPasses(sources, first), start);
       for (let k = first; k <= last; k++) {
-        route.time += costs[k].forwardMs;
+        route.time += c[k].forwardMs;
         if (k === last && r < ranks - 1) activation[r + 1] = route.time + transfer(costs[k].outputBytes);
         for (const l of lossesOf(r)) {
           if (l.stage !== k) continue;
-          route.time += costs[k].decoderMs;
+          route.time += c[k].decoderMs;
           route.deliver(k, l.reach);
         }
       }
       sendDown(r, route);
       if (sync) gradientPosted[s][r] = route.time;
-      if (!sync && s > 0 && plans[r].incoming.length > 0) {
-        // Pipelined: the previous step's messages, through the stages recomputed for them.
+      if (!sync && keepGraph && plans[r].incoming.length > 0) {
+        // Pipelined, keep-graph: the previous step's messages, through the previous step's graph.
+        const previous = stale[r];
+        if (previous !== null) {
+          previous.time = route.time;
+          for (const reach of plans[r].incoming) {
+            previous.time = blockUntil(r, previous.time, messages[s - 1][r].get(reach)!);
+            previous.deliver(last, reach);
+          }
+          route.time = previous.time;
+        }
+        kept[r] = route;
+      } else if (!sync && s > 0 && plans[r].incoming.length > 0) {
+        // Pipelined, recompute: the previous step's messages, through the stages recomputed for them.
         const low = last - Math.max(...plans[r].incoming);
-        for (let k = low; k <= last; k++) route.time += costs[k].forwardMs;
+        for (let k = low; k <= last; k++) route.time += c[k].forwardMs;
         const late = new TimedRoute(
-          costs,
+          c,
           low,
           planPasses(
             plans[r].incoming.map((reach) => ({ stage: last, reach })),
@@ -179,9 +245,10 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
         if (r > 0 && plans[r].outgoing.length > 0) taken = Math.max(taken, gradientPosted[s - 1][r - 1]);
         route.time = blockUntil(r, route.time, taken);
       }
-      for (let k = layout[r].first; k <= layout[r].last; k++) route.time += costs[k].updateMs;
+      for (let k = layout[r].first; k <= layout[r].last; k++) route.time += rankCosts[r][k].updateMs;
       free[r] = route.time;
     }
+    stale = kept;
     waits.push(wait);
     ends.push([...free]);
   }
@@ -194,7 +261,13 @@ export function simulatePipeline(input: SimulationInput): SimulationResult {
     return Math.min(1, w / span);
   });
   const stepMs = span / measured;
-  return { imagesPerSecond: (images * 1000) / stepMs, waitShare, stepMs };
+  return {
+    imagesPerSecond: (images * 1000) / stepMs,
+    waitShare,
+    stepMs,
+    busyMs: waitShare.map((w) => stepMs * (1 - w)),
+    slowdown: [...slowdown],
+  };
 }
 
 /**

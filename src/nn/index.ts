@@ -13,6 +13,7 @@ export {
   BatchNorm1d,
   BatchNorm2d,
   withoutRunningStatsUpdate,
+  withStashedWeights,
   ReLU,
   MaxPool2d,
   AvgPool2d,

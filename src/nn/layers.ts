@@ -162,14 +162,14 @@ export class Conv2d extends Module {
     }
     const feedback = this.feedbackWeight;
     if (feedback !== null) {
-      return F.feedbackConv2d(input, this.weight, this.bias, feedback, {
+      return F.feedbackConv2d(input, stashed(this.weight), stashed(this.bias), feedback, {
         stride: this.stride,
         padding: this.#numericPadding(),
         dilation: this.dilation,
         groups: this.groups,
       });
     }
-    return F.conv2d(input, this.weight, this.bias, {
+    return F.conv2d(input, stashed(this.weight), stashed(this.bias), {
       stride: this.stride,
       padding: this.padding,
       dilation: this.dilation,
@@ -241,8 +241,8 @@ export class Linear extends Module {
       );
     }
     const feedback = this.feedbackWeight;
-    if (feedback !== null) return F.feedbackLinear(input, this.weight, this.bias, feedback);
-    return F.linear(input, this.weight, this.bias);
+    if (feedback !== null) return F.feedbackLinear(input, stashed(this.weight), stashed(this.bias), feedback);
+    return F.linear(input, stashed(this.weight), stashed(this.bias));
   }
 
   override extraRepr(): string {
@@ -264,6 +264,31 @@ export interface BatchNormOptions {
   /** Keep running_mean / running_var / num_batches_tracked buffers (default true). */
   trackRunningStats?: boolean;
   dtype?: DType;
+}
+
+/** Nesting depth of withStashedWeights calls (0: layers use their parameters directly). */
+let weightsStashed = 0;
+
+/**
+ * Runs `fn` with every convolution, linear and batch-norm layer using a copy of its parameters
+ * (a differentiable clone), so that the graph recorded in `fn` saves the weights as they are now:
+ * an optimizer step that updates the parameters in place afterwards leaves that graph valid, and a
+ * later backward pass through it computes the gradient at these weights (which still accumulates
+ * into the parameters' `.grad`). For keeping a graph across an update (stage parallelism's
+ * pipelined schedule, docs/distributed.md); costs one copy of the parameters per forward.
+ */
+export function withStashedWeights<T>(fn: () => T): T {
+  weightsStashed++;
+  try {
+    return fn();
+  } finally {
+    weightsStashed--;
+  }
+}
+
+/** `p` itself, or inside withStashedWeights a differentiable copy of it. */
+function stashed<T extends Tensor | null>(p: T): T {
+  return weightsStashed > 0 && p !== null && p.requiresGrad ? (p.clone() as T) : p;
 }
 
 /** Nesting depth of withoutRunningStatsUpdate calls (0: batch norms update as usual). */
@@ -391,8 +416,8 @@ export abstract class BatchNormBase extends Module {
     // Running statistics are passed only when they are used or updated, as PyTorch does.
     const passStats = !this.training || (this.trackRunningStats && updating);
     return F.batchNorm(input, passStats ? this.runningMean : null, passStats ? this.runningVar : null, {
-      weight: this.weight,
-      bias: this.bias,
+      weight: stashed(this.weight),
+      bias: stashed(this.bias),
       training: useBatchStats,
       momentum: factor,
       eps: this.eps,

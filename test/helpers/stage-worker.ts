@@ -2,18 +2,17 @@
 // variables). The learner, the optimizer and the batches are built by the exported functions, which
 // the test also uses for its single-process reference. argv[2] names the scenario; prints
 // `RESULT <json>` with the losses and the weights this rank trained.
-import { Generator, type Tensor, manualSeed, randn, scope } from "../../src/torch";
+import { Generator, type Tensor, randn, scope } from "../../src/torch";
 import { initProcessGroup } from "../../src/torch/distributed";
-import { resnet18 } from "../../src/models";
 import { SGD } from "../../src/optim";
 import {
-  LocalLearner,
-  type LocalLearningConfig,
+  type LateMessages,
+  type LocalLearner,
   type MethodName,
   type RankStages,
   type StageSchedule,
   StageParallelWorker,
-  methodPreset,
+  buildStageModel,
 } from "../../src/learning";
 
 export const STEPS = 3;
@@ -23,6 +22,9 @@ export interface Scenario {
   schedule: StageSchedule;
   /** Stages per rank (default: the worker's rule). */
   layout?: RankStages[];
+  lateMessages?: LateMessages;
+  /** Default STEPS. */
+  steps?: number;
 }
 
 export const SCENARIOS: Record<string, Scenario> = {
@@ -38,25 +40,24 @@ export const SCENARIOS: Record<string, Scenario> = {
   gim: { method: "gim", schedule: "sync" },
   endToEnd: { method: "simclr", schedule: "sync" },
   locoPipelined: { method: "loco", schedule: "pipelined" },
+  locoPipelinedRecompute: { method: "loco", schedule: "pipelined", lateMessages: "recompute" },
+  /** Stage 1 alone on rank 0: its own loss and the late message share one pass, a step late. */
+  locoPipelinedUneven: {
+    method: "loco",
+    schedule: "pipelined",
+    layout: [
+      { first: 0, last: 0 },
+      { first: 1, last: 3 },
+    ],
+    steps: 2,
+  },
   /** Rank 1 is killed before its second step. */
   locoKilled: { method: "loco", schedule: "sync" },
 };
 
 /** A float64 ResNet-18 of width 4 in 4 stages with the method's decoders, the same on every rank. */
-export function makeLearner(method: MethodName): { learner: LocalLearner; dispose: () => void } {
-  manualSeed(7);
-  const config: LocalLearningConfig = methodPreset(method, 4);
-  const encoder = resnet18({ stem: "cifar", width: 4, numClasses: 0, generator: new Generator(7), dtype: "float64" });
-  const learner = new LocalLearner(encoder, config, { generator: new Generator(8) }).to("float64");
-  learner.train();
-  return {
-    learner,
-    dispose: () => {
-      learner.dispose();
-      encoder.dispose();
-    },
-  };
-}
+export const makeLearner = (method: MethodName): { learner: LocalLearner; dispose: () => void } =>
+  buildStageModel({ method, depth: 18, width: 4, seed: 7, dtype: "float64" });
 
 export const makeOptimizer = (params: Tensor[]): SGD => new SGD(params, { lr: 0.1, momentum: 0.9 });
 
@@ -81,11 +82,16 @@ async function main(): Promise<void> {
   const scenario = SCENARIOS[process.argv[2]];
   const group = await initProcessGroup();
   const { learner, dispose } = makeLearner(scenario.method);
-  const worker = new StageParallelWorker(learner, group, { schedule: scenario.schedule, layout: scenario.layout });
+  const worker = new StageParallelWorker(learner, group, {
+    schedule: scenario.schedule,
+    layout: scenario.layout,
+    lateMessages: scenario.lateMessages,
+  });
   const own = new Set(worker.ownParameters());
   const optimizer = makeOptimizer([...own]);
   const losses: number[][] = [];
-  for (let step = 0; step < STEPS; step++) {
+  const steps = scenario.steps ?? STEPS;
+  for (let step = 0; step < steps; step++) {
     if (process.argv[2] === "locoKilled" && group.rank === 1 && step === 1) process.kill(process.pid, "SIGKILL");
     const views = group.rank === 0 ? stepViews(step) : null;
     optimizer.zeroGrad();
@@ -101,7 +107,7 @@ async function main(): Promise<void> {
     losses.push(result.lossValues);
   }
   const stats = worker.stats;
-  const records = await worker.rankRecords(STEPS);
+  const records = await worker.rankRecords(steps);
   await worker.finish();
   const weights = Object.fromEntries(
     scope(() => namedParameters(learner).flatMap(([name, p]) => (own.has(p) ? [[name, p.toArray()]] : []))),
