@@ -30,20 +30,27 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-# ---- model: torchvision's BasicBlock ResNet-18, CIFAR stem --------------------------------------
+# ---- models: torchvision's ResNets (fc removed), one class for both -----------------------------
+
+
+def shortcut(cin, cout, stride):
+    """torchvision's downsample: a 1x1 conv + BN where the shape changes, else None (identity)."""
+    if stride == 1 and cin == cout:
+        return None
+    return nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, cin, cout, stride):
+    expansion = 1
+
+    def __init__(self, cin, planes, stride):
         super().__init__()
-        self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(cout)
-        self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
-        self.bn2 = nn.BatchNorm2d(cout)
+        self.conv1 = nn.Conv2d(cin, planes, 3, stride, 1, bias=False)
+        self.bn1 = nn.BatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, 1, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(planes)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = shortcut(cin, planes, stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -53,41 +60,14 @@ class BasicBlock(nn.Module):
         return self.relu(out)
 
 
-class CifarResNet18(nn.Module):
-    """torchvision.models.resnet18 with conv1 = 3x3 stride 1, maxpool = Identity, fc = Identity."""
-
-    def __init__(self, width=64):
-        super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 3, 1, 1, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU(inplace=True)
-        layers, cin = [], width
-        for i, blocks in enumerate([2, 2, 2, 2]):
-            cout = width * 2**i
-            stage = []
-            for j in range(blocks):
-                stage.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
-                cin = cout
-            layers.append(nn.Sequential(*stage))
-        self.layer1, self.layer2, self.layer3, self.layer4 = layers
-        self.avgpool = nn.AdaptiveAvgPool2d(1)
-        self.out_features = cin
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-
-    def forward(self, x):
-        x = self.relu(self.bn1(self.conv1(x)))
-        x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
-        return torch.flatten(self.avgpool(x), 1)
-
-
 class Bottleneck(nn.Module):
     """torchvision's Bottleneck (v1.5: the stride on the 3x3 conv)."""
 
+    expansion = 4
+
     def __init__(self, cin, planes, stride):
         super().__init__()
-        cout = planes * 4
+        cout = planes * self.expansion
         self.conv1 = nn.Conv2d(cin, planes, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(planes)
         self.conv2 = nn.Conv2d(planes, planes, 3, stride, 1, bias=False)
@@ -95,9 +75,7 @@ class Bottleneck(nn.Module):
         self.conv3 = nn.Conv2d(planes, cout, 1, bias=False)
         self.bn3 = nn.BatchNorm2d(cout)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = None
-        if stride != 1 or cin != cout:
-            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+        self.downsample = shortcut(cin, cout, stride)
 
     def forward(self, x):
         identity = x if self.downsample is None else self.downsample(x)
@@ -108,22 +86,24 @@ class Bottleneck(nn.Module):
         return self.relu(out)
 
 
-class ResNet50(nn.Module):
-    """torchvision.models.resnet50 (7x7 stride-2 stem, max-pool) with fc = Identity."""
+class ResNet(nn.Module):
+    """torchvision.models.resnet with fc = Identity. stem "cifar": conv1 = 3x3 stride 1 and no
+    max-pool (CIFAR ResNet-18); "imagenet": 7x7 stride 2 and a 3x3 stride-2 max-pool (ResNet-50)."""
 
-    def __init__(self, width=64):
+    def __init__(self, block, blocks, stem, width=64):
         super().__init__()
-        self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+        cifar = stem == "cifar"
+        self.conv1 = nn.Conv2d(3, width, 3 if cifar else 7, 1 if cifar else 2, 1 if cifar else 3, bias=False)
         self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
-        self.maxpool = nn.MaxPool2d(3, 2, 1)
+        self.maxpool = None if cifar else nn.MaxPool2d(3, 2, 1)
         layers, cin = [], width
-        for i, blocks in enumerate([3, 4, 6, 3]):
+        for i, count in enumerate(blocks):
             planes = width * 2**i
             stage = []
-            for j in range(blocks):
-                stage.append(Bottleneck(cin, planes, 2 if (i > 0 and j == 0) else 1))
-                cin = planes * 4
+            for j in range(count):
+                stage.append(block(cin, planes, 2 if (i > 0 and j == 0) else 1))
+                cin = planes * block.expansion
             layers.append(nn.Sequential(*stage))
         self.layer1, self.layer2, self.layer3, self.layer4 = layers
         self.avgpool = nn.AdaptiveAvgPool2d(1)
@@ -133,12 +113,18 @@ class ResNet50(nn.Module):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x):
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if self.maxpool is not None:
+            x = self.maxpool(x)
         x = self.layer4(self.layer3(self.layer2(self.layer1(x))))
         return torch.flatten(self.avgpool(x), 1)
 
 
-MODELS = {"resnet18": (CifarResNet18, 512, 512), "resnet50": (ResNet50, 2048, 2048)}
+# name: (encoder constructor, its feature width, the head's hidden width)
+MODELS = {
+    "resnet18": (lambda: ResNet(BasicBlock, [2, 2, 2, 2], "cifar"), 512, 512),
+    "resnet50": (lambda: ResNet(Bottleneck, [3, 4, 6, 3], "imagenet"), 2048, 2048),
+}
 
 
 def nt_xent(z, temperature):

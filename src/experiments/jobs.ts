@@ -123,13 +123,21 @@ export function planFinetune(
   return out;
 }
 
-/** Runs the fine-tuning cells whose result files are missing (only the missing fractions). */
+/**
+ * Runs the fine-tuning cells whose result files are missing (only the missing fractions); a cell
+ * starts only if hooks.admit (given what it is and how many fractions it fine-tunes) allows it.
+ */
 export async function runFinetuneCells(
   spec: ExperimentSpec,
   dir: string,
   cells: FinetuneCell[],
   jobs: JobPool,
-  hooks: { failed: Omit<FinetuneCell, "init">[]; save: () => void; log: (m: string) => void },
+  hooks: {
+    failed: Omit<FinetuneCell, "init">[];
+    save: () => void;
+    log: (m: string) => void;
+    admit?: (what: string, fractions: number) => boolean;
+  },
 ): Promise<void> {
   const finetune = spec.finetune!;
   const missingOf = (c: FinetuneCell): number[] =>
@@ -138,12 +146,14 @@ export async function runFinetuneCells(
   for (const c of cells) if (!todo.includes(c)) c.status = "finished";
   const labels = finetune.fractions.map(percentLabel).join(", ");
   if (todo.length < cells.length) hooks.log(`${cells.length - todo.length} fine-tunings already finished: skipped`);
+  if (todo.length === 0) return;
   hooks.log(`fine-tuning: ${todo.length} encoders on ${labels} of the labels`);
   let done = 0;
   await jobs.run(todo, async (cell) => {
     const runDir = path.join(dir, cell.dir);
     const missing = missingOf(cell);
     const what = `${cell.row} (seed ${cell.seed}), fine-tuning on ${missing.map(percentLabel).join(", ")} of the labels`;
+    if (hooks.admit !== undefined && !hooks.admit(what, missing.length)) return;
     hooks.log(`${what}: started`);
     const exit = await jobs.spawn(
       [

@@ -1,8 +1,10 @@
 // An experiment's tables: results.json (everything), results.md (for reading and the README) and
-// results.csv (one column per number), all with mean ± std over seeds.
+// results.csv (one column per number), all with mean ± std over seeds. Written from every finished
+// run of the experiment directory: rows without one are shown as pending.
 import * as fs from "node:fs";
 import * as path from "node:path";
-import { readRun } from "../report/rundata";
+import { finetuneResultFile } from "../learning/finetune";
+import { isRunDir, readRun } from "../report/rundata";
 import { type RowSummary, type Stat, formatPercent, summarizeRows } from "../report/summary";
 import { type ExperimentSpec, flagArgs, percentLabel } from "./grid";
 import type { ExperimentCell } from "./runner";
@@ -27,10 +29,61 @@ const fractionsOf = (spec: ExperimentSpec): number[] => spec.finetune?.fractions
 const finetuneOf = (r: RowSummary, fraction: number): Stat | null =>
   r.finetune.find((f) => f.fraction === fraction)?.top1 ?? null;
 
+/** How much of the grid has finished (runs, and fine-tunings by result file). */
+export interface GridProgress {
+  runs: { finished: number; total: number };
+  finetunes: { finished: number; total: number };
+}
+
+export function gridProgress(spec: ExperimentSpec, dir: string, cells: ExperimentCell[]): GridProgress {
+  const fractions = fractionsOf(spec);
+  const progress = { runs: { finished: 0, total: cells.length }, finetunes: { finished: 0, total: 0 } };
+  for (const c of cells) {
+    const runDir = path.join(dir, c.dir);
+    if (fs.existsSync(path.join(runDir, "results.json"))) progress.runs.finished++;
+    for (const random of c.row === spec.rows[0].name ? [false, true] : [false]) {
+      for (const f of fractions) {
+        progress.finetunes.total++;
+        if (fs.existsSync(finetuneResultFile(runDir, f, random))) progress.finetunes.finished++;
+      }
+    }
+  }
+  return progress;
+}
+
+/** The grid's baselines that no finished run has read out yet, as pending rows. */
+function withPendingBaselines(spec: ExperimentSpec, rows: RowSummary[]): RowSummary[] {
+  const pending = spec.baselines
+    .map((b) => b.replace(/-/g, " "))
+    .filter((label) => !rows.some((r) => r.kind === "baseline" && r.row === label))
+    .map((label): RowSummary => ({
+      row: label,
+      kind: "baseline",
+      runs: spec.seeds.length,
+      finished: 0,
+      linear: null,
+      knn: null,
+      perStage: [],
+      peakBytes: null,
+      activationPeakBytes: null,
+      stepSeconds: null,
+      imagesPerSecond: null,
+      trainSeconds: null,
+      wallSeconds: null,
+      finetune: [],
+    }));
+  return [...rows, ...pending];
+}
+
+/** The seeds column: finished/total for a method row, the seeds found for a baseline, or "pending". */
+const seedsCell = (r: RowSummary): string =>
+  r.finished === 0 ? "pending" : r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`;
+
 export function resultsMarkdown(
   spec: ExperimentSpec,
   rows: RowSummary[],
   reference: { title: string; values: Record<string, string> },
+  progress?: GridProgress,
 ): string {
   const head = [
     "row",
@@ -49,6 +102,12 @@ export function resultsMarkdown(
     `# ${spec.name}: results`,
     "",
     `Protocol: ${spec.protocol}. Mean ± std over ${spec.seeds.length} seed${spec.seeds.length > 1 ? "s" : ""} (${spec.seeds.join(", ")}).`,
+    ...(progress !== undefined &&
+    (progress.runs.finished < progress.runs.total || progress.finetunes.finished < progress.finetunes.total)
+      ? [
+          `**Unfinished grid:** ${progress.runs.finished} of ${progress.runs.total} runs and ${progress.finetunes.finished} of ${progress.finetunes.total} fine-tunings have finished. Rows marked pending have no finished run yet; a row with fewer finished seeds than the grid's shows the mean ± std of the seeds it has.`,
+        ]
+      : []),
     "Peak MiB: bytes libtorch held during one training step at the run's batch size (counting allocator).",
     `The last column is the paper's ImageNet figure (ResNet-50, 100 epochs) from the authors' response, a different scale.`,
     ...(spec.finetune === undefined
@@ -63,7 +122,7 @@ export function resultsMarkdown(
   for (const r of rows) {
     const cells = [
       r.kind === "baseline" ? `*${r.row}*` : r.row,
-      r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`,
+      seedsCell(r),
       formatPercent(r.linear),
       formatPercent(r.knn),
       ...STAGES.map((s) => formatPercent(r.perStage.find((p) => p.stage === s)?.linear ?? null)),
@@ -142,10 +201,11 @@ export function writeResultTables(
       row: c.row,
       seed: c.seed,
       wallSeconds: c.wallSeconds,
-      run: fs.existsSync(runDir) ? readRun(runDir) : null,
+      run: isRunDir(runDir) ? readRun(runDir) : null,
     };
   });
-  const rows = summarizeRows(inputs);
+  const rows = withPendingBaselines(spec, summarizeRows(inputs));
+  const progress = gridProgress(spec, dir, cells);
   writeAtomic(
     path.join(dir, "results.json"),
     `${JSON.stringify(
@@ -154,6 +214,7 @@ export function writeResultTables(
         protocol: spec.protocol,
         seeds: spec.seeds,
         finetune: spec.finetune ?? null,
+        progress,
         reference,
         rows: rows.map((r) => ({ ...r, reference: reference.values[r.row] ?? null })),
         runs: cells,
@@ -162,7 +223,7 @@ export function writeResultTables(
       2,
     )}\n`,
   );
-  writeAtomic(path.join(dir, "results.md"), resultsMarkdown(spec, rows, reference));
+  writeAtomic(path.join(dir, "results.md"), resultsMarkdown(spec, rows, reference, progress));
   writeAtomic(path.join(dir, "results.csv"), resultsCsv(rows, reference, fractionsOf(spec)));
   return rows.length;
 }

@@ -281,7 +281,10 @@ export async function readoutReport(
     const stages = naturalStages(encoder);
     result.perStage = [];
     for (let k = 0; k < stages.length; k++) {
-      const r = await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
+      // The last stage pooled is the encoder's feature (encoderFeatures): its readout is the trained
+      // one, not computed twice (feature extraction dominates a readout's time).
+      const r =
+        k === stages.length - 1 ? trained : await evaluate(`stage ${k + 1}`, stageForward(stages, k), [encoder]);
       result.perStage.push({ stage: k + 1, linear: linearScore(r), knn: { top1: r.knn!.top1 } });
       if (stop()) return null;
     }

@@ -58,7 +58,7 @@ function summaryTable(page: ReportPage): string {
   const body = page.rows.map((r) => {
     const cells = [
       escapeHtml(r.row),
-      r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`,
+      r.finished === 0 ? "pending" : r.kind === "baseline" ? String(r.finished) : `${r.finished}/${r.runs}`,
       formatPercent(r.linear),
       formatPercent(r.knn),
       ...fractions.map((f) => formatPercent(r.finetune.find((x) => x.fraction === f)?.top1 ?? null)),
