@@ -17,21 +17,29 @@
 //            warm-up batch per worker, and the process's resident memory (RSS, workers included) sampled after
 //            every batch: start (after the warm-up batch), max and end. Each case (and the epoch)
 //            runs in a fresh node process, so that its RSS is its own.
-//   epoch    one whole epoch of the folder (--epoch SIZE:WORKERS, default 96:2) with RSS sampled
-//            after every batch: start, max, end and every k-th sample (flat once warm: an image's
-//            pixels live only while its batch is prepared; memory does not grow with the epoch).
+//   epoch    one whole epoch of the folder (--epoch SIZE:WORKERS, default 96:2; or of
+//            --epoch-images images, a seeded random subset; default all) with RSS sampled after
+//            every batch: start, max, end and every k-th sample (flat once warm: an image's pixels
+//            live only while its batch is prepared; memory does not grow with the epoch). Beside
+//            RSS, the bytes libtorch's allocator holds in tensors and keeps cached (process-wide,
+//            the workers' included).
+//   wait     the trainer's data-wait share (--wait SIZE:WORKERS:STEPS, default 96:2:30, none to
+//            skip): SimCLR on torchvision's ResNet-18 (--wait-width 64) for STEPS steps on the
+//            folder through train() (bench/data-wait.ts): the share over the whole run, the first
+//            step's wait and the share in steady state.
 //
 // augment and loader use random uint8 pixels held in memory (no decoding, no file reads). Options:
 // --batch-size N (256), --repeats N (5), --batches N (loader batches timed, 8), --json;
 // stream: --folder DIR (a folder written by bench/make-folder.ts; default: one of --folder-count
 // images generated once under the OS temp folder), --folder-count N (20000), --stream-batch-size N
 // (64), --stream-batches N (8), --stream-cases SIZE:WORKERS,… (224:1,224:2,96:1,96:2), --epoch
-// SIZE:WORKERS|none (96:2), --only stream|memory (one part only). --json prints one JSON line.
+// SIZE:WORKERS|none (96:2), --epoch-images N (0: all), --wait SIZE:WORKERS:STEPS|none (96:2:30),
+// --wait-width N (64), --only stream|memory (one part only). --json prints one JSON line.
 import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
-import { getNumThreads, setNumThreads, fromTypedArray, type Tensor } from "../src/torch";
+import { getNumThreads, memoryStats, setNumThreads, fromTypedArray, type Tensor } from "../src/torch";
 import {
   Augmentation,
   type AugmentConfig,
@@ -43,8 +51,10 @@ import {
   openStreamingFolder,
   simclrCifar,
   simclrImagenet,
+  subset,
   writeSyntheticFolder,
 } from "../src/data";
+import { type WaitRow, benchWait } from "./data-wait";
 
 interface Options {
   batchSize: number;
@@ -58,10 +68,15 @@ interface Options {
   only?: "stream" | "memory";
   /** Streaming cases as [size, workers]. */
   streamCases: [number, number][];
-  /** Internal: run the first stream case (or else the epoch) in this process and print it as JSON. */
+  /** Internal: run the first stream case (or else the epoch, or else the wait case) in this process and print it as JSON. */
   child: boolean;
   /** The case run for one whole epoch with RSS sampled throughout, or null. */
   epochCase: [number, number] | null;
+  /** Images of the folder in the epoch (0: all). */
+  epochImages: number;
+  /** The trainer's data-wait case as [size, workers, steps], or null. */
+  waitCase: [number, number, number] | null;
+  waitWidth: number;
 }
 
 function parseArgs(argv: string[]): Options {
@@ -80,6 +95,9 @@ function parseArgs(argv: string[]): Options {
       [96, 2],
     ],
     epochCase: [96, 2],
+    epochImages: 0,
+    waitCase: [96, 2, 30],
+    waitWidth: 64,
     child: false,
   };
   const sizeWorkers = (c: string, flag: string, text: string): [number, number] => {
@@ -110,12 +128,25 @@ function parseArgs(argv: string[]): Options {
     } else if (a === "--epoch") {
       const text = argv[++i] ?? "";
       o.epochCase = text === "none" ? null : sizeWorkers(text, a, text);
-    } else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
+    } else if (a === "--epoch-images") {
+      const v = Number(argv[++i]);
+      if (!Number.isInteger(v) || v < 0) throw new Error(`${a} needs an integer >= 0, got ${argv[i]}`);
+      o.epochImages = v;
+    } else if (a === "--wait") {
+      const text = argv[++i] ?? "";
+      const [size, workers, steps] = text.split(":").map(Number);
+      if (text === "none") o.waitCase = null;
+      else if (![size, workers, steps].every((v) => Number.isInteger(v) && v >= 0) || size < 8 || steps < 2)
+        throw new Error(`${a}: expected SIZE:WORKERS:STEPS (e.g. 96:2:30) or none, got ${text}`);
+      else o.waitCase = [size, workers, steps];
+    } else if (a === "--wait-width") o.waitWidth = int();
+    else if (a === "--only" && (argv[i + 1] === "stream" || argv[i + 1] === "memory"))
       o.only = argv[++i] as "stream" | "memory";
     else
       throw new Error(
         `unknown option ${a}\nusage: node dist/bench/data.js [--batch-size 256] [--repeats 5] [--batches 8] [--json] ` +
-          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] [--epoch 96:2|none] [--only stream|memory]`,
+          `[--folder DIR] [--folder-count 20000] [--stream-batch-size 64] [--stream-batches 8] [--stream-cases 224:1,224:2,96:1,96:2] ` +
+          `[--epoch 96:2|none] [--epoch-images 0] [--wait 96:2:30|none] [--wait-width 64] [--only stream|memory]`,
       );
   }
   return o;
@@ -204,6 +235,9 @@ interface RssSummary {
   rssStartMiB: number;
   rssMaxMiB: number;
   rssEndMiB: number;
+  /** At the end: bytes libtorch's allocator holds in tensors, and keeps cached for reuse (whole process). */
+  tensorEndMiB: number;
+  cachedEndMiB: number;
 }
 
 interface StreamRow extends RssSummary {
@@ -248,7 +282,9 @@ async function timeStream(
   o: Options,
   batches: number | "epoch",
 ): Promise<StreamRow & { samples: number[] }> {
-  const dataset = openStreamingFolder({ dir, split: "train", size, labelFree: true });
+  const folder = openStreamingFolder({ dir, split: "train", size, labelFree: true });
+  const images = batches === "epoch" && o.epochImages > 0 ? Math.min(o.epochImages, folder.count) : 0;
+  const dataset = images > 0 ? subset(folder, { count: images, seed: 0 }) : folder;
   const loader = new DataLoader(dataset, {
     batchSize: o.streamBatchSize,
     augment: simclrImagenet(size),
@@ -274,6 +310,7 @@ async function timeStream(
         );
     }
     const imagesPerS = ((count * o.streamBatchSize) / (performance.now() - t0)) * 1000;
+    const allocator = memoryStats();
     return {
       size,
       workers,
@@ -282,6 +319,8 @@ async function timeStream(
       rssStartMiB: samples[0],
       rssMaxMiB: Math.max(...samples),
       rssEndMiB: samples.at(-1)!,
+      tensorEndMiB: allocator.currentBytes / 2 ** 20,
+      cachedEndMiB: allocator.cachedBytes / 2 ** 20,
       samples,
     };
   } finally {
@@ -308,17 +347,49 @@ async function benchEpoch(dir: string, size: number, workers: number, o: Options
   };
 }
 
+/** What a child process prints: its one case, and the CPU time the process used (all its threads). */
+interface ChildResult {
+  stream: StreamRow[];
+  epoch: EpochRow | null;
+  wait: WaitRow | null;
+  cpuSeconds: number;
+}
+
+/** Wall-clock and CPU seconds of each case's process (CPU / wall ≈ the cores it kept busy). */
+interface CaseTime {
+  case: string;
+  wallSeconds: number;
+  cpuSeconds: number;
+}
+const caseTimes: CaseTime[] = [];
+
 /** Runs one streaming case in a fresh node process (so that no earlier case's memory is counted). */
-function caseInChild(o: Options, folder: string, args: string[]): { stream: StreamRow[]; epoch: EpochRow | null } {
+function caseInChild(o: Options, folder: string, label: string, args: string[]): ChildResult {
   const common = ["--only", "stream", "--child", "--folder", folder];
-  const sizes = ["--stream-batch-size", String(o.streamBatchSize), "--stream-batches", String(o.streamBatches)];
+  const sizes = [
+    "--stream-batch-size",
+    String(o.streamBatchSize),
+    "--stream-batches",
+    String(o.streamBatches),
+    "--epoch-images",
+    String(o.epochImages),
+    "--wait-width",
+    String(o.waitWidth),
+  ];
+  const started = performance.now();
   const r = spawnSync(process.execPath, [__filename, ...common, ...sizes, ...args], {
     encoding: "utf8",
     stdio: ["ignore", "pipe", "inherit"],
     maxBuffer: 16 * 2 ** 20,
   });
   if (r.status !== 0) throw new Error(`a streaming case (${args.join(" ")}) failed with status ${r.status}`);
-  return JSON.parse(r.stdout.trim().split("\n").at(-1)!) as { stream: StreamRow[]; epoch: EpochRow | null };
+  const result = JSON.parse(r.stdout.trim().split("\n").at(-1)!) as ChildResult;
+  caseTimes.push({
+    case: label,
+    wallSeconds: +((performance.now() - started) / 1000).toFixed(1),
+    cpuSeconds: +result.cpuSeconds.toFixed(1),
+  });
+  return result;
 }
 
 async function main(): Promise<void> {
@@ -332,6 +403,7 @@ async function main(): Promise<void> {
   }
   const stream: StreamRow[] = [];
   let epoch: EpochRow | null = null;
+  let wait: WaitRow | null = null;
   let folder: string | null = null;
   if (o.only !== "memory") {
     folder = await benchFolder(o);
@@ -339,23 +411,49 @@ async function main(): Promise<void> {
       // One case in this (fresh) process: its RSS is that case's alone.
       if (o.streamCases.length > 0) stream.push(await benchStream(folder, ...o.streamCases[0], o));
       else if (o.epochCase !== null) epoch = await benchEpoch(folder, ...o.epochCase, o);
-      console.log(JSON.stringify({ stream, epoch }));
+      else if (o.waitCase !== null)
+        wait = await benchWait(folder, ...o.waitCase, { width: o.waitWidth, batchSize: o.streamBatchSize });
+      const cpu = process.cpuUsage();
+      console.log(
+        JSON.stringify({ stream, epoch, wait, cpuSeconds: (cpu.user + cpu.system) / 1e6 } satisfies ChildResult),
+      );
       return;
     }
+    const only = ["--stream-cases", "", "--epoch", "none", "--wait", "none"];
     for (const [size, workers] of o.streamCases) {
       process.stderr.write(`streaming ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
-      stream.push(...caseInChild(o, folder, ["--stream-cases", `${size}:${workers}`, "--epoch", "none"]).stream);
+      const label = `stream ${size}:${workers}`;
+      stream.push(...caseInChild(o, folder, label, [...only, "--stream-cases", `${size}:${workers}`]).stream);
     }
     if (o.epochCase !== null) {
       const [size, workers] = o.epochCase;
       process.stderr.write(`one epoch at ${size} px with ${workers} worker${workers === 1 ? "" : "s"} …\n`);
-      epoch = caseInChild(o, folder, ["--stream-cases", "", "--epoch", `${size}:${workers}`]).epoch;
+      epoch = caseInChild(o, folder, `epoch ${size}:${workers}`, [...only, "--epoch", `${size}:${workers}`]).epoch;
+    }
+    if (o.waitCase !== null) {
+      const [size, workers, steps] = o.waitCase;
+      process.stderr.write(
+        `the trainer's data-wait share: ResNet-18 (width ${o.waitWidth}) at ${size} px, ${workers} workers, ${steps} steps …\n`,
+      );
+      const spec = `${size}:${workers}:${steps}`;
+      wait = caseInChild(o, folder, `wait ${spec}`, [...only, "--wait", spec]).wait;
     }
   }
   const machine = { cpus: os.cpus().length, loadAverage: os.loadavg().map((l) => +l.toFixed(2)) };
   if (o.json) {
     console.log(
-      JSON.stringify({ batchSize: o.batchSize, threads: getNumThreads(), machine, rows, folder, stream, epoch }),
+      JSON.stringify({
+        batchSize: o.batchSize,
+        threads: getNumThreads(),
+        machine,
+        rows,
+        folder,
+        stream,
+        epoch,
+        wait,
+        caseTimes,
+        seconds: +process.uptime().toFixed(1),
+      }),
     );
     return;
   }
@@ -368,7 +466,7 @@ async function main(): Promise<void> {
         `${o.streamBatches} batches timed after one warm-up batch per worker, one libtorch thread per worker`,
     );
     printTable([
-      ["size", "workers", "images/s", "RSS (MiB): start", "max", "end"],
+      ["size", "workers", "images/s", "RSS (MiB): start", "max", "end", "tensors", "cached"],
       ...stream.map((r) => [
         `${r.size}x${r.size}`,
         String(r.workers),
@@ -376,6 +474,8 @@ async function main(): Promise<void> {
         r.rssStartMiB.toFixed(0),
         r.rssMaxMiB.toFixed(0),
         r.rssEndMiB.toFixed(0),
+        r.tensorEndMiB.toFixed(0),
+        r.cachedEndMiB.toFixed(0),
       ]),
     ]);
   }
@@ -383,8 +483,21 @@ async function main(): Promise<void> {
     console.log(
       `one epoch at ${epoch.size}x${epoch.size}, ${epoch.workers} workers: ${epoch.images} images in ${epoch.seconds.toFixed(0)} s ` +
         `(${epoch.imagesPerS.toFixed(1)} images/s); RSS start ${epoch.rssStartMiB.toFixed(0)} MiB, max ${epoch.rssMaxMiB.toFixed(0)}, ` +
-        `end ${epoch.rssEndMiB.toFixed(0)} (every ${epoch.every} batches: ${epoch.rssSamplesMiB.join(" ")})`,
+        `end ${epoch.rssEndMiB.toFixed(0)} (every ${epoch.every} batches: ${epoch.rssSamplesMiB.join(" ")}); ` +
+        `libtorch's allocator at the end: ${epoch.tensorEndMiB.toFixed(0)} MiB in tensors, ${epoch.cachedEndMiB.toFixed(0)} MiB cached`,
     );
+  }
+  if (wait !== null) {
+    console.log(
+      `the trainer's data-wait share, SimCLR ResNet-18 (width ${wait.width}) at ${wait.size} px, batch ${wait.batchSize}, ` +
+        `${wait.workers} workers, ${wait.steps} steps of ${wait.stepSeconds.toFixed(2)} s: ${(wait.dataWaitShare * 100).toFixed(1)}% over the run ` +
+        `(first step waited ${wait.firstWaitSeconds.toFixed(1)} s), ${(wait.steadyDataWaitShare * 100).toFixed(1)}% from step ${wait.steadyFromStep} on; ` +
+        `RSS start ${wait.rssStartMiB.toFixed(0)} MiB, max ${wait.rssMaxMiB.toFixed(0)}, end ${wait.rssEndMiB.toFixed(0)}`,
+    );
+  }
+  if (caseTimes.length > 0) {
+    const times = caseTimes.map((t) => `${t.case} ${t.wallSeconds.toFixed(0)} / ${t.cpuSeconds.toFixed(0)}`);
+    console.log(`wall / CPU seconds per case: ${times.join(", ")}; ${process.uptime().toFixed(0)} s in all`);
   }
   if (rows.length === 0) return;
   console.log(`batch ${o.batchSize}, one libtorch thread (caller and worker)`);

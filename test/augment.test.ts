@@ -17,6 +17,8 @@ import {
   grayscale,
   presetByName,
   sampleCrop,
+  augmentChunkImages,
+  augmentInChunks,
   simclrCifar,
   simclrImagenet,
 } from "../src/data";
@@ -293,6 +295,35 @@ describe("determinism and presets", () => {
       [expected[0], expected[0]],
     );
     for (const t of [x, a, b, c]) t.dispose();
+  });
+
+  test("augmented a few images at a time (as the loader does), a batch comes out as in one call", () => {
+    // Every op acts on each image alone, so chunks change the memory held, not the numbers.
+    assert.equal(augmentChunkImages(3, 224 * 224, 224 * 224), 1);
+    assert.equal(augmentChunkImages(3, 96 * 96, 96 * 96), 9);
+    assert.equal(augmentChunkImages(1, 28 * 28, 28 * 28), 334);
+    const pixels = Uint8Array.from({ length: 10 * 3 * 40 * 40 }, (_, i) => (i * 2654435761) >>> 24);
+    const before = liveTensors();
+    for (const config of [simclrImagenet(24), simclrCifar(32)]) {
+      const aug = new Augmentation(config);
+      const params = aug.sample(new Rng(9), 10, 40, 40);
+      const whole = scope(() => aug.apply(fromTypedArray(pixels, [10, 3, 40, 40]), params).data() as Float32Array);
+      const size = 3 * 40 * 40;
+      for (const chunk of [1, 3, 10]) {
+        const chunked = augmentInChunks(
+          aug,
+          params,
+          { channels: 3, height: 40, width: 40 },
+          (s, count) => fromTypedArray(pixels.subarray(s * size, (s + count) * size), [count, 3, 40, 40]),
+          chunk,
+        );
+        assert.equal(chunked.length, whole.length);
+        let worst = 0;
+        for (let i = 0; i < whole.length; i++) worst = Math.max(worst, Math.abs(chunked[i] - whole[i]));
+        assert.ok(worst <= 1e-6, `${JSON.stringify(config.size)} in chunks of ${chunk}: max difference ${worst}`);
+      }
+    }
+    assert.equal(liveTensors(), before, "each chunk's tensors are freed");
   });
 
   test("uint8 input is scaled to [0, 1]", () => {

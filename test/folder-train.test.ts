@@ -5,23 +5,20 @@
 // --readout-data-dir, and says so without one.
 import { after, before, describe, test } from "node:test";
 import * as assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
 import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { writeSyntheticFolder } from "../src/data";
-
-const MAIN = path.join(__dirname, "..", "src", "cli", "main.js");
-const ENV = { ...process.env, LOCO_NUM_THREADS: "1", OMP_NUM_THREADS: "1" };
-
-function loco(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [MAIN, ...args], { encoding: "utf8", env: ENV, timeout: 120_000 });
-  if (r.error) throw r.error;
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
+import { type Run, loco } from "./helpers/runs";
 
 const TINY = ["--image-size", "32", "--epochs", "1", "--batch-size", "16", "--width", "4", "--train-subset", "0"];
 const QUICK_READOUT = ["--readout-epochs", "1", "--baselines", "none", "--threads", "1"];
+
+/** `loco train --dataset folder` on dataDir with the tiny settings and `flags`, into root/run. */
+function trainFolder(dataDir: string, run: string, flags: string[] = []): Promise<Run> {
+  const args = ["train", "--dataset", "folder", "--data-dir", dataDir, ...TINY, ...flags];
+  return loco([...args, "--run-dir", path.join(root, run)], { timeoutMs: 120_000 });
+}
 
 let root: string;
 let labelled: string;
@@ -36,38 +33,17 @@ after(() => {
 });
 
 describe("loco train --dataset folder", () => {
-  test("a bad file stops the run by default, naming it", () => {
-    const r = loco([
-      "train",
-      "--dataset",
-      "folder",
-      "--data-dir",
-      labelled,
-      ...TINY,
-      "--run-dir",
-      path.join(root, "r0"),
-    ]);
+  test("a bad file stops the run by default, naming it", async () => {
+    const r = await trainFolder(labelled, "r0");
     assert.equal(r.status, 1, r.stderr);
     const bad = path.join(labelled, "train", "class002", "readme.jpg");
     assert.ok(r.stderr.includes(`${bad}: cannot decode image (`), r.stderr);
     assert.doesNotMatch(r.stderr, /\n\s+at /, "no stack trace");
   });
 
-  test("streams the ImageNet layout, skips and lists the bad file, reads out on train/ and val/", () => {
+  test("streams the ImageNet layout, skips and lists the bad file, reads out on train/ and val/", async () => {
     const runDir = path.join(root, "r1");
-    const r = loco([
-      "train",
-      "--dataset",
-      "folder",
-      "--data-dir",
-      labelled,
-      "--on-bad-image",
-      "skip",
-      ...TINY,
-      ...QUICK_READOUT,
-      "--run-dir",
-      runDir,
-    ]);
+    const r = await trainFolder(labelled, "r1", ["--on-bad-image", "skip", ...QUICK_READOUT]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /pretraining data: .*train: 33 images in 4 classes \(class000 8, class001 8, class002 9/);
     assert.match(r.stderr, /test data: .*val: 8 images in 4 classes/);
@@ -77,40 +53,23 @@ describe("loco train --dataset folder", () => {
     assert.match(results.dataset, /folder/);
   });
 
-  test("an unlabelled folder needs a labelled --readout-data-dir, and says so", () => {
+  test("an unlabelled folder needs a labelled --readout-data-dir, and says so", async () => {
     const flat = path.join(root, "unlabelled");
     fs.mkdirSync(flat);
     for (const f of fs.readdirSync(path.join(labelled, "train", "class000")))
       fs.copyFileSync(path.join(labelled, "train", "class000", f), path.join(flat, f));
     for (const f of fs.readdirSync(path.join(labelled, "train", "class001")))
       fs.copyFileSync(path.join(labelled, "train", "class001", f), path.join(flat, `b-${f}`));
-    const refused = loco([
-      "train",
-      "--dataset",
-      "folder",
-      "--data-dir",
-      flat,
-      ...TINY,
-      "--run-dir",
-      path.join(root, "r2"),
-    ]);
+    const refused = await trainFolder(flat, "r2");
     assert.equal(refused.status, 1);
     assert.match(refused.stderr, /has no val\/ or test\/ folder; evaluation .* needs labelled images/);
     assert.match(refused.stderr, /--readout-data-dir/);
-    const r = loco([
-      "train",
-      "--dataset",
-      "folder",
-      "--data-dir",
-      flat,
+    const r = await trainFolder(flat, "r3", [
       "--readout-data-dir",
       labelled,
       "--on-bad-image",
       "skip",
-      ...TINY,
       ...QUICK_READOUT,
-      "--run-dir",
-      path.join(root, "r3"),
     ]);
     assert.equal(r.status, 0, r.stderr);
     assert.match(r.stderr, /pretraining data: .*unlabelled: 16 unlabelled images/);

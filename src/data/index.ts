@@ -12,5 +12,5 @@ export * from "./augment";
 export * from "./loader";
 export * from "./datasets";
 export { Rng, roundHalfEven } from "./rng";
-export { augmentRng, prepareBatch, type PreparedBatch } from "./prepare";
+export { augmentChunkImages, augmentInChunks, augmentRng, prepareBatch, type PreparedBatch } from "./prepare";
 export * from "./registry";

@@ -12,7 +12,8 @@
 // augmented as part of the global batch. The ranks' shards never overlap, and together they are
 // exactly the batch a single process with batchSize × count sees, augmentations included.
 //
-// Overlap: with workers ≥ 1, next() keeps `prefetch` batches requested ahead; the workers read and
+// Overlap: with workers ≥ 1, the loader keeps the next batch and `prefetch` more requested, from
+// its construction on (the workers start while the caller builds its model); the workers read and
 // augment them (each with one libtorch thread by default) and transfer the float32 pixels back, and
 // the main thread only wraps them in tensors. Each batch reports waitMs, the time next() kept the
 // caller waiting, so a trainer can log the share of step time spent waiting for data.
@@ -27,7 +28,7 @@ import { type Tensor, fromTypedArray, keep } from "../torch";
 import { Augmentation, type AugmentConfig } from "./augment";
 import type { ImageDataset } from "./dataset";
 import { type BadImage, BadImageError } from "./folder";
-import { type PreparedBatch, prepareBatch } from "./prepare";
+import { type PreparedBatch, prepareBatch, recycleBuffers } from "./prepare";
 import { type StreamedFiles, prepareStreamingBatch, streamedFiles } from "./stream";
 import { Rng } from "./rng";
 import type { WorkerInit, WorkerReply, WorkerRequest } from "./worker";
@@ -103,6 +104,8 @@ type Prepared = PreparedBatch & { indices?: Int32Array; bad?: BadImage[] };
 interface Job {
   promise: Promise<Prepared>;
   indices: Int32Array;
+  /** The worker preparing it (undefined: this thread). */
+  worker?: number;
 }
 
 interface Pending {
@@ -212,6 +215,8 @@ export class DataLoader {
     if (this.#streamed !== null) this.#noteBad(this.#streamed.listedBad);
     const init: WorkerInit = { source: spec, configs: this.configs, seed: this.seed };
     for (let w = 0; w < workers; w++) this.#workers.push(this.#spawn(w, init, threads));
+    // The workers start on the first batches now, while the caller builds its model.
+    this.#fillQueue();
   }
 
   /** The position of the next batch next() returns (save it to resume). */
@@ -239,6 +244,7 @@ export class DataLoader {
     this.#batch = positiveInt(position.batch, "position.batch", 0);
     this.#normalise();
     this.#jobs.clear();
+    this.#fillQueue();
   }
 
   /** The dataset indices of epoch `epoch`, in the order the loader visits them. */
@@ -269,19 +275,17 @@ export class DataLoader {
     const epoch = this.#epoch;
     const batch = this.#batch;
     const job = this.#request(epoch, batch);
-    if (this.#workers.length > 0) {
-      // Keep the workers busy with the batches after this one while we wait and while it trains.
-      let pos = { epoch, batch };
-      for (let k = 0; k < this.#prefetch; k++) {
-        pos = this.#after(pos);
-        this.#request(pos.epoch, pos.batch);
-      }
-    }
+    // Keep the workers busy with the batches after this one while we wait and while it trains.
+    this.#fillQueue();
     this.#jobs.delete(`${epoch}:${batch}`);
     const prepared = await job.promise;
     if (prepared.bad !== undefined) this.#noteBad(prepared.bad);
     const indices = prepared.indices ?? job.indices;
     const views = prepared.views.map((v, i) => keep(fromTypedArray(v, prepared.shapes[i])));
+    this.#recycle(
+      prepared.views.map((v) => v.buffer as ArrayBuffer),
+      job.worker,
+    );
     const labels = this.dataset.labels;
     const labelTensor =
       labels === null
@@ -349,6 +353,21 @@ export class DataLoader {
     this.#workers = [];
   }
 
+  /** Gives a batch's buffers (copied into tensors) back to the thread that made them, for its next batches. */
+  #recycle(buffers: ArrayBuffer[], worker: number | undefined): void {
+    if (worker === undefined) {
+      recycleBuffers(buffers);
+      return;
+    }
+    const w = this.#workers[worker];
+    if (w === undefined || this.#closed) return;
+    try {
+      w.postMessage({ type: "recycle", buffers } satisfies WorkerRequest, buffers);
+    } catch {
+      // A worker that has exited: its buffers are simply freed.
+    }
+  }
+
   /** Records newly found bad files: tells onBadImage and rewrites badImagesFile. */
   #noteBad(found: readonly BadImage[]): void {
     const fresh = found.filter((b) => !this.#bad.has(b.file));
@@ -362,6 +381,17 @@ export class DataLoader {
       const tmp = `${this.#badImagesFile}.tmp-${process.pid}`;
       fs.writeFileSync(tmp, text);
       fs.renameSync(tmp, this.#badImagesFile);
+    }
+  }
+
+  /** With workers: requests the batch at the current position and the `prefetch` after it (those not yet requested). */
+  #fillQueue(): void {
+    if (this.#workers.length === 0) return;
+    let pos = this.position;
+    this.#request(pos.epoch, pos.batch);
+    for (let k = 0; k < this.#prefetch; k++) {
+      pos = this.#after(pos);
+      this.#request(pos.epoch, pos.batch);
     }
   }
 
@@ -413,7 +443,7 @@ export class DataLoader {
       worker.ref();
       const msg: WorkerRequest = { type: "job", id, indices, epoch, batch, skip: this.shardRank * this.batchSize };
       worker.postMessage(msg);
-      job = { promise, indices };
+      job = { promise, indices, worker: w };
     }
     this.#jobs.set(key, job);
     return job;

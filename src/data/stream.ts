@@ -24,7 +24,7 @@
 // batch exactly as in ./augment.ts, with the crop set to the whole (already cropped) image. Without
 // a crop (evaluation), the image's shorter side is scaled to the output and the centre is kept.
 import * as fs from "node:fs";
-import { fromTypedArray, scope } from "../torch";
+import { fromTypedArray } from "../torch";
 import type { Augmentation, SampleParams } from "./augment";
 import { type ImageDataset, ImageFiles, type SourceSpec, makeDataset, withoutLabels } from "./dataset";
 import {
@@ -38,7 +38,7 @@ import {
   loadSharp,
   oneLine,
 } from "./folder";
-import type { PreparedBatch } from "./prepare";
+import { type PreparedBatch, augmentInChunks, recycleBuffers, takeBuffer } from "./prepare";
 import { Rng } from "./rng";
 
 /** Tag of the per-image augmentation streams (apart from the in-memory loader's and the shuffle's). */
@@ -242,7 +242,7 @@ export async function prepareStreamingBatch(
   const start = performance.now();
   const n = indices.length;
   const { channels } = source;
-  const pixels = augmentations.map((a) => new Uint8Array(n * channels * a.outHeight * a.outWidth));
+  const pixels = augmentations.map((a) => new Uint8Array(takeBuffer(n * channels * a.outHeight * a.outWidth)));
   const params: SampleParams[][] = augmentations.map(() => []);
   const used = new Int32Array(n);
   const bad: BadImage[] = [];
@@ -275,19 +275,20 @@ export async function prepareStreamingBatch(
       );
     }
   }
-  const views = scope(() =>
-    augmentations.map((aug, v) => {
-      const images = fromTypedArray(pixels[v], [n, channels, aug.outHeight, aug.outWidth]);
-      // The crop is done: what is left acts on the whole decoded image.
-      const whole = { top: 0, left: 0, height: aug.outHeight, width: aug.outWidth };
-      return aug
-        .apply(
-          images,
-          params[v].map((p) => ({ ...p, crop: whole })),
-        )
-        .data() as Float32Array;
-    }),
-  );
+  // The crop is done: what is left acts on the whole decoded image, a few images at a time.
+  const views = augmentations.map((aug, v) => {
+    const input = { channels, height: aug.outHeight, width: aug.outWidth };
+    const size = channels * aug.outHeight * aug.outWidth;
+    const whole = { top: 0, left: 0, height: aug.outHeight, width: aug.outWidth };
+    return augmentInChunks(
+      aug,
+      params[v].map((p) => ({ ...p, crop: whole })),
+      input,
+      (s, count) =>
+        fromTypedArray(pixels[v].subarray(s * size, (s + count) * size), [count, channels, input.height, input.width]),
+    );
+  });
+  recycleBuffers(pixels.map((p) => p.buffer as ArrayBuffer));
   const shapes = augmentations.map((a): [number, number, number, number] => [n, channels, a.outHeight, a.outWidth]);
   return { views, shapes, prepareMs: performance.now() - start, indices: used, bad };
 }

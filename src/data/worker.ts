@@ -5,7 +5,7 @@ import { parentPort, workerData } from "node:worker_threads";
 import { Augmentation, type AugmentConfig } from "./augment";
 import { type SourceSpec, openSource } from "./dataset";
 import type { BadImage } from "./folder";
-import { prepareBatch } from "./prepare";
+import { prepareBatch, recycleBuffers } from "./prepare";
 import { prepareStreamingBatch, streamedFiles } from "./stream";
 
 export interface WorkerInit {
@@ -15,7 +15,10 @@ export interface WorkerInit {
 }
 
 export type WorkerRequest =
-  { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number; skip: number } | { type: "close" };
+  | { type: "job"; id: number; indices: Int32Array; epoch: number; batch: number; skip: number }
+  /** A batch's view buffers, given back once the loader has copied them (reused for later batches). */
+  | { type: "recycle"; buffers: ArrayBuffer[] }
+  | { type: "close" };
 
 export type WorkerReply =
   | {
@@ -77,6 +80,10 @@ port.on("message", (msg: WorkerRequest) => {
       source.close();
       port.close();
     });
+    return;
+  }
+  if (msg.type === "recycle") {
+    recycleBuffers(msg.buffers);
     return;
   }
   queue = queue.then(() => prepare(msg));

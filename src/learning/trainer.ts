@@ -220,7 +220,41 @@ async function runTraining(
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
-  const model = buildTrainModel(options, data.pretrain.channels, hooks.dtype);
+  // Bad files of a streamed folder (--on-bad-image skip) are said once, whoever finds them:
+  // pretraining, the kNN monitor or the readout.
+  const saidBad = new Set<string>();
+  const sayBad = (bad: BadImage): void => {
+    if (saidBad.has(bad.file)) return;
+    saidBad.add(bad.file);
+    log(`warning: skipped ${bad.file} (${bad.reason})`);
+  };
+  // A fresh run's loader comes first: its workers start on the first batches while the model is
+  // built. A resumed run's starts at its checkpoint's position, known once the model is restored.
+  // Stage parallel: rank 0 alone feeds the data.
+  const feedsData = group === null || options.parallel !== "stages" || group.rank === 0;
+  const makeLoader = (start: { epoch: number; batch: number }): DataLoader | null =>
+    !feedsData
+      ? null
+      : new DataLoader(data.pretrain, {
+          batchSize: options.batchSize,
+          augment: options.augment,
+          views: 2,
+          seed: options.seed,
+          workers: options.workers,
+          start,
+          ...(group === null || options.parallel === "stages" ? {} : { shard: { rank: group.rank, count: worldSize } }),
+          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+          onBadImage: sayBad,
+          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+        });
+  let loader = options.resume ? null : makeLoader({ epoch: 0, batch: 0 });
+  let model: TrainModel;
+  try {
+    model = buildTrainModel(options, data.pretrain.channels, hooks.dtype);
+  } catch (error) {
+    await loader?.close();
+    throw error;
+  }
   try {
     const stages =
       group !== null && options.parallel === "stages" ? await attachStageParallel(group, model, options) : null;
@@ -241,6 +275,7 @@ async function runTraining(
     const start = options.resume
       ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric, ranks)
       : { epoch: 0, batch: 0 };
+    if (options.resume) loader = makeLoader(start);
     log(
       `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
         `(${data.pretrain.count} images, ${data.pretrain.channels}x${data.pretrain.height}x${data.pretrain.width}), ` +
@@ -263,34 +298,9 @@ async function runTraining(
           `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
       );
     }
-    // Bad files of a streamed folder (--on-bad-image skip) are said once, whoever finds them:
-    // pretraining, the kNN monitor or the readout.
-    const saidBad = new Set<string>();
-    const sayBad = (bad: BadImage): void => {
-      if (saidBad.has(bad.file)) return;
-      saidBad.add(bad.file);
-      log(`warning: skipped ${bad.file} (${bad.reason})`);
-    };
     const evalData: EvalBatchOptions = { workers: options.workers, onBadImage: sayBad };
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
-    // The loader (and its worker threads) is made just before the loop, so that nothing can fail
-    // between its start and the finally that closes it.
-    const feedsData = stages === null || stages.rank === 0;
-    const loader = !feedsData
-      ? null
-      : new DataLoader(data.pretrain, {
-          batchSize: options.batchSize,
-          augment: options.augment,
-          views: 2,
-          seed: options.seed,
-          workers: options.workers,
-          start,
-          ...(dp === null || stages !== null ? {} : { shard: { rank: dp.rank, count: worldSize } }),
-          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-          onBadImage: sayBad,
-          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
-        });
     const ctx: TrainContext = {
       options,
       onNonfinite: options.onNonfinite ?? "stop",
@@ -334,6 +344,7 @@ async function runTraining(
     const results = await readOut(ctx, data);
     return { results, interrupted: results === null, options };
   } finally {
+    await loader?.close(); // (closed already after the loop; here when something failed before it)
     disposeTrainModel(model);
   }
 }
