@@ -223,20 +223,22 @@ describe("DataLoader", () => {
     const ds = toyDataset(64, 3, 32);
     const loader = new DataLoader(ds, { batchSize: 16, augment: simclrCifar(32), seed: 1, workers: 1, prefetch: 2 });
     const waits: number[] = [];
-    const prepares: number[] = [];
+    let slowestPrepare = 0;
     for (let i = 0; i < 8; i++) {
       const b = await loader.next();
       waits.push(b.waitMs);
-      prepares.push(b.prepareMs);
+      slowestPrepare = Math.max(slowestPrepare, b.prepareMs);
       b.dispose();
-      await sleep(60); // the "training step"
+      // The "training step" is several times the slowest preparation seen, so that the claim does
+      // not depend on this machine's speed or load: the worker always has time to get ahead.
+      await sleep(Math.max(60, 4 * slowestPrepare));
     }
     await loader.close();
-    const later = waits.slice(1);
-    const meanPrepare = prepares.reduce((a, b) => a + b, 0) / prepares.length;
-    assert.ok(meanPrepare < 50, `preparing a batch took ${meanPrepare} ms: too slow for this test's 60 ms step`);
-    // After the first batch, the next one is always ready: waiting is just wrapping the buffers.
-    assert.ok(Math.max(...later) < 10, `waits after the first batch: ${later.map((w) => w.toFixed(1)).join(", ")} ms`);
+    // After the first batch, the next one is ready: waiting is just wrapping the buffers. The median
+    // (not the maximum) so that one descheduling of the worker thread on a loaded machine is not a failure.
+    const later = waits.slice(1).sort((a, b) => a - b);
+    const median = later[Math.floor(later.length / 2)];
+    assert.ok(median < 10, `waits after the first batch: ${later.map((w) => w.toFixed(1)).join(", ")} ms`);
     assert.ok(loader.stats.batches === 8 && loader.stats.waitMs >= waits[0]);
   });
 
