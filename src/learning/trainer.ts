@@ -1,80 +1,47 @@
 // The trainer: pretrain an encoder with SimCLR end to end, GIM or LoCo (any configuration of the
 // router), monitor it with kNN, read it out with the linear protocol against the baselines, and
 // keep everything in a run directory. Built from parts a stage-parallel worker or a grid runner can
-// reuse: options (options.ts), run directory (rundir.ts), model (model.ts), one guarded step
-// (step.ts), divergence (divergence.ts), resume (resume.ts), state (state.ts), metrics (metrics.ts).
+// reuse: options (options.ts), data (run-data.ts), run directory (rundir.ts), model (model.ts), one
+// guarded step (step.ts), divergence (divergence.ts), the loop's context and non-finite handling
+// (train-context.ts), checkpoints (train-checkpoint.ts), sequential phases (phases.ts), resume
+// (resume.ts), state (state.ts), metrics (metrics.ts).
 import * as path from "node:path";
-import { type Tensor, defaultGenerator, getNumThreads, manualSeed, setNumThreads } from "../torch";
+import { getNumThreads, manualSeed, setNumThreads } from "../torch";
 import { LRScheduler, LinearWarmupCosine } from "../optim/schedule";
-import { type ImageDataset, subset } from "../data/dataset";
-import { type DatasetSpec, openDataset } from "../data/datasets";
 import type { BadImage } from "../data/folder";
 import { DataLoader } from "../data/loader";
-import { bytesPerElement } from "../torch/dtype";
 import { Progress, formatDuration } from "./progress";
 import { writeMetricsCsv } from "./metrics-csv";
 import { describeSplit } from "./split";
-import {
-  type CheckpointMeta,
-  CHECKPOINT_FORMAT,
-  checkpointDir,
-  checkpointPath,
-  listCheckpoints,
-  saveCheckpoint,
-} from "./checkpoint";
 import type { ProcessGroup } from "../torch/distributed";
-import { type DataParallel, attachDataParallel, dataParallelFailure, joinProcessGroup } from "./data-parallel";
+import { attachDataParallel, dataParallelFailure, joinProcessGroup } from "./data-parallel";
 import { type StageParallel, attachStageParallel, checkStageParallelOptions } from "./stage-training";
-import { MAX_CONSECUTIVE_SKIPS, type DivergencePoint, divergenceError, firstNonFiniteTensor } from "./divergence";
 import { buildRunEncoder, describeEncoder } from "./encoders";
 import { TrainingError } from "./errors";
 import { type MetricsRecord, MetricsWriter } from "./metrics";
-import { type TrainModel, buildTrainModel, disposeTrainModel, modelState } from "./model";
-import {
-  type NonFiniteAction,
-  type TrainInput,
-  type TrainOptions,
-  describeMethod,
-  resolveTrainOptions,
-} from "./options";
-import { type EvalBatchOptions, evalDataSpec, knnMonitor, readoutReport, strided } from "./readout";
+import { type TrainModel, buildTrainModel, disposeTrainModel } from "./model";
+import { type TrainInput, type TrainOptions, describeMethod, resolveTrainOptions } from "./options";
+import { enterPhase } from "./phases";
+import { type EvalBatchOptions, knnMonitor, readoutReport, strided } from "./readout";
 import type { Results } from "./results";
 import { type RankInfo, restoreRun } from "./resume";
-import { checkFreeSpace, formatBytes, openRunDirectory, writeJsonAtomic } from "./rundir";
+import { openRunDirectory, writeJsonAtomic } from "./rundir";
+import { type RunData, openRunData } from "./run-data";
 import { resumeOptions, runConfigJson } from "./runs";
 import { guardedStep } from "./step";
 import {
   type TrainState,
-  checkpointExtra,
   dataWaitShare,
   imagesPerSecond,
   newTrainState,
   recordLosses,
   takeEpochLoss,
 } from "./state";
+import { checkCheckpointSpace, gatherStages, writeCheckpoint } from "./train-checkpoint";
+import { type TrainContext, type TrainHooks, handleProblem } from "./train-context";
 
-export interface TrainHooks {
-  /**
-   * Asked after every step with the number of steps done (the event loop gets a turn first, so
-   * JS signal listeners have run): true stops training after writing a checkpoint (Ctrl-C
-   * handling). Also asked before the readout and between its evaluations.
-   */
-  shouldStop?: (info: { step: number }) => boolean;
-  /** Where messages go (default: stderr). */
-  log?: (message: string) => void;
-  progress?: Progress;
-  /**
-   * Called after each step's backward pass, before the finiteness checks and the optimizer step,
-   * with the 1-based step number and every trained parameter by state-dict name (inspection,
-   * fault injection in tests).
-   */
-  afterBackward?: (info: { step: number; parameters: [string, Tensor][] }) => void;
-  /**
-   * The dtype the model trains in (default float32, what every run uses). float64 is for tests
-   * that compare two runs beyond float32 rounding (data parallel against one process).
-   */
-  dtype?: "float32" | "float64";
-}
+export { phaseOfEpoch } from "./phases";
+export type { TrainHooks } from "./train-context";
 
 export interface TrainOutcome {
   /** The run's results (null when interrupted, and on data-parallel ranks other than 0, which do not read out). */
@@ -83,56 +50,6 @@ export interface TrainOutcome {
   interrupted: boolean;
   /** The resolved options the run trained with (runDir included). */
   options: TrainOptions;
-}
-
-/** The datasets of a run, opened (and so checked) before anything is written. */
-interface RunData {
-  pretrain: ImageDataset;
-  train: ImageDataset;
-  test: ImageDataset;
-  stepsPerEpoch: number;
-}
-
-async function openRunData(options: TrainOptions, log: (m: string) => void, worldSize: number): Promise<RunData> {
-  const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
-    try {
-      return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });
-    } catch (error) {
-      throw new TrainingError(`${role} data (${spec.name}): ${(error as Error).message}`);
-    }
-  };
-  // The labelled splits first, so that a missing val/ folder is reported before anything else. An
-  // image folder's are listed, not decoded: they stream through the kNN monitor and the readout
-  // (a file that fails to decode is found there, and stops the run or is skipped as for pretraining).
-  const test = await open(evalDataSpec(options.testData), "test");
-  const train = await open(evalDataSpec(options.trainData), "readout train");
-  if (train.labels === null) {
-    throw new TrainingError(
-      `readout train data (${options.trainData.name}): ${train.name} has no labels; the linear readout and kNN need labelled images (class folders)`,
-    );
-  }
-  const { subset: subsetOptions, ...pretrainSpec } = options.pretrainData;
-  let pretrain = await open({ ...pretrainSpec, labelFree: true }, "pretraining");
-  if (subsetOptions !== undefined) {
-    if (subsetOptions.count > pretrain.count) {
-      throw new TrainingError(
-        `a pretraining subset of ${subsetOptions.count} images (trainSubset, --train-subset) exceeds the ${pretrain.count} images of ${pretrain.name}; ` +
-          `nothing was written: choose at most ${pretrain.count} (0: all)`,
-        2,
-      );
-    }
-    pretrain = subset(pretrain, subsetOptions);
-  }
-  // Full batches only (the loader's dropLast default); data parallel: global batches of batchSize per rank.
-  const globalBatch = options.batchSize * worldSize;
-  const stepsPerEpoch = Math.floor(pretrain.count / globalBatch);
-  if (stepsPerEpoch === 0) {
-    throw new TrainingError(
-      `batch size ${options.batchSize}${worldSize > 1 ? ` x ${worldSize} ranks` : ""} exceeds the ${pretrain.count} images of ${pretrain.name}; nothing was written`,
-      2,
-    );
-  }
-  return { pretrain, train, test, stepsPerEpoch };
 }
 
 /**
@@ -168,36 +85,6 @@ export async function train(input: TrainInput = {}, hooks: TrainHooks = {}): Pro
   }
 }
 
-/** What the loop and its helpers share. */
-interface TrainContext {
-  options: TrainOptions;
-  onNonfinite: NonFiniteAction;
-  model: TrainModel;
-  state: TrainState;
-  scheduler: LRScheduler;
-  /** Null on the ranks of a stage-parallel run other than 0 (rank 0 feeds the views). */
-  loader: DataLoader | null;
-  stepsPerEpoch: number;
-  totalSteps: number;
-  hooks: TrainHooks & { log: (m: string) => void };
-  progress: Progress;
-  /** Data or stage parallel (null: one process). */
-  dp: DataParallel | null;
-  /** Stage parallel (null otherwise): gathers to rank 0 before checkpoints and the kNN monitor. */
-  stages: StageParallel | null;
-  /** Whether this process writes the run directory (rank 0 of a parallel run). */
-  writer: boolean;
-  /** Images of one optimizer step: batchSize (× ranks, data parallel). */
-  globalBatch: number;
-  metric: (record: MetricsRecord) => void;
-  /** How the evaluations read streamed image folders (workers, bad files said once). */
-  evalData: EvalBatchOptions;
-  /** kNN top-1 of the encoder now (null: the monitor is off). */
-  knn: () => Promise<number | null>;
-  /** Sequential schedule: the phase last announced in the log. */
-  announcedPhase: number | null;
-}
-
 /** Trains (from scratch or from the newest checkpoint) and reads out; the model is disposed on every path. */
 async function runTraining(
   options: TrainOptions,
@@ -220,33 +107,7 @@ async function runTraining(
       throw new TrainingError(`cannot append to ${metricsFile} (${(error as Error).message})`);
     }
   };
-  // Bad files of a streamed folder (--on-bad-image skip) are said once, whoever finds them:
-  // pretraining, the kNN monitor or the readout.
-  const saidBad = new Set<string>();
-  const sayBad = (bad: BadImage): void => {
-    if (saidBad.has(bad.file)) return;
-    saidBad.add(bad.file);
-    log(`warning: skipped ${bad.file} (${bad.reason})`);
-  };
-  // A fresh run's loader comes first: its workers start on the first batches while the model is
-  // built. A resumed run's starts at its checkpoint's position, known once the model is restored.
-  // Stage parallel: rank 0 alone feeds the data.
-  const feedsData = group === null || options.parallel !== "stages" || group.rank === 0;
-  const makeLoader = (start: { epoch: number; batch: number }): DataLoader | null =>
-    !feedsData
-      ? null
-      : new DataLoader(data.pretrain, {
-          batchSize: options.batchSize,
-          augment: options.augment,
-          views: 2,
-          seed: options.seed,
-          workers: options.workers,
-          start,
-          ...(group === null || options.parallel === "stages" ? {} : { shard: { rank: group.rank, count: worldSize } }),
-          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-          onBadImage: sayBad,
-          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
-        });
+  const { makeLoader, sayBad } = pretrainingLoader(options, data, group, writer, log);
   let loader = options.resume ? null : makeLoader({ epoch: 0, batch: 0 });
   let model: TrainModel;
   try {
@@ -276,28 +137,7 @@ async function runTraining(
       ? resumeOrRestart(options, model, scheduler, state, stepsPerEpoch, log, metric, ranks)
       : { epoch: 0, batch: 0 };
     if (options.resume) loader = makeLoader(start);
-    log(
-      `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
-        `(${data.pretrain.count} images, ${data.pretrain.channels}x${data.pretrain.height}x${data.pretrain.width}), ` +
-        `${describeEncoder(options)}, ${options.epochs} epochs x ${stepsPerEpoch} steps, batch ${options.batchSize}, ` +
-        `${options.optimizer} lr ${options.lr}, ${getNumThreads()} threads, run dir ${options.runDir}`,
-    );
-    log(
-      `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
-        `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
-    );
-    if (stages !== null) {
-      log(
-        `stage parallel (${options.stageSchedule ?? "sync"}): ` +
-          stages.layout.map((l, r) => `rank ${r} stages ${l.first + 1}-${l.last + 1}`).join(", ") +
-          `; rank 0 reads the data and writes ${options.runDir}`,
-      );
-    } else if (dp !== null) {
-      log(
-        `data parallel: ${worldSize} ranks x batch ${options.batchSize} = global batch ${options.batchSize * worldSize} ` +
-          `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
-      );
-    }
+    logRunStart(options, data, model, stages, dp === null ? null : worldSize, log);
     const evalData: EvalBatchOptions = { workers: options.workers, onBadImage: sayBad };
     const knnBank = strided(data.train, options.knnTrainSize);
     const knnQueries = strided(data.test, options.knnTestSize);
@@ -349,6 +189,79 @@ async function runTraining(
   }
 }
 
+/** Says what the run trains, on what, how, and how it is laid out over ranks. */
+function logRunStart(
+  options: TrainOptions,
+  data: RunData,
+  model: TrainModel,
+  stages: StageParallel | null,
+  dataParallelRanks: number | null,
+  log: (m: string) => void,
+): void {
+  const { stepsPerEpoch } = data;
+  log(
+    `loco train: ${describeMethod(options.method, options.learning)} on ${data.pretrain.name} ` +
+      `(${data.pretrain.count} images, ${data.pretrain.channels}x${data.pretrain.height}x${data.pretrain.width}), ` +
+      `${describeEncoder(options)}, ${options.epochs} epochs x ${stepsPerEpoch} steps, batch ${options.batchSize}, ` +
+      `${options.optimizer} lr ${options.lr}, ${getNumThreads()} threads, run dir ${options.runDir}`,
+  );
+  log(
+    `stages: ${model.learner.stages.length} (split ${JSON.stringify(options.learning.split ?? "resnet")}, blocks ` +
+      `${describeSplit(model.learner.split, model.encoder.blocks().length)}), overlap ${options.learning.overlap ?? "retain"}`,
+  );
+  if (stages !== null) {
+    log(
+      `stage parallel (${options.stageSchedule ?? "sync"}): ` +
+        stages.layout.map((l, r) => `rank ${r} stages ${l.first + 1}-${l.last + 1}`).join(", ") +
+        `; rank 0 reads the data and writes ${options.runDir}`,
+    );
+  } else if (dataParallelRanks !== null) {
+    log(
+      `data parallel: ${dataParallelRanks} ranks x batch ${options.batchSize} = global batch ${options.batchSize * dataParallelRanks} ` +
+        `(SyncBatchNorm, NT-Xent over the global batch, gradients averaged); rank 0 writes ${options.runDir}`,
+    );
+  }
+}
+
+/**
+ * The pretraining loader's factory (a fresh run makes it before the model, so that its workers
+ * start on the first batches while the model is built; a resumed run at its checkpoint's position)
+ * and the reporter of bad files, which says each skipped file once, whoever finds it: pretraining,
+ * the kNN monitor or the readout. Stage parallel: rank 0 alone feeds the data.
+ */
+function pretrainingLoader(
+  options: TrainOptions,
+  data: RunData,
+  group: ProcessGroup | null,
+  writer: boolean,
+  log: (m: string) => void,
+): { makeLoader: (start: { epoch: number; batch: number }) => DataLoader | null; sayBad: (bad: BadImage) => void } {
+  const worldSize = group?.worldSize ?? 1;
+const saidBad = new Set<string>();
+const sayBad = (bad: BadImage): void => {
+  if (saidBad.has(bad.file)) return;
+  saidBad.add(bad.file);
+  log(`warning: skipped ${bad.file} (${bad.reason})`);
+};
+const feedsData = group === null || options.parallel !== "stages" || group.rank === 0;
+const makeLoader = (start: { epoch: number; batch: number }): DataLoader | null =>
+  !feedsData
+    ? null
+    : new DataLoader(data.pretrain, {
+        batchSize: options.batchSize,
+        augment: options.augment,
+        views: 2,
+        seed: options.seed,
+        workers: options.workers,
+        start,
+        ...(group === null || options.parallel === "stages" ? {} : { shard: { rank: group.rank, count: worldSize } }),
+        // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+        onBadImage: sayBad,
+        ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+      });
+  return { makeLoader, sayBad };
+}
+
 /** Restores the newest checkpoint of a resumed run (or starts it over); returns the loader's start. */
 function resumeOrRestart(
   options: TrainOptions,
@@ -373,164 +286,10 @@ function resumeOrRestart(
   return start;
 }
 
-/** Room for the checkpoints before anything is trained: model + optimizer slots, K kept + 1 being written. */
-function checkCheckpointSpace(options: TrainOptions, model: TrainModel): void {
-  const tensorBytes = (ts: Iterable<Tensor>): number =>
-    [...ts].reduce((a, t) => a + t.numel() * bytesPerElement[t.dtype], 0);
-  const slots = options.optimizer === "adam" ? 2 : options.momentum > 0 ? 1 : 0;
-  const checkpointBytes =
-    tensorBytes(modelState(model).values()) + slots * tensorBytes(model.named.map(([, p]) => p)) + 65536;
-  const existing = listCheckpoints(options.runDir).length;
-  const toWrite = Math.max(1, options.keepCheckpoints + 1 - (options.resume ? existing : 0));
-  checkFreeSpace(
-    options.runDir,
-    toWrite * checkpointBytes + 2 ** 20,
-    `${toWrite} more checkpoint${toWrite > 1 ? "s" : ""} of ~${formatBytes(checkpointBytes)} plus ~1 MiB of logs`,
-  );
-}
-
 const nextTurn = (): Promise<void> => new Promise((resolve) => setImmediate(resolve));
 
 /** Where the progress line of a data-parallel rank other than 0 goes. */
 const silentStream = { write: () => true, isTTY: false } as unknown as NodeJS.WriteStream;
-
-/** The diagnosis of a non-finite step at `point`, as an error to throw. */
-function diverged(ctx: TrainContext, point: DivergencePoint, what: string): TrainingError {
-  return divergenceError(point, what, {
-    learner: ctx.model.learner,
-    lastFinite: ctx.state.lastFinite,
-    checkpoint: ctx.state.lastCheckpoint ?? listCheckpoints(ctx.options.runDir).at(-1) ?? null,
-    runDir: ctx.options.runDir,
-    onNonfinite: ctx.onNonfinite,
-  });
-}
-
-/** Stage parallel: every rank's stages into rank 0's model and optimizer (once per step; every rank calls it). */
-async function gatherStages(ctx: TrainContext): Promise<void> {
-  if (ctx.stages === null || ctx.state.gatheredStep === ctx.state.step) return;
-  await ctx.stages.gather();
-  ctx.state.gatheredStep = ctx.state.step;
-}
-
-/** Writes a checkpoint of the current step (once per step); refuses to save non-finite weights. */
-async function writeCheckpoint(ctx: TrainContext): Promise<string> {
-  const { options, model, state } = ctx;
-  if (state.checkpointStep === state.step && state.lastCheckpoint !== null) return state.lastCheckpoint;
-  await gatherStages(ctx);
-  // Never save a non-finite tensor (weights or batch-norm statistics) over a good checkpoint.
-  const badName = firstNonFiniteTensor(modelState(model));
-  if (badName !== null) {
-    const prefix = badName.slice(0, badName.lastIndexOf(".") + 1);
-    const group = model.groups.find((g) => g.params.some(([n]) => n.startsWith(prefix))) ?? model.groups[0];
-    const bad = { name: badName, group };
-    throw diverged(
-      ctx,
-      {
-        step: state.step,
-        epoch: Math.floor(Math.max(0, state.step - 1) / ctx.stepsPerEpoch) + 1,
-        stage: bad.group.stage,
-        kind: model.named.some(([n]) => n === bad.name) ? "weights" : "buffer",
-        parameter: bad.name,
-      },
-      `${bad.name} (${bad.group.label}) is non-finite after the update; no checkpoint was written`,
-    );
-  }
-  if (!ctx.writer) {
-    // Rank 0 writes this step's checkpoint; the other ranks name it in their messages.
-    state.lastCheckpoint = checkpointPath(options.runDir, state.step);
-    state.checkpointStep = state.step;
-    return state.lastCheckpoint;
-  }
-  const optimizerState = model.optimizer.stateDict();
-  const meta: CheckpointMeta = {
-    format: CHECKPOINT_FORMAT,
-    step: state.step,
-    position: ctx.loader!.position,
-    phase: model.learner.phase,
-    optimizer: optimizerState.meta,
-    generatorState: Buffer.from(defaultGenerator.getState()).toString("base64"),
-    schedule: { step: ctx.scheduler.stepCount, lrs: ctx.scheduler.lrs },
-    config: JSON.parse(JSON.stringify(options)) as Record<string, unknown>,
-    split: model.learner.split,
-    extra: checkpointExtra(state),
-    ...(ctx.dp === null ? {} : { worldSize: ctx.dp.worldSize }),
-    ...(ctx.stages === null ? {} : { stageLayout: ctx.stages.layout.map(({ first, last }) => [first, last]) }),
-  };
-  let file: string;
-  try {
-    file = saveCheckpoint(options.runDir, meta, modelState(model), optimizerState.tensors, options.keepCheckpoints);
-  } catch (error) {
-    throw new TrainingError(
-      `could not write the checkpoint of step ${state.step} to ${checkpointDir(options.runDir)} (${(error as Error).message}); ` +
-        (state.lastCheckpoint === null
-          ? "no earlier checkpoint exists"
-          : `the previous checkpoint ${state.lastCheckpoint} is intact`) +
-        `; make room and continue with: loco train --resume ${options.runDir}`,
-    );
-  }
-  state.lastCheckpoint = file;
-  state.checkpointStep = state.step;
-  return file;
-}
-
-/** Which sequential phase an epoch belongs to (epochs split evenly between the losses). */
-export function phaseOfEpoch(epoch: number, epochs: number, phases: number): number {
-  return Math.min(phases - 1, Math.floor((epoch * phases) / epochs));
-}
-
-/** "stage 3", "stages 1-2": 1-based, contiguous runs joined. */
-function stageList(flags: boolean[]): string {
-  const picked = flags.flatMap((on, k) => (on ? [k + 1] : []));
-  if (picked.length === 0) return "no stage";
-  const contiguous = picked.every((s, i) => i === 0 || s === picked[i - 1] + 1);
-  if (picked.length === 1) return `stage ${picked[0]}`;
-  return contiguous ? `stages ${picked[0]}-${picked.at(-1)}` : `stages ${picked.join(",")}`;
-}
-
-/** Sequential schedule: enters the epoch's phase, saying what it trains. */
-function enterPhase(ctx: TrainContext, epoch: number): void {
-  const { learner } = ctx.model;
-  const phases = learner.losses.length;
-  const phase = phaseOfEpoch(epoch, ctx.options.epochs, phases);
-  if (ctx.announcedPhase === phase) return;
-  if (learner.phase !== phase) learner.setPhase(phase);
-  ctx.announcedPhase = phase;
-  const trainable = learner.trainableStages();
-  const loss = learner.losses[phase];
-  const frozen = trainable.slice(0, loss.stage).map((t) => !t);
-  ctx.hooks.log(
-    `sequential schedule: phase ${phase + 1}/${phases} trains ${stageList(trainable)} and the decoder of stage ${loss.stage + 1}` +
-      (frozen.some((f) => f) ? `; ${stageList(frozen)} frozen` : ""),
-  );
-}
-
-/** Counts a non-finite step: throws the diagnosis with "stop" or after too many skips in a row. */
-function handleProblem(ctx: TrainContext, point: DivergencePoint, text: string): void {
-  const { state } = ctx;
-  ctx.progress.end();
-  if (ctx.onNonfinite === "stop") throw diverged(ctx, point, text);
-  state.skippedSteps++;
-  state.consecutiveSkips++;
-  ctx.metric({
-    type: "skip",
-    step: point.step,
-    epoch: point.epoch,
-    stage: point.stage,
-    kind: point.kind,
-    reason: text,
-    skippedSteps: state.skippedSteps,
-  });
-  if (state.consecutiveSkips >= MAX_CONSECUTIVE_SKIPS) {
-    throw diverged(
-      ctx,
-      point,
-      `${state.consecutiveSkips} steps in a row were non-finite and skipped (the last: ${text})`,
-    );
-  }
-  ctx.hooks.log(
-    `warning: step ${point.step} skipped (--on-nonfinite skip): ${text}; ${state.skippedSteps} skipped so far`,
-  );
-}
 
 /** Epoch end: the epoch's mean losses, the kNN monitor, a log line, a record and a checkpoint. */
 async function endEpoch(ctx: TrainContext, epoch: number): Promise<void> {
