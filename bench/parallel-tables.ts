@@ -70,4 +70,3 @@ export function printTables(r: {
     console.log(`| ${s.name} | ${s.ranks} | ${s.cuts.join(",")} | ${s.speedup}x | ${pct(Math.max(...s.waitShare))} |`);
   }
 }
-

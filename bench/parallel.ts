@@ -207,7 +207,15 @@ export async function measureCeiling(o: Options, split: number[]) {
  * ceiling's fresh process, which made the 2-rank speedups look larger than the ceiling allows).
  */
 async function oneRankInChild(o: Options, method: MethodName, split: number[]): Promise<number> {
-  const run: RankRun = { model: o.model, method, schedule: "sync", split, warmup: o.warmup, steps: o.steps, solo: true };
+  const run: RankRun = {
+    model: o.model,
+    method,
+    schedule: "sync",
+    split,
+    warmup: o.warmup,
+    steps: o.steps,
+    solo: true,
+  };
   const [alone] = await startRanks<{ imagesPerSecond: number }>(run, 1, o.timeoutMs);
   return alone.imagesPerSecond;
 }
