@@ -1,7 +1,7 @@
 // One rank of `npm run bench:parallel` (bench/parallel.ts starts two with torchrun's variables and
 // one libtorch thread each): argv[2] is the run as JSON; prints `RESULT <json>` with this rank's
-// stats over the timed steps. With `solo`, no process group: the method in one process (the
-// machine's ceiling: bench/parallel.ts runs one such process alone, then two at once).
+// stats over the timed steps. With `solo`, no process group: the method in one process (each
+// method's one-process baseline, and the machine's ceiling: one such process alone, then two at once).
 import { type ProcessGroup, initProcessGroup } from "../src/torch/distributed";
 import { empty, keep, resetPeakMemory, scope } from "../src/torch";
 import { type MethodName, type StageSchedule, StageParallelWorker } from "../src/learning";

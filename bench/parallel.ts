@@ -9,8 +9,11 @@
 //   2. ceiling   LoCo in one process alone, then in two at once: the contention factor and the
 //                best 2-rank speedup this machine allows.
 //   3. splits    per case, the 2-stage cut that balances its work (decoders, messages and late
-//                passes included) over the 2 ranks, by the simulator.
-//   4. 1 rank    each method in one process on its split (LocalLearner.step).
+//                passes included) over the 2 ranks, by the simulator; then refined by measurement:
+//                that cut and its neighbours on 2 ranks, the one whose ranks wait least (the
+//                largest wait share smallest) is kept.
+//   4. 1 rank    each method in one process on its split (LocalLearner.step), in a child process of
+//                one thread started as the ranks are.
 //   5. 2 ranks   each schedule with StageParallelWorker on 2 child processes: images/s (the
 //                slower rank's), each rank's wait share and busy time (late messages, message
 //                set-up, update); the link between the ranks, timed before the first.
@@ -19,11 +22,12 @@
 //                stage each for K = 2..16 (measured link, no contention).
 //
 // Options: --json, --depth 18|34 (34), --width N (8), --size N (32), --images N (32), --warmup N (2),
-// --steps N (timed steps per run, 8), --repeats N (profile rounds, 3), --ranks-timeout-ms N.
+// --steps N (timed steps per run, 16), --repeats N (profile rounds, 3), --search N (cuts on each side
+// of the profile's tried on 2 ranks, 1; 0: the profile's cut), --ranks-timeout-ms N.
 import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
-import { resetPeakMemory, setNumThreads } from "../src/torch";
+import { setNumThreads } from "../src/torch";
 import {
   LOOPBACK_LINK,
   type Link,
@@ -32,9 +36,10 @@ import {
   type StageRankStats,
   profileStageCosts,
 } from "../src/learning";
-import { CASES, type Prediction, Predictor } from "./parallel-predict";
-import { type BenchModel, benchOptimizer, benchViews, buildLearner, oneRankImagesPerSecond } from "./parallel-model";
+import { CASES, type Case, type Prediction, Predictor } from "./parallel-predict";
+import { type BenchModel, benchOptimizer, benchViews, buildLearner } from "./parallel-model";
 import type { RankRun } from "./parallel-rank";
+import { printTables } from "./parallel-tables";
 
 interface Options {
   json: boolean;
@@ -42,16 +47,28 @@ interface Options {
   warmup: number;
   steps: number;
   repeats: number;
+  /** Cuts on each side of the profile's that the split search measures (0: none). */
+  search: number;
   timeoutMs: number;
 }
+
+/**
+ * Untimed steps a 2-rank run adds to --warmup: a rank ends step s waiting for its sends of step
+ * s − 1 to be taken (Gloo hands a message over once the peer has posted its receive), so with GIM
+ * (no message down) rank 0 runs up to 2 steps ahead of rank 1, and its timed window covers rank 1's
+ * steps from warmup − 2 on. Without these, rank 1's first (cold) step fell into rank 0's window and
+ * read as 37% wait on rank 0 at 2 warmup steps.
+ */
+const LEAD_STEPS = 2;
 
 function parseArgs(argv: string[]): Options {
   const o: Options = {
     json: false,
     model: { depth: 34, width: 8, size: 32, images: 32 },
     warmup: 2,
-    steps: 8,
+    steps: 16,
     repeats: 3,
+    search: 1,
     timeoutMs: 120000,
   };
   for (let i = 0; i < argv.length; i++) {
@@ -72,6 +89,7 @@ function parseArgs(argv: string[]): Options {
     else if (flag === "--warmup") o.warmup = value();
     else if (flag === "--steps") o.steps = value();
     else if (flag === "--repeats") o.repeats = value();
+    else if (flag === "--search") o.search = value();
     else if (flag === "--ranks-timeout-ms") o.timeoutMs = value();
     else throw new Error(`unknown option ${flag}`);
   }
@@ -154,7 +172,6 @@ function startRanks<T>(run: RankRun, ranks: number, timeoutMs: number): Promise<
 
 const fixed = (x: number, digits = 2): number => Number(x.toFixed(digits));
 
-const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
 
 /**
@@ -163,7 +180,7 @@ const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length
  * one; `ceilingSpeedup` the 2 processes' images/s together over one alone: the most 2 ranks of
  * one thread can reach on this machine.
  */
-async function measureCeiling(o: Options, split: number[]) {
+export async function measureCeiling(o: Options, split: number[]) {
   // The timed steps start at the same moment in both processes (after start-up and the warmup).
   const run = (): RankRun => ({
     ...{ model: o.model, method: "loco", schedule: "sync", split, warmup: o.warmup, steps: o.steps },
@@ -184,7 +201,26 @@ async function measureCeiling(o: Options, split: number[]) {
   };
 }
 
-interface Measured {
+/**
+ * Images/s of the method in one process of one thread on the split, in a child process started as
+ * the ranks are (not in this one: after the profile, the same run here was 20% slower than the
+ * ceiling's fresh process, which made the 2-rank speedups look larger than the ceiling allows).
+ */
+async function oneRankInChild(o: Options, method: MethodName, split: number[]): Promise<number> {
+  const run: RankRun = {
+    model: o.model,
+    method,
+    schedule: "sync",
+    split,
+    warmup: o.warmup,
+    steps: o.steps,
+    solo: true,
+  };
+  const [alone] = await startRanks<{ imagesPerSecond: number }>(run, 1, o.timeoutMs);
+  return alone.imagesPerSecond;
+}
+
+export interface Measured {
   name: string;
   method: MethodName;
   schedule: string;
@@ -204,19 +240,59 @@ interface Measured {
   busyOverHalf: number[];
 }
 
+/** The case on 2 ranks (its warmup lengthened by LEAD_STEPS); with `pingBytes`, the link timed first. */
+const runRanks = (o: Options, c: Case, split: number[], pingBytes?: number): Promise<RankStats[]> =>
+  startRanks<RankStats>(
+    {
+      ...{ model: o.model, method: c.method, schedule: c.schedule, split },
+      ...{ warmup: o.warmup + LEAD_STEPS, steps: o.steps, pingBytes },
+    },
+    2,
+    o.timeoutMs,
+  );
+
+export interface Candidate {
+  split: number[];
+  imagesPerSecond: number;
+  waitShare: number[];
+  busyMs: number[];
+}
+
+/**
+ * The split chosen by measurement: the profile's cut and up to `o.search` cuts on each side, each
+ * on 2 ranks (one run each); the one whose largest wait share is smallest (its ranks' measured
+ * busy times the most even; ties: the faster). The profile's block times miss what a whole step
+ * costs per rank (small blocks timed alone are dearer, kept graphs and shared passes differ), so
+ * its balanced cut can leave one rank waiting; the chosen split is then measured again afresh.
+ */
+export async function searchSplit(o: Options, c: Case, profiled: number[], blockCount: number) {
+  const candidates: Candidate[] = [];
+  for (let cut = profiled[0] - o.search; cut <= profiled[0] + o.search; cut++) {
+    if (cut < 1 || cut >= blockCount) continue;
+    const ranks = await runRanks(o, c, [cut]);
+    candidates.push({
+      split: [cut],
+      imagesPerSecond: fixed(Math.min(...ranks.map((r) => (r.stats.images * 1000) / r.elapsedMs))),
+      waitShare: ranks.map((r) => fixed(r.stats.waitMs / r.elapsedMs, 3)),
+      busyMs: ranks.map((r) => fixed((r.elapsedMs - r.stats.waitMs) / r.stats.steps)),
+    });
+  }
+  const worst = (x: Candidate): number => Math.max(...x.waitShare);
+  const chosen = candidates.reduce((best, x) =>
+    worst(x) < worst(best) || (worst(x) === worst(best) && x.imagesPerSecond > best.imagesPerSecond) ? x : best,
+  );
+  return { name: c.name, profiledSplit: profiled, candidates, split: chosen.split };
+}
+
 /** The case on 2 ranks; with `pingBytes`, the link measured between them before training. */
 async function measureCase(
   o: Options,
-  c: (typeof CASES)[number],
+  c: Case,
   split: number[],
   oneRankIps: number,
   pingBytes?: number,
 ): Promise<{ measured: Measured; link: Link | null }> {
-  const ranks = await startRanks<RankStats>(
-    { model: o.model, method: c.method, schedule: c.schedule, split, warmup: o.warmup, steps: o.steps, pingBytes },
-    2,
-    o.timeoutMs,
-  );
+  const ranks = await runRanks(o, c, split, pingBytes);
   const perStep = (f: (r: RankStats) => number): number[] => ranks.map((r) => fixed(f(r) / r.stats.steps, 2));
   const halfStepMs = (500 * o.model.images) / oneRankIps;
   const busy = (r: RankStats): number => r.elapsedMs - r.stats.waitMs;
@@ -251,7 +327,7 @@ async function measureCase(
 }
 
 /** The simulator's 2-rank figures for a measured case, with and without the run's corrections. */
-function checkCase(m: Measured, raw: Predictor, tuned: Predictor, contention: number) {
+export function checkCase(m: Measured, raw: Predictor, tuned: Predictor, contention: number) {
   const c = CASES.find((x) => x.name === m.name)!;
   // The profile's block times, scaled so that the simulated one-process step of this learner
   // matches the measured one (the blocks timed alone miss what a whole step costs or saves).
@@ -306,16 +382,22 @@ async function main(): Promise<void> {
   log("ceiling: LoCo in one process alone, then in two at once ...");
   const ceiling = await measureCeiling(o, raw.balancedSplit(CASES[3]));
   // Each case's split: the one that balances its work (its decoders, messages and late passes
-  // included) over the 2 ranks.
-  const splits = CASES.map((c) => raw.balancedSplit(c));
+  // included) over the 2 ranks by the profile, then refined by measurement on 2 ranks.
+  const profiled = CASES.map((c) => raw.balancedSplit(c));
+  const search: Awaited<ReturnType<typeof searchSplit>>[] = [];
+  for (const [i, c] of CASES.entries()) {
+    if (o.search === 0) break;
+    log(`split search: ${c.name}, cuts around block ${profiled[i][0]} on 2 ranks ...`);
+    search.push(await searchSplit(o, c, profiled[i], raw.costsOf(c.method).length));
+  }
+  const splits = o.search === 0 ? profiled : search.map((x) => x.split);
 
   const single = new Map<string, number>();
   for (const [i, c] of CASES.entries()) {
     const key = `${c.method} ${splits[i].join(",")}`;
     if (single.has(key)) continue;
     log(`1 rank: ${c.method}, split at block ${splits[i].join(",")} ...`);
-    resetPeakMemory();
-    single.set(key, await oneRankImagesPerSecond(o.model, c.method, splits[i], o.warmup, o.steps));
+    single.set(key, await oneRankInChild(o, c.method, splits[i]));
   }
 
   const measured: Measured[] = [];
@@ -342,6 +424,7 @@ async function main(): Promise<void> {
     seconds: fixed((performance.now() - started) / 1000, 1),
     ceiling,
     link,
+    search,
     measured,
     check,
     simulated,
@@ -349,58 +432,6 @@ async function main(): Promise<void> {
   };
   if (o.json) process.stdout.write(`${JSON.stringify(result)}\n`);
   else printTables(result);
-}
-
-function printTables(r: {
-  model: BenchModel;
-  seconds: number;
-  ceiling: Awaited<ReturnType<typeof measureCeiling>>;
-  link: Link;
-  measured: Measured[];
-  check: ReturnType<typeof checkCase>[];
-  simulated: Prediction[];
-}): void {
-  const { model, ceiling } = r;
-  console.log(
-    `ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ${r.seconds} s`,
-  );
-  console.log(
-    `ceiling: LoCo alone ${ceiling.aloneImagesPerSecond} img/s, two processes at once ${ceiling.concurrentImagesPerSecond.join(" + ")}: ` +
-      `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x); link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
-  );
-  console.log("\n| method | split | 2 ranks img/s | 1 rank img/s | speedup | wait rank 0 | wait rank 1 | peak MiB |");
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const m of r.measured) {
-    console.log(
-      `| ${m.name} | ${m.split.join(",")} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
-    );
-  }
-  console.log(
-    "\n| method | busy ms/step | simulated | forward | profiled forward | late | messages | update | busy / half the 1-rank step |",
-  );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const [i, m] of r.measured.entries()) {
-    const c = r.check[i];
-    console.log(
-      `| ${m.name} | ${m.busyMs.join(" / ")} | ${c.predictedBusyMs.join(" / ")} | ${m.forwardMs.join(" / ")} | ${c.profiledForwardMs.join(" / ")} | ` +
-        `${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
-    );
-  }
-  console.log(
-    "\n| method | simulated img/s | measured | error | uncorrected error | simulated speedup | measured | simulated wait |",
-  );
-  console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
-  for (const c of r.check) {
-    console.log(
-      `| ${c.name} | ${c.predictedImagesPerSecond} | ${c.measuredImagesPerSecond} | ${pct(c.error)} | ${pct(c.uncorrectedError)} | ` +
-        `${c.predictedSpeedup}x | ${c.measuredSpeedup}x | ${c.predictedWaitShare.map(pct).join(" / ")} |`,
-    );
-  }
-  console.log("\n| method | ranks | cuts | simulated speedup | largest wait |");
-  console.log("| --- | --- | --- | --- | --- |");
-  for (const s of r.simulated) {
-    console.log(`| ${s.name} | ${s.ranks} | ${s.cuts.join(",")} | ${s.speedup}x | ${pct(Math.max(...s.waitShare))} |`);
-  }
 }
 
 main().catch((error: unknown) => {

@@ -83,6 +83,22 @@ test("LoCo: synchronous waits for the rank above's first stage; pipelined does n
   kept.waitShare.forEach((w, r) => close(w, 0, `keep-graph rank ${r} wait`));
 });
 
+test("Gloo's hand-over: a receive posted after the send costs the receiver's notice, for the header and again for the data", () => {
+  const link = { latencyMs: 0.5, bytesPerMs: Infinity };
+  // GIM on 2 equal ranks (4 per step each): rank 0 runs ahead, so rank 1 posts each receive long
+  // after the send. The header leaves once rank 1's notice has crossed (L) and arrives L later; the
+  // data receive, posted then, takes the same 2L: rank 1 waits 4L per step, and rank 0, which ends
+  // each step waiting for its previous activation to be taken, keeps its pace.
+  const gim = simulate("gim", 2, "sync", { link });
+  close(gim.stepMs, 4 + 4 * 0.5, "step");
+  close(gim.waitShare[1], 2 / 6, "rank 1 waits for the header and the data");
+  close(gim.waitShare[0], 2 / 6, "rank 0 waits for rank 1 to take its sends");
+  // End to end: the receives are posted before the sends. The activation still needs the data
+  // receive's notice after the header (3L); the gradient, whose receive rank 0 posted after its
+  // forward, arrives L after it is sent: 7 + 4L.
+  close(simulate("simclr", 2, "sync", { link }).stepMs, 7 + 4 * 0.5, "end to end");
+});
+
 test("contention slows the ranks while both compute, not while one waits", () => {
   // GIM on 2 equal ranks: both always busy, each computes 1.25x slower.
   const gim = simulate("gim", 2, "sync", { contention: 1.25 });

@@ -34,6 +34,9 @@ export interface Link {
   bytesPerMs: number;
 }
 
+/** Bytes of an activation's header (its shape: StageParallelWorker's MAX_DIMS + 1 int32s). */
+const HEADER_BYTES = 32;
+
 /** Loopback TCP between two processes of one machine, roughly (an assumption, not measured). */
 export const LOOPBACK_LINK: Link = { latencyMs: 0.1, bytesPerMs: 1e6 };
 
@@ -141,17 +144,29 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
   const link = input.link ?? LOOPBACK_LINK;
   const plans = planRanks(layout, losses);
   const ranks = layout.length;
-  const transfer = (bytes: number): number => link.latencyMs + bytes / link.bytesPerMs;
+  // Gloo hands a message over once its receiver has posted the receive: the data leaves when both
+  // the send is posted and the receiver's notice has crossed the link, and arrives a latency and
+  // its bytes later; the sender's operation completes once the bytes are written.
+  const handOver = (sent: number, posted: number, bytes: number): { arrival: number; taken: number } => {
+    const start = Math.max(sent, posted + link.latencyMs);
+    return { arrival: start + link.latencyMs + bytes / link.bytesPerMs, taken: start + bytes / link.bytesPerMs };
+  };
+  // An activation is a header (its shape), then the data, whose receive is posted once the header
+  // has arrived (StageParallelWorker's #receiveActivation).
+  const activationHandOver = (sent: number, posted: number, bytes: number): { arrival: number; taken: number } =>
+    handOver(sent, handOver(sent, posted, HEADER_BYTES).arrival, bytes);
+  const boundaryBytes = (r: number): number => costs[layout[r].first - 1].outputBytes;
   const free = new Array<number>(ranks).fill(0);
   const waits: number[][] = [];
   const ends: number[][] = [];
-  /** messages[s][r]: arrival time at rank r of the messages (by reach) rank r+1 sent at step s. */
+  /** messages[s][r]: when rank r+1 sent rank r the messages (by reach) of step s. */
   const messages: Map<number, number>[][] = [];
   const lossesOf = (r: number): MessageSource[] => plans[r].losses.map((i) => losses[i]);
-  // Gloo hands a message over once its receiver has posted the receive; a rank ends step s by
-  // waiting for its sends of step s−1 to be taken (StageParallelWorker's settle).
+  // A rank ends step s by waiting for its sends of step s−1 to be taken (StageParallelWorker's settle).
   /** posted[s][r]: when rank r posted the receive of step s's activation (the start of its step). */
   const activationPosted: number[][] = [];
+  /** activationTaken[s][r]: when rank r+1 took rank r's activation of step s. */
+  const activationTaken: number[][] = [];
   /** When rank r posted the receives of the messages about step s (sync: after its forward; pipelined: at step s+1). */
   const gradientPosted: number[][] = [];
   /** Keep-graph: each rank's previous route, waiting for the late messages. */
@@ -167,13 +182,16 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
       return Math.max(t, at);
     };
     const sendDown = (r: number, route: TimedRoute): void => {
-      for (const m of route.leaving)
-        arrivals[r - 1].set(m.reach, m.at + transfer(costs[layout[r].first - 1].outputBytes));
+      for (const m of route.leaving) arrivals[r - 1].set(m.reach, m.at);
       route.leaving = [];
     };
+    /** When the message rank r receives (sent by r+1 at step `step`) arrives. */
+    const gradientArrival = (r: number, step: number, reach: number): number =>
+      handOver(messages[step][r].get(reach)!, gradientPosted[step][r], boundaryBytes(r + 1)).arrival;
     const routes: TimedRoute[] = [];
     const kept: (TimedRoute | null)[] = layout.map(() => null);
     activationPosted.push([...free]);
+    activationTaken.push(new Array<number>(ranks).fill(0));
     gradientPosted.push(new Array<number>(ranks).fill(0));
     if (schedule === "pipelined" && s > 0) gradientPosted[s - 1] = [...free];
     // Up: each rank's forward, its own losses and the passes they complete.
@@ -188,7 +206,11 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
       const route = new TimedRoute(c, first, planPasses(sources, first), start);
       for (let k = first; k <= last; k++) {
         route.time += c[k].forwardMs;
-        if (k === last && r < ranks - 1) activation[r + 1] = route.time + transfer(costs[k].outputBytes);
+        if (k === last && r < ranks - 1) {
+          const sent = activationHandOver(route.time, activationPosted[s][r + 1], costs[k].outputBytes);
+          activation[r + 1] = sent.arrival;
+          activationTaken[s][r] = sent.taken;
+        }
         for (const l of lossesOf(r)) {
           if (l.stage !== k) continue;
           route.time += c[k].decoderMs;
@@ -203,7 +225,7 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
         if (previous !== null) {
           previous.time = route.time;
           for (const reach of plans[r].incoming) {
-            previous.time = blockUntil(r, previous.time, messages[s - 1][r].get(reach)!);
+            previous.time = blockUntil(r, previous.time, gradientArrival(r, s - 1, reach));
             previous.deliver(last, reach);
           }
           route.time = previous.time;
@@ -223,7 +245,7 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
           route.time,
         );
         for (const reach of plans[r].incoming) {
-          late.time = blockUntil(r, late.time, messages[s - 1][r].get(reach)!);
+          late.time = blockUntil(r, late.time, gradientArrival(r, s - 1, reach));
           late.deliver(last, reach);
         }
         route.time = late.time;
@@ -235,14 +257,16 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
       const route = routes[r];
       if (schedule === "sync") {
         for (const reach of plans[r].incoming) {
-          route.time = blockUntil(r, route.time, arrivals[r].get(reach)!);
+          route.time = blockUntil(r, route.time, gradientArrival(r, s, reach));
           route.deliver(layout[r].last, reach);
         }
         if (r > 0) sendDown(r, route);
       }
       if (s > 0) {
-        let taken = r < ranks - 1 ? activationPosted[s - 1][r + 1] : 0;
-        if (r > 0 && plans[r].outgoing.length > 0) taken = Math.max(taken, gradientPosted[s - 1][r - 1]);
+        let taken = r < ranks - 1 ? activationTaken[s - 1][r] : 0;
+        for (const sent of r > 0 ? messages[s - 1][r - 1].values() : []) {
+          taken = Math.max(taken, handOver(sent, gradientPosted[s - 1][r - 1], boundaryBytes(r)).taken);
+        }
         route.time = blockUntil(r, route.time, taken);
       }
       for (let k = layout[r].first; k <= layout[r].last; k++) route.time += rankCosts[r][k].updateMs;
