@@ -323,7 +323,9 @@ describe("determinism and presets", () => {
         assert.ok(worst <= 1e-6, `${JSON.stringify(config.size)} in chunks of ${chunk}: max difference ${worst}`);
       }
     }
-    assert.equal(liveTensors(), before, "each chunk's tensors are freed");
+    // At most as many as before: tensors of earlier tests that the garbage collector finalizes
+    // meanwhile may lower the count, a chunk's tensors left alive would raise it.
+    assert.ok(liveTensors() <= before, `each chunk's tensors are freed (${liveTensors()} live, ${before} before)`);
   });
 
   test("uint8 input is scaled to [0, 1]", () => {

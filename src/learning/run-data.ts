@@ -13,7 +13,11 @@ export interface RunData {
   stepsPerEpoch: number;
 }
 
-export async function openRunData(options: TrainOptions, log: (m: string) => void, worldSize: number): Promise<RunData> {
+export async function openRunData(
+  options: TrainOptions,
+  log: (m: string) => void,
+  worldSize: number,
+): Promise<RunData> {
   const open = async (spec: DatasetSpec, role: string): Promise<ImageDataset> => {
     try {
       return await openDataset(spec, { log: (m) => log(`${role} data: ${m}`) });

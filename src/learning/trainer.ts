@@ -29,14 +29,7 @@ import { openRunDirectory, writeJsonAtomic } from "./rundir";
 import { type RunData, openRunData } from "./run-data";
 import { resumeOptions, runConfigJson } from "./runs";
 import { guardedStep } from "./step";
-import {
-  type TrainState,
-  dataWaitShare,
-  imagesPerSecond,
-  newTrainState,
-  recordLosses,
-  takeEpochLoss,
-} from "./state";
+import { type TrainState, dataWaitShare, imagesPerSecond, newTrainState, recordLosses, takeEpochLoss } from "./state";
 import { checkCheckpointSpace, gatherStages, writeCheckpoint } from "./train-checkpoint";
 import { type TrainContext, type TrainHooks, handleProblem } from "./train-context";
 
@@ -237,28 +230,28 @@ function pretrainingLoader(
   log: (m: string) => void,
 ): { makeLoader: (start: { epoch: number; batch: number }) => DataLoader | null; sayBad: (bad: BadImage) => void } {
   const worldSize = group?.worldSize ?? 1;
-const saidBad = new Set<string>();
-const sayBad = (bad: BadImage): void => {
-  if (saidBad.has(bad.file)) return;
-  saidBad.add(bad.file);
-  log(`warning: skipped ${bad.file} (${bad.reason})`);
-};
-const feedsData = group === null || options.parallel !== "stages" || group.rank === 0;
-const makeLoader = (start: { epoch: number; batch: number }): DataLoader | null =>
-  !feedsData
-    ? null
-    : new DataLoader(data.pretrain, {
-        batchSize: options.batchSize,
-        augment: options.augment,
-        views: 2,
-        seed: options.seed,
-        workers: options.workers,
-        start,
-        ...(group === null || options.parallel === "stages" ? {} : { shard: { rank: group.rank, count: worldSize } }),
-        // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
-        onBadImage: sayBad,
-        ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
-      });
+  const saidBad = new Set<string>();
+  const sayBad = (bad: BadImage): void => {
+    if (saidBad.has(bad.file)) return;
+    saidBad.add(bad.file);
+    log(`warning: skipped ${bad.file} (${bad.reason})`);
+  };
+  const feedsData = group === null || options.parallel !== "stages" || group.rank === 0;
+  const makeLoader = (start: { epoch: number; batch: number }): DataLoader | null =>
+    !feedsData
+      ? null
+      : new DataLoader(data.pretrain, {
+          batchSize: options.batchSize,
+          augment: options.augment,
+          views: 2,
+          seed: options.seed,
+          workers: options.workers,
+          start,
+          ...(group === null || options.parallel === "stages" ? {} : { shard: { rank: group.rank, count: worldSize } }),
+          // Streamed image folders with --on-bad-image skip: each skipped file is said once and listed.
+          onBadImage: sayBad,
+          ...(writer ? { badImagesFile: path.join(options.runDir, "bad-images.txt") } : {}),
+        });
   return { makeLoader, sayBad };
 }
 
