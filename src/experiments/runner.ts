@@ -12,6 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { measureMethodMemory } from "../learning/memory";
+import { processAlive } from "../learning/rundir";
 import { readRun } from "../report/rundata";
 import { writeReport } from "../report/report";
 import { type ExperimentSpec, GridError, REFERENCE_TITLE, BASELINE_REFERENCES, flagArgs } from "./grid";
@@ -61,15 +62,6 @@ export function threadsPerJob(jobs: number, cores: number): number {
   if (!Number.isInteger(jobs) || jobs < 1) throw new GridError(`--jobs: expected a positive integer, got ${jobs}`);
   if (jobs > cores) throw new GridError(`--jobs ${jobs} exceeds the ${cores} cores (each job needs at least one)`);
   return Math.floor(cores / jobs);
-}
-
-function processAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === "EPERM";
-  }
 }
 
 /**

@@ -5,7 +5,7 @@ import * as fs from "node:fs";
 import * as path from "node:path";
 import { finetuneResultFile } from "../learning/finetune";
 import { isRunDir, readRun } from "../report/rundata";
-import { type RowSummary, type Stat, formatPercent, summarizeRows } from "../report/summary";
+import { type RowSummary, type Stat, baselineRow, formatPercent, summarizeRows } from "../report/summary";
 import { type ExperimentSpec, flagArgs, percentLabel } from "./grid";
 import type { ExperimentCell } from "./runner";
 
@@ -56,22 +56,7 @@ function withPendingBaselines(spec: ExperimentSpec, rows: RowSummary[]): RowSumm
   const pending = spec.baselines
     .map((b) => b.replace(/-/g, " "))
     .filter((label) => !rows.some((r) => r.kind === "baseline" && r.row === label))
-    .map((label): RowSummary => ({
-      row: label,
-      kind: "baseline",
-      runs: spec.seeds.length,
-      finished: 0,
-      linear: null,
-      knn: null,
-      perStage: [],
-      peakBytes: null,
-      activationPeakBytes: null,
-      stepSeconds: null,
-      imagesPerSecond: null,
-      trainSeconds: null,
-      wallSeconds: null,
-      finetune: [],
-    }));
+    .map((label) => baselineRow(label, spec.seeds.length, 0));
   return [...rows, ...pending];
 }
 

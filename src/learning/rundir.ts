@@ -61,7 +61,8 @@ export function checkFreeSpace(dir: string, needed: number, what: string): void 
   }
 }
 
-function processAlive(pid: number): boolean {
+/** Whether process `pid` runs (EPERM: it does, under another user). */
+export function processAlive(pid: number): boolean {
   try {
     process.kill(pid, 0);
     return true;

@@ -50,6 +50,26 @@ export interface RowInput {
   wallSeconds?: number;
 }
 
+/** A baseline row: no training figures of its own (no stages, memory or times), readouts to fill. */
+export function baselineRow(label: string, runs: number, finished: number): RowSummary {
+  return {
+    row: label,
+    kind: "baseline",
+    runs,
+    finished,
+    linear: null,
+    knn: null,
+    perStage: [],
+    peakBytes: null,
+    activationPeakBytes: null,
+    stepSeconds: null,
+    imagesPerSecond: null,
+    trainSeconds: null,
+    wallSeconds: null,
+    finetune: [],
+  };
+}
+
 /** One summary per row (grid order), then one per baseline found (each seed counted once). */
 export function summarizeRows(inputs: RowInput[]): RowSummary[] {
   const rows = [...new Set(inputs.map((i) => i.row))];
@@ -96,20 +116,11 @@ export function summarizeRows(inputs: RowInput[]): RowSummary[] {
     }
     if (bySeed.size === 0 && finetuneBySeed.size === 0) continue;
     const values = [...bySeed.values()];
+    const runs = Math.max(values.length, finetuneBySeed.size);
     out.push({
-      row: label,
-      kind: "baseline",
-      runs: Math.max(values.length, finetuneBySeed.size),
-      finished: Math.max(values.length, finetuneBySeed.size),
+      ...baselineRow(label, runs, runs),
       linear: stat(values.map((v) => v.linear)),
       knn: stat(values.map((v) => v.knn)),
-      perStage: [],
-      peakBytes: null,
-      activationPeakBytes: null,
-      stepSeconds: null,
-      imagesPerSecond: null,
-      trainSeconds: null,
-      wallSeconds: null,
       finetune: finetuneStats([...finetuneBySeed.values()]),
     });
   }
