@@ -14,9 +14,10 @@ import { readMetrics } from "../src/learning/metrics";
 import { TrainingError } from "../src/learning/errors";
 import { train } from "../src/learning/trainer";
 import {
-  type Run,
+  assertCheckpointsWithin,
   checkpointsOf,
   haveFashionMnist,
+  lastCheckpoint,
   loco,
   makeTinyFashionMnist,
   show,
@@ -24,64 +25,18 @@ import {
   tinyFlags,
   tinyInput,
 } from "./helpers/runs";
-import { freePort, runRanks } from "./helpers/ranks";
+import { freePort, rankEnv, runRanks, showAll, trainOnRanks } from "./helpers/ranks";
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "loco-dp-"));
 // 48 images: 3 global batches of 16 (2 ranks x 8, or one process x 16).
 const data = haveFashionMnist ? makeTinyFashionMnist(path.join(tmp, "data"), 48, 64) : "";
 const bigData = haveFashionMnist ? makeTinyFashionMnist(path.join(tmp, "data-128"), 128, 64) : "";
 
-function rankEnv(rank: number, worldSize: number, port: number, timeoutMs: number): NodeJS.ProcessEnv {
-  return {
-    MASTER_ADDR: "127.0.0.1",
-    MASTER_PORT: String(port),
-    RANK: String(rank),
-    LOCAL_RANK: String(rank),
-    WORLD_SIZE: String(worldSize),
-    LOCO_DIST_TIMEOUT_MS: String(timeoutMs),
-  };
-}
-
-/** `loco train args` on ranks 0..worldSize-1 (or the ranks listed), as `loco launch` would start them. */
-async function trainOnRanks(args: string[], worldSize: number, ranks?: number[], timeoutMs = 30000): Promise<Run[]> {
-  const port = await freePort();
-  return Promise.all(
-    (ranks ?? Array.from({ length: worldSize }, (_, r) => r)).map(
-      (rank) => startLoco(["train", ...args], { env: rankEnv(rank, worldSize, port, timeoutMs) }).done,
-    ),
-  );
-}
-
-const showAll = (runs: Run[]): string => runs.map((r, i) => `=== rank ${i}\n${show(r)}`).join("\n");
-
 function assertClose(actual: number[], expected: number[], what: string, rtol = 1e-4, atol = 1e-5): void {
   assert.equal(actual.length, expected.length, `${what}: length`);
   for (let i = 0; i < actual.length; i++) {
     const err = Math.abs(actual[i] - expected[i]);
     assert.ok(err <= atol || err <= rtol * Math.abs(expected[i]), `${what}[${i}]: ${actual[i]} vs ${expected[i]}`);
-  }
-}
-
-/**
- * Every tensor of two checkpoints (weights, batch-norm running statistics, optimizer state) equal
- * to `tolerance` of its tensor's largest magnitude (at least 1e-3).
- */
-function assertCheckpointsEqual(fileA: string, fileB: string, tolerance: number): void {
-  const a = loadCheckpoint(fileA);
-  const b = loadCheckpoint(fileB);
-  try {
-    for (const kind of ["model", "optimizer"] as const) {
-      assert.deepEqual([...a[kind].keys()].sort(), [...b[kind].keys()].sort(), `${kind} keys`);
-      for (const [key, x] of a[kind]) {
-        const expected = b[kind].get(key)!.toArray();
-        const scale = Math.max(1e-3, ...expected.map(Math.abs));
-        assertClose(x.toArray(), expected, `${kind}.${key}`, 0, tolerance * scale);
-      }
-    }
-    assert.equal(a.meta.step, b.meta.step);
-  } finally {
-    for (const t of [...a.model.values(), ...a.optimizer.values(), ...b.model.values(), ...b.optimizer.values()])
-      t.release();
   }
 }
 
@@ -127,8 +82,6 @@ function stepLoss(runDir: string, step: number): number[] {
   assert.ok(record !== undefined, `${runDir}: no record of step ${step}`);
   return (record as unknown as { loss: number[] }).loss;
 }
-
-const lastCheckpoint = (runDir: string): string => path.join(runDir, "checkpoints", checkpointsOf(runDir).at(-1)!);
 
 describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNIST is not installed" }, () => {
   const parallelDir = path.join(tmp, "parallel");
@@ -191,7 +144,11 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     ]);
     for (const o of [single, ...ranks]) assert.equal(o.result?.ok, true, `rank ${o.rank}: ${o.stdout}\n${o.stderr}`);
     assert.equal(loadCheckpoint(lastCheckpoint(ranksDir)).model.get("encoder.conv1.weight")!.dtype, "float64");
-    assertCheckpointsEqual(lastCheckpoint(ranksDir), lastCheckpoint(singleDir), 1e-10);
+    assertCheckpointsWithin(lastCheckpoint(ranksDir), lastCheckpoint(singleDir), {
+      tolerance: 1e-10,
+      minScale: 1e-3,
+      meta: ["step"],
+    });
     assertClose(stepLoss(ranksDir, 3), stepLoss(singleDir, 3), "loss at step 3", 1e-10, 0);
   });
 
@@ -299,8 +256,7 @@ describe("loco train --parallel data", { skip: !haveFashionMnist && "Fashion-MNI
     const [alone] = await trainOnRanks(
       [...tinyFlags(data, { "batch-size": 8, "run-dir": path.join(tmp, "alone") }), "--parallel", "data"],
       2,
-      [0],
-      1500,
+      { ranks: [0], timeoutMs: 1500 },
     );
     assert.equal(alone.status, 1, show(alone));
     assert.match(

@@ -13,65 +13,25 @@ import * as path from "node:path";
 import { loadCheckpoint } from "../src/learning/checkpoint";
 import { readMetrics } from "../src/learning/metrics";
 import {
-  type Run,
+  assertCheckpointsWithin,
   checkpointsOf,
   haveFashionMnist,
+  lastCheckpoint,
   loco,
   makeTinyFashionMnist,
   show,
   startLoco,
   tinyFlags,
 } from "./helpers/runs";
-import { freePort } from "./helpers/ranks";
+import { freePort, showAll, trainOnRanks } from "./helpers/ranks";
+
+/** Every model and optimizer tensor of two checkpoints agrees to float rounding (1e-6 of its scale). */
+const assertSameCheckpoint = (fileA: string, fileB: string): void =>
+  assertCheckpointsWithin(fileA, fileB, { tolerance: 1e-6, minScale: 1e-6, meta: ["step", "schedule", "position"] });
 
 const tmp = fs.mkdtempSync(path.join(os.tmpdir(), "loco-stages-"));
 // 48 images: 3 steps of batch 16 an epoch.
 const data = haveFashionMnist ? makeTinyFashionMnist(path.join(tmp, "data"), 48, 64) : "";
-
-async function trainOnRanks(args: string[], worldSize: number): Promise<Run[]> {
-  const port = await freePort();
-  return Promise.all(
-    Array.from({ length: worldSize }, (_, rank) => {
-      const env = {
-        MASTER_ADDR: "127.0.0.1",
-        MASTER_PORT: String(port),
-        RANK: String(rank),
-        LOCAL_RANK: String(rank),
-        WORLD_SIZE: String(worldSize),
-        LOCO_DIST_TIMEOUT_MS: "30000",
-      };
-      return startLoco(["train", ...args], { env }).done;
-    }),
-  );
-}
-
-const showAll = (runs: Run[]): string => runs.map((r, i) => `=== rank ${i}\n${show(r)}`).join("\n");
-const lastCheckpoint = (runDir: string): string => path.join(runDir, "checkpoints", checkpointsOf(runDir).at(-1)!);
-
-/** Every model and optimizer tensor of two checkpoints agrees to float rounding (1e-6 of its scale). */
-function assertSameCheckpoint(fileA: string, fileB: string): void {
-  const a = loadCheckpoint(fileA);
-  const b = loadCheckpoint(fileB);
-  try {
-    for (const kind of ["model", "optimizer"] as const) {
-      assert.deepEqual([...a[kind].keys()].sort(), [...b[kind].keys()].sort(), `${kind} keys`);
-      for (const [key, x] of a[kind]) {
-        const actual = x.toArray();
-        const expected = b[kind].get(key)!.toArray();
-        const scale = Math.max(1e-6, ...expected.map(Math.abs));
-        actual.forEach((v, i) =>
-          assert.ok(Math.abs(v - expected[i]) <= 1e-6 * scale, `${kind}.${key}[${i}]: ${v} vs ${expected[i]}`),
-        );
-      }
-    }
-    assert.equal(a.meta.step, b.meta.step);
-    assert.deepEqual(a.meta.schedule, b.meta.schedule);
-    assert.deepEqual(a.meta.position, b.meta.position);
-  } finally {
-    for (const t of [...a.model.values(), ...a.optimizer.values(), ...b.model.values(), ...b.optimizer.values()])
-      t.release();
-  }
-}
 
 /** The pid of the launcher's child that runs rank `rank` (Linux: its parent and environment in /proc). */
 function rankPid(launcherPid: number, rank: number): number | null {

@@ -2,6 +2,7 @@
 import { spawn } from "node:child_process";
 import * as net from "node:net";
 import * as path from "node:path";
+import { type Run, show, startLoco } from "./runs";
 
 /** A TCP port nobody listens on right now (the OS picks it). */
 export function freePort(): Promise<number> {
@@ -65,3 +66,32 @@ export function runRanks(
     ),
   );
 }
+
+/** The rendezvous variables `loco launch` sets for rank `rank` of `worldSize` on this machine. */
+export function rankEnv(rank: number, worldSize: number, port: number, timeoutMs: number): NodeJS.ProcessEnv {
+  return {
+    MASTER_ADDR: "127.0.0.1",
+    MASTER_PORT: String(port),
+    RANK: String(rank),
+    LOCAL_RANK: String(rank),
+    WORLD_SIZE: String(worldSize),
+    LOCO_DIST_TIMEOUT_MS: String(timeoutMs),
+  };
+}
+
+/** `loco train args` on ranks 0..worldSize-1 (or the ranks listed), as `loco launch` would start them. */
+export async function trainOnRanks(
+  args: string[],
+  worldSize: number,
+  options: { ranks?: number[]; timeoutMs?: number } = {},
+): Promise<Run[]> {
+  const port = await freePort();
+  return Promise.all(
+    (options.ranks ?? Array.from({ length: worldSize }, (_, r) => r)).map(
+      (rank) => startLoco(["train", ...args], { env: rankEnv(rank, worldSize, port, options.timeoutMs ?? 30000) }).done,
+    ),
+  );
+}
+
+/** Every rank's output, for assertion messages. */
+export const showAll = (runs: Run[]): string => runs.map((r, i) => `=== rank ${i}\n${show(r)}`).join("\n");

@@ -2,6 +2,7 @@
 // seconds), `loco` as a child process with hooks on its output, and byte-for-byte comparison of
 // checkpoints. Importing this file has no side effects.
 import { type ChildProcess, spawn } from "node:child_process";
+import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
 import { readIdx, writeIdx } from "../../src/data/idx";
@@ -210,6 +211,40 @@ export function checkpointDifferences(fileA: string, fileB: string): string[] {
 
 export const checkpointsOf = (runDir: string): string[] =>
   fs.existsSync(path.join(runDir, "checkpoints")) ? fs.readdirSync(path.join(runDir, "checkpoints")).sort() : [];
+
+/** The newest checkpoint file of a run directory. */
+export const lastCheckpoint = (runDir: string): string =>
+  path.join(runDir, "checkpoints", checkpointsOf(runDir).at(-1)!);
+
+/**
+ * Every model and optimizer tensor of two checkpoints agrees to `tolerance` of its tensor's largest
+ * magnitude (at least `minScale`), the same keys on both sides, and the listed meta fields equal.
+ */
+export function assertCheckpointsWithin(
+  fileA: string,
+  fileB: string,
+  options: { tolerance: number; minScale: number; meta: ("step" | "schedule" | "position")[] },
+): void {
+  const a = loadCheckpoint(fileA);
+  const b = loadCheckpoint(fileB);
+  try {
+    for (const kind of ["model", "optimizer"] as const) {
+      assert.deepEqual([...a[kind].keys()].sort(), [...b[kind].keys()].sort(), `${kind} keys`);
+      for (const [key, x] of a[kind]) {
+        const actual = x.toArray();
+        const expected = b[kind].get(key)!.toArray();
+        const bound = options.tolerance * Math.max(options.minScale, ...expected.map(Math.abs));
+        actual.forEach((v, i) =>
+          assert.ok(Math.abs(v - expected[i]) <= bound, `${kind}.${key}[${i}]: ${v} vs ${expected[i]}`),
+        );
+      }
+    }
+    for (const field of options.meta) assert.deepEqual(a.meta[field], b.meta[field], `meta.${field}`);
+  } finally {
+    for (const t of [...a.model.values(), ...a.optimizer.values(), ...b.model.values(), ...b.optimizer.values()])
+      t.release();
+  }
+}
 
 /** Every file under dir (relative paths), for "nothing was written" checks. */
 export function filesUnder(dir: string): string[] {
