@@ -4,6 +4,7 @@
 import { Generator, type Tensor, randn, scope } from "../src/torch";
 import { SGD } from "../src/optim";
 import { type LocalLearner, type MethodName, type SplitSpec, buildStageModel } from "../src/learning";
+import type { ThreadCpuClock } from "./thread-cpu";
 
 export interface BenchModel {
   depth: 18 | 34;
@@ -47,6 +48,7 @@ export async function oneRankImagesPerSecond(
   warmup: number,
   steps: number,
   startAt?: number,
+  clock?: ThreadCpuClock,
 ): Promise<number> {
   const { learner, dispose } = buildLearner(model, method, split);
   const optimizer = benchOptimizer(learner.allParameters());
@@ -56,6 +58,7 @@ export async function oneRankImagesPerSecond(
     if (step === warmup) {
       if (startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())));
       started = performance.now();
+      clock?.start();
     }
     scope(() => {
       optimizer.zeroGrad();

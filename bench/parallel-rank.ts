@@ -6,6 +6,7 @@ import { type ProcessGroup, initProcessGroup } from "../src/torch/distributed";
 import { empty, keep, resetPeakMemory, scope } from "../src/torch";
 import { type MethodName, type StageSchedule, StageParallelWorker } from "../src/learning";
 import { type BenchModel, benchOptimizer, benchViews, buildLearner, oneRankImagesPerSecond } from "./parallel-model";
+import { ThreadCpuClock } from "./thread-cpu";
 
 export interface RankRun {
   model: BenchModel;
@@ -46,13 +47,18 @@ async function oneWayMs(group: ProcessGroup, bytes: number, rounds = 9): Promise
 
 async function main(): Promise<void> {
   const run = JSON.parse(process.argv[2]) as RankRun;
+  // CPU per thread over the timed steps: the compute thread, Node's own threads (present before
+  // the group), the group's (Gloo's, the heartbeat, the store), and short-lived ones (promise waiters).
+  const clock = new ThreadCpuClock();
+  clock.mark("node");
   if (run.solo === true) {
     const { model, method, split, warmup, steps, startAt } = run;
-    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, startAt);
-    process.stdout.write(`RESULT ${JSON.stringify({ imagesPerSecond })}\n`);
+    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, startAt, clock);
+    process.stdout.write(`RESULT ${JSON.stringify({ imagesPerSecond, cpu: clock.perStep(steps) })}\n`);
     return;
   }
   const group = await initProcessGroup();
+  clock.mark("group");
   const link =
     run.pingBytes === undefined
       ? null
@@ -69,6 +75,7 @@ async function main(): Promise<void> {
       resetPeakMemory();
       updateMs = 0;
       started = performance.now();
+      clock.start();
     }
     optimizer.zeroGrad();
     await worker.step(views?.[step % 2] ?? null);
@@ -79,10 +86,11 @@ async function main(): Promise<void> {
   // The timed steps only (elapsed: the optimizer's steps included, which the worker's wall time
   // leaves out); finish() waits for the last messages, which no step uses.
   const elapsedMs = performance.now() - started;
+  const cpu = clock.perStep(run.steps);
   const stats = worker.stats;
   const peakBytes = worker.peakBytes();
   await worker.finish();
-  process.stdout.write(`RESULT ${JSON.stringify({ stats, elapsedMs, updateMs, peakBytes, link })}\n`);
+  process.stdout.write(`RESULT ${JSON.stringify({ stats, elapsedMs, updateMs, peakBytes, link, cpu })}\n`);
   await group.destroy();
   for (const v of views ?? []) v.dispose();
   optimizer.dispose();

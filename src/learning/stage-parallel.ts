@@ -3,7 +3,7 @@
 // up with send/recv; gradient messages of the router that cross a rank boundary flow down.
 // Usage per rank: `optimizer.zeroGrad(); await worker.step(views); optimizer.step();` with an
 // optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null.
-import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch";
+import { type Tensor, empty, keep, memoryStats, noGrad, scope, tensor } from "../torch";
 import type { ProcessGroup, Work } from "../torch/distributed";
 import { withStashedWeights, withoutRunningStatsUpdate } from "../nn/layers";
 import type { LocalLearner } from "./learner";
@@ -394,7 +394,10 @@ export class StageParallelWorker {
     const header = keep(
       tensor([h.shape.length, ...h.shape, ...new Array<number>(MAX_DIMS - h.shape.length).fill(0)], { dtype: "int32" }),
     );
-    const data = keep(noGrad(() => h.detach().contiguous()));
+    // In a scope: the detached alias is freed at once. Left to the garbage collector (as it was),
+    // it held the activation's storage for several steps, so the allocator mapped and zeroed a new
+    // block for it every step (measured: 4% of rank 0's CPU time clearing fresh huge pages).
+    const data = keep(scope(() => noGrad(() => h.detach().contiguous())));
     this.#sends.push({
       step: this.#stepIndex,
       work: this.group.send(header, dst, { tag: HEADER_TAG }),
