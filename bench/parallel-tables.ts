@@ -54,6 +54,15 @@ export function printTables(r: {
         `${m.lateMs.join(" / ")} | ${m.messageMs.join(" / ")} | ${m.updateMs.join(" / ")} | ${m.busyOverHalf.join(" / ")} |`,
     );
   }
+  console.log("\n| method | CPU ms/step: compute thread | other threads | of which kernel | 2 ranks / 1 rank |");
+  console.log("| --- | --- | --- | --- | --- |");
+  for (const m of r.measured) {
+    const ranks = (f: (c: Measured["oneRankCpuMs"]) => number): string =>
+      `${m.cpuMs.map(f).join(" / ")} (1 rank ${f(m.oneRankCpuMs)})`;
+    console.log(
+      `| ${m.name} | ${ranks((c) => c.mainMs)} | ${ranks((c) => c.helperMs)} | ${ranks((c) => c.systemMs)} | ${m.cpuOverOneRank}x |`,
+    );
+  }
   console.log(
     "\n| method | simulated img/s | measured | error | uncorrected error | simulated speedup | measured | simulated wait |",
   );

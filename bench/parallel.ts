@@ -39,6 +39,7 @@ import {
 import { CASES, type Case, type Prediction, Predictor } from "./parallel-predict";
 import { type BenchModel, benchOptimizer, benchViews, buildLearner } from "./parallel-model";
 import type { RankRun } from "./parallel-rank";
+import { type CpuPerStep, cpuSummary } from "./thread-cpu";
 import { printTables } from "./parallel-tables";
 
 interface Options {
@@ -126,6 +127,13 @@ interface RankStats {
   updateMs: number;
   peakBytes: number;
   link: { tinyMs: number; bigMs: number; bytes: number } | null;
+  cpu: CpuPerStep;
+}
+
+/** A one-process run (bench/parallel-rank.ts with `solo`). */
+interface Solo {
+  imagesPerSecond: number;
+  cpu: CpuPerStep;
 }
 
 /** Runs bench/parallel-rank.js as `ranks` processes (a group unless `run.solo`); their RESULT lines. */
@@ -187,7 +195,6 @@ export async function measureCeiling(o: Options, split: number[]) {
     solo: true,
     startAt: Date.now() + 3000,
   });
-  type Solo = { imagesPerSecond: number };
   const [alone] = await startRanks<Solo>(run(), 1, o.timeoutMs);
   const both = await startRanks<Solo>(run(), 2, o.timeoutMs);
   const concurrent = both.map((b) => b.imagesPerSecond);
@@ -198,6 +205,9 @@ export async function measureCeiling(o: Options, split: number[]) {
     concurrentImagesPerSecond: concurrent.map((x) => fixed(x)),
     ceilingSpeedup: fixed(concurrent.reduce((a, b) => a + b, 0) / alone.imagesPerSecond),
     contention: fixed(alone.imagesPerSecond / mean(concurrent), 3),
+    /** CPU milliseconds per step (see thread-cpu.ts) of the process alone and of each of the two. */
+    aloneCpuMs: cpuSummary(alone.cpu),
+    concurrentCpuMs: both.map((b) => cpuSummary(b.cpu)),
   };
 }
 
@@ -206,7 +216,7 @@ export async function measureCeiling(o: Options, split: number[]) {
  * the ranks are (not in this one: after the profile, the same run here was 20% slower than the
  * ceiling's fresh process, which made the 2-rank speedups look larger than the ceiling allows).
  */
-async function oneRankInChild(o: Options, method: MethodName, split: number[]): Promise<number> {
+async function oneRankInChild(o: Options, method: MethodName, split: number[]): Promise<Solo> {
   const run: RankRun = {
     model: o.model,
     method,
@@ -216,8 +226,8 @@ async function oneRankInChild(o: Options, method: MethodName, split: number[]): 
     steps: o.steps,
     solo: true,
   };
-  const [alone] = await startRanks<{ imagesPerSecond: number }>(run, 1, o.timeoutMs);
-  return alone.imagesPerSecond;
+  const [alone] = await startRanks<Solo>(run, 1, o.timeoutMs);
+  return alone;
 }
 
 export interface Measured {
@@ -238,6 +248,15 @@ export interface Measured {
   updateMs: number[];
   /** Busy time over half the one-process step: 1 when the 2 ranks split the work perfectly. */
   busyOverHalf: number[];
+  /**
+   * CPU milliseconds per step of each rank (the compute thread, the other threads: Gloo's, the
+   * promise waiters', V8's; the kernel's share), and of the one-process run: unlike busy time,
+   * these do not count time spent off the CPU, so a loaded machine changes them far less.
+   */
+  cpuMs: ReturnType<typeof cpuSummary>[];
+  oneRankCpuMs: ReturnType<typeof cpuSummary>;
+  /** Both ranks' CPU per step over the one-process run's (1: the 2 ranks add no work). */
+  cpuOverOneRank: number;
 }
 
 /** The case on 2 ranks (its warmup lengthened by LEAD_STEPS); with `pingBytes`, the link timed first. */
@@ -289,9 +308,10 @@ async function measureCase(
   o: Options,
   c: Case,
   split: number[],
-  oneRankIps: number,
+  oneRank: Solo,
   pingBytes?: number,
 ): Promise<{ measured: Measured; link: Link | null }> {
+  const oneRankIps = oneRank.imagesPerSecond;
   const ranks = await runRanks(o, c, split, pingBytes);
   const perStep = (f: (r: RankStats) => number): number[] => ranks.map((r) => fixed(f(r) / r.stats.steps, 2));
   const halfStepMs = (500 * o.model.images) / oneRankIps;
@@ -315,6 +335,9 @@ async function measureCase(
       forwardMs: perStep((r) => r.stats.forwardMs),
       updateMs: perStep((r) => r.updateMs),
       busyOverHalf: ranks.map((r) => fixed(busy(r) / r.stats.steps / halfStepMs, 3)),
+      cpuMs: ranks.map((r) => cpuSummary(r.cpu)),
+      oneRankCpuMs: cpuSummary(oneRank.cpu),
+      cpuOverOneRank: fixed((ranks[0].cpu.totalMs + ranks[1].cpu.totalMs) / oneRank.cpu.totalMs, 3),
     },
     link:
       ping === null
@@ -392,7 +415,7 @@ async function main(): Promise<void> {
   }
   const splits = o.search === 0 ? profiled : search.map((x) => x.split);
 
-  const single = new Map<string, number>();
+  const single = new Map<string, Solo>();
   for (const [i, c] of CASES.entries()) {
     const key = `${c.method} ${splits[i].join(",")}`;
     if (single.has(key)) continue;
@@ -405,8 +428,8 @@ async function main(): Promise<void> {
   for (const [i, c] of CASES.entries()) {
     log(`2 ranks: ${c.name}, split at block ${splits[i].join(",")} ...`);
     const cut = blocks.conv[splits[i][0] - 1].outputBytes;
-    const oneRankIps = single.get(`${c.method} ${splits[i].join(",")}`)!;
-    const result = await measureCase(o, c, splits[i], oneRankIps, i === 0 ? cut : undefined);
+    const oneRank = single.get(`${c.method} ${splits[i].join(",")}`)!;
+    const result = await measureCase(o, c, splits[i], oneRank, i === 0 ? cut : undefined);
     measured.push(result.measured);
     if (result.link !== null) link = result.link;
   }

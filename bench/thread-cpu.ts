@@ -30,6 +30,17 @@ function sampleThreads(): Map<number, Sample> {
   return out;
 }
 
+/** Milliseconds of CPU per step by thread group, and counts per step (ThreadCpuClock.perStep). */
+export type CpuPerStep = Record<string, number>;
+
+/** The parts the bench reports: the compute thread, every other thread, the kernel's share of both, all. */
+export const cpuSummary = (c: CpuPerStep): { mainMs: number; helperMs: number; systemMs: number; totalMs: number } => ({
+  mainMs: c.mainMs,
+  helperMs: Number((c.totalMs - c.mainMs).toFixed(2)),
+  systemMs: c.systemMs,
+  totalMs: c.totalMs,
+});
+
 /** The process's own threads, named by when they appeared: marks taken before and after the group started. */
 export class ThreadCpuClock {
   readonly #born = new Map<number, string>();
@@ -51,13 +62,13 @@ export class ThreadCpuClock {
    * group of threads, threads born since the marks (`later`), threads that exited meanwhile
    * (`exited`: the process's total less the threads alive), and the process's total.
    */
-  perStep(steps: number): Record<string, number> {
+  perStep(steps: number): CpuPerStep {
     if (this.#start === null) throw new Error("ThreadCpuClock: start() first");
     const now = process.resourceUsage();
     const then = this.#start.usage;
     const totalMs = (now.userCPUTime + now.systemCPUTime - then.userCPUTime - then.systemCPUTime) / 1000;
     const before = this.#start.threads;
-    const out: Record<string, number> = { mainMs: 0, mainQueueMs: 0 };
+    const out: CpuPerStep = { mainMs: 0, mainQueueMs: 0 };
     let aliveMs = 0;
     for (const [tid, now] of sampleThreads()) {
       const then = before.get(tid) ?? { runNs: 0, queueNs: 0 };

@@ -14,6 +14,7 @@
 
 #include <chrono>
 #include <condition_variable>
+#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
@@ -36,7 +37,54 @@ struct Settlement {
   std::function<Napi::Value(Napi::Env)> makeResult;  // runs on the main thread; may be empty
 };
 
-// Runs `work` on a new thread; the Promise settles with makeResult's value (or undefined) or
+// Threads that wait for operations, reused: a thread started (and ended) per operation cost a
+// clone, its stack's faults and an madvise on exit for each of the 3 messages of a stage-parallel
+// step, on each rank. Each job gets a thread of its own at once (an idle one, else a new one), so
+// a job blocked on its peer never delays another's settlement; threads never exit (the pool
+// holds as many as operations were ever pending at once, a handful).
+class WaiterPool {
+ public:
+  void run(std::function<void()> job) {
+    std::unique_lock<std::mutex> lock(mutex_);
+    jobs_.push_back(std::move(job));
+    if (jobs_.size() <= idle_) {
+      wake_.notify_one();
+      return;
+    }
+    lock.unlock();
+    std::thread([this] { serve(); }).detach();
+  }
+
+ private:
+  void serve() {
+    std::unique_lock<std::mutex> lock(mutex_);
+    for (;;) {
+      if (jobs_.empty()) {
+        idle_++;
+        wake_.wait(lock, [this] { return !jobs_.empty(); });
+        idle_--;
+      }
+      std::function<void()> job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job();
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<std::function<void()>> jobs_;
+  size_t idle_ = 0;
+};
+
+// Never destroyed: its threads may still wait on it while the process exits.
+WaiterPool& waiters() {
+  static auto* pool = new WaiterPool();
+  return *pool;
+}
+
+// Runs `work` on a waiter thread; the Promise settles with makeResult's value (or undefined) or
 // rejects with an Error carrying the message `work` returned. `work` must not throw.
 Napi::Promise settleOffThread(Napi::Env env,
                               std::function<std::string(std::function<Napi::Value(Napi::Env)>&)> work) {
@@ -44,7 +92,7 @@ Napi::Promise settleOffThread(Napi::Env env,
   Napi::Promise promise = settlement->deferred.Promise();
   auto noop = Napi::Function::New(env, [](const Napi::CallbackInfo&) {});
   auto tsfn = Napi::ThreadSafeFunction::New(env, noop, "loco.distributed", 0, 1);
-  std::thread([tsfn, settlement, work]() mutable {
+  waiters().run([tsfn, settlement, work]() mutable {
     settlement->error = work(settlement->makeResult);
     napi_status status = tsfn.BlockingCall(settlement, [](Napi::Env env, Napi::Function, Settlement* s) {
       if (!s->error.empty()) {
@@ -60,7 +108,7 @@ Napi::Promise settleOffThread(Napi::Env env,
     });
     if (status != napi_ok) delete settlement;  // the environment is shutting down
     tsfn.Release();
-  }).detach();
+  });
   return promise;
 }
 
