@@ -22,7 +22,8 @@ export function printTables(r: {
   );
   console.log(
     `ceiling: LoCo alone ${ceiling.aloneImagesPerSecond} img/s, two processes at once ${ceiling.concurrentImagesPerSecond.join(" + ")}: ` +
-      `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x); link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
+      `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x, in CPU time ${ceiling.cpuContention}x); ` +
+      `link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
   );
   if (r.search.length > 0) {
     console.log("\n| method | profile's cut | cut tried | 2 ranks img/s | wait rank 0 / 1 | busy ms/step |");

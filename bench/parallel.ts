@@ -208,6 +208,8 @@ export async function measureCeiling(o: Options, split: number[]) {
     /** CPU milliseconds per step (see thread-cpu.ts) of the process alone and of each of the two. */
     aloneCpuMs: cpuSummary(alone.cpu),
     concurrentCpuMs: both.map((b) => cpuSummary(b.cpu)),
+    /** CPU per step of a process beside a second busy one over alone: contention in CPU time. */
+    cpuContention: fixed(mean(both.map((b) => b.cpu.totalMs)) / alone.cpu.totalMs, 3),
   };
 }
 
