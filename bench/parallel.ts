@@ -16,7 +16,8 @@
 //                one thread started as the ranks are.
 //   5. 2 ranks   each schedule with StageParallelWorker on 2 child processes: images/s (the
 //                slower rank's), each rank's wait share and busy time (late messages, message
-//                set-up, update); the link between the ranks, timed before the first.
+//                set-up, update), its CPU per thread group (thread-cpu.ts); the link between the
+//                ranks, timed before the first.
 //   6. simulate  stage-sim.ts per case on 2 ranks (measured link and contention, the profile scaled
 //                to the measured one-process step) against the measured figures; K ranks of one
 //                stage each for K = 2..16 (measured link, no contention).
