@@ -64,10 +64,12 @@ class WaiterPool {
         wake_.wait(lock, [this] { return !jobs_.empty(); });
         idle_--;
       }
-      std::function<void()> job = std::move(jobs_.front());
-      jobs_.pop_front();
-      lock.unlock();
-      job();
+      {
+        std::function<void()> job = std::move(jobs_.front());
+        jobs_.pop_front();
+        lock.unlock();
+        job();
+      }  // the job (and the group it may hold the last reference to) is freed outside the lock
       lock.lock();
     }
   }
