@@ -68,7 +68,9 @@ export interface StepResult {
 /**
  * A SimCLR-style step (the same as bench/engine_pytorch.py's): encoder + projection head, NT-Xent
  * (τ 0.5) over the two views of `batchSize` random images, backward, SGD (momentum 0.9, weight
- * decay 1e-6). Median of `steps` steps after `warmup` steps.
+ * decay 1e-6). Median of `steps` steps after `warmup` steps. `markPhase`, when given, is called
+ * before the forward, before backward, before the optimizer step and after it (bench/engine_ops.ts
+ * marks phases for bench/opcount.cpp with it).
  */
 export async function locoStep(
   model: ModelName,
@@ -77,6 +79,7 @@ export async function locoStep(
   steps: number,
   warmup: number,
   clock: () => number,
+  markPhase: () => void = () => undefined,
 ): Promise<StepResult> {
   const spec = MODELS[model];
   const channelsLast = format === "channels_last";
@@ -107,19 +110,23 @@ export async function locoStep(
   resetPeakMemory();
   for (let i = 0; i < warmup + steps; i++) {
     const faults0 = process.resourceUsage().minorPageFault;
+    markPhase();
     const t0 = clock();
     opt.zeroGrad();
     // The forward pass's handles are freed when its scope closes, before backward: activations
     // then live only in the autograd graph, which frees each one as backward consumes it (as
     // PyTorch does).
     const lossTensor: Tensor = scope(() => ntXent(head.forward(encoder.forward(views)), 0.5));
+    markPhase();
     const t1 = clock();
     lossTensor.backward();
     loss = lossTensor.item();
     lossTensor.dispose();
+    markPhase();
     const t2 = clock();
     opt.step();
     await nextTurn(); // finalizers deferred by the GC run here: they are part of the cost
+    markPhase();
     const t4 = clock();
     if (i >= warmup) {
       times.push(t4 - t0);
