@@ -7,13 +7,15 @@
 //
 // --phase-markers calls `linspace` at each phase boundary (before the forward, before backward,
 // before the optimizer step, after it): the markers bench/opcount.cpp splits a step's phases by.
+// --layer4-channels-last runs layer4 channels-last too (loco keeps it NCHW in channels-last mode).
 import { linspace, setNumThreads } from "../src/torch";
 import { clockFor, locoStep } from "./engine_loco";
 import { MODELS, type Format, type ModelName } from "./engine_options";
 
 const USAGE =
   "usage: node dist/bench/engine_loco_run.js [--model resnet18|resnet50] [--format channels_last|contiguous]\n" +
-  "       [--batch-size N] [--steps 2] [--warmup 1] [--threads 1] [--clock wall|cpu] [--phase-markers]";
+  "       [--batch-size N] [--steps 2] [--warmup 1] [--threads 1] [--clock wall|cpu] [--phase-markers]\n" +
+  "       [--layer4-channels-last]";
 
 interface RunOptions {
   model: ModelName;
@@ -24,6 +26,7 @@ interface RunOptions {
   threads: number;
   clock: "wall" | "cpu";
   markers: boolean;
+  layer4ChannelsLast: boolean;
 }
 
 function oneOf<T extends string>(flag: string, value: string | undefined, allowed: readonly T[]): T {
@@ -48,6 +51,7 @@ function parseRunArgs(argv: string[]): RunOptions {
     threads: 1,
     clock: "wall",
     markers: false,
+    layer4ChannelsLast: false,
   };
   for (let i = 0; i < argv.length; i++) {
     const flag = argv[i];
@@ -60,6 +64,7 @@ function parseRunArgs(argv: string[]): RunOptions {
     else if (flag === "--threads") o.threads = count(flag, value(), 1);
     else if (flag === "--clock") o.clock = oneOf(flag, value(), ["wall", "cpu"] as const);
     else if (flag === "--phase-markers") o.markers = true;
+    else if (flag === "--layer4-channels-last") o.layer4ChannelsLast = true;
     else if (flag === "--help" || flag === "-h") {
       console.log(USAGE);
       process.exit(0);
@@ -71,9 +76,10 @@ function parseRunArgs(argv: string[]): RunOptions {
 async function main(): Promise<void> {
   const o = parseRunArgs(process.argv.slice(2));
   setNumThreads(o.threads);
-  const mark = o.markers ? () => linspace(0, 1, 2).dispose() : undefined;
+  const markPhase = o.markers ? () => linspace(0, 1, 2).dispose() : undefined;
   const batch = o.batchSize ?? MODELS[o.model].batchSize;
-  const result = await locoStep(o.model, o.format, batch, o.steps, o.warmup, clockFor(o.clock), mark);
+  const extra = { markPhase, layer4ChannelsLast: o.layer4ChannelsLast };
+  const result = await locoStep(o.model, o.format, batch, o.steps, o.warmup, clockFor(o.clock), extra);
   console.log(JSON.stringify(result));
 }
 

@@ -27,11 +27,13 @@ import {
 } from "./engine_ops_report";
 
 const USAGE = `usage: node dist/bench/engine_ops.js [--model resnet50|resnet18] [--batch-size N] [--format channels_last|contiguous]
-       [--steps 2] [--warmup 1] [--rounds 2] [--threads 1] [--clock cpu|wall] [--sides loco,pytorch]
+       [--steps 2] [--warmup 2] [--rounds 2] [--threads 1] [--clock cpu|wall] [--sides loco,pytorch]
        [--phases forward,backward,optimizer] [--views top,self] [--top 20] [--json]
        [--python /usr/bin/python3] [--jemalloc PATH]
   a side: loco | pytorch (+ jemalloc, never returning memory) | pytorch-installed (glibc malloc),
-          each with optional +NAME=VALUE environment settings, e.g. --sides loco,loco+LOCO_HUGE_PAGES=0`;
+          each with optional +NAME=VALUE environment settings and +--flag arguments to its step driver
+          (bench/engine_loco_run.ts, bench/engine_pytorch.py), e.g. --sides loco,loco+LOCO_HUGE_PAGES=0
+          or --sides loco,loco+--layer4-channels-last`;
 
 const JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
 
@@ -39,6 +41,8 @@ interface Side {
   spec: string;
   library: "loco" | "pytorch" | "pytorch-installed";
   env: Record<string, string>;
+  /** Extra arguments to the side's step driver. */
+  args: string[];
 }
 
 interface Options {
@@ -64,12 +68,14 @@ function parseSide(spec: string): Side {
   if (library !== "loco" && library !== "pytorch" && library !== "pytorch-installed")
     throw new RangeError(`--sides: unknown side '${library}' (expected loco, pytorch or pytorch-installed)`);
   const env: Record<string, string> = {};
+  const args: string[] = [];
   for (const s of settings) {
     const eq = s.indexOf("=");
-    if (eq <= 0) throw new RangeError(`--sides: '${s}' in '${spec}' is not NAME=VALUE`);
-    env[s.slice(0, eq)] = s.slice(eq + 1);
+    if (s.startsWith("--")) args.push(s);
+    else if (eq > 0) env[s.slice(0, eq)] = s.slice(eq + 1);
+    else throw new RangeError(`--sides: '${s}' in '${spec}' is neither NAME=VALUE nor --flag`);
   }
-  return { spec, library, env };
+  return { spec, library, env, args };
 }
 
 function listOf<T extends string>(flag: string, raw: string | undefined, allowed: readonly T[]): T[] {
@@ -86,7 +92,7 @@ function parseArgs(argv: string[]): Options {
     batchSize: 4,
     format: "channels_last",
     steps: 2,
-    warmup: 1,
+    warmup: 2, // jemalloc still page-faults in PyTorch's second step
     rounds: 2,
     threads: 1,
     clock: "cpu",
@@ -202,6 +208,7 @@ function runSide(o: Options, side: Side, opcount: string, profile: Profile): Dri
       Object.assign(env, { LD_PRELOAD: `${o.jemalloc} ${opcount}`, MALLOC_CONF: JEMALLOC_CONF });
   }
   Object.assign(env, side.env);
+  args.push(...side.args);
   const r = spawnSync(command, args, { encoding: "utf8", env, maxBuffer: 16 << 20 });
   // Node under a preloaded libtorch prints a harmless pthread_create warning at exit.
   const stderr = r.stderr.replace(/^node\[\d+\]: pthread_create: Invalid argument\n?/m, "");
