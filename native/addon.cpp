@@ -22,7 +22,7 @@ namespace {
 // Whether new handles report their bytes to V8 (external memory). src/torch/scope.ts turns this off
 // while a scope is open: a scope holds its tensors strongly and frees them when it closes, so the GC
 // can free none of them, and reporting them only made V8 run full collections that free nothing
-// (measured: ~10 mark-compacts per ResNet-50 step at batch 4, bench/engine_ops.ts). A tensor that
+// (measured: 8-10 mark-compacts per ResNet-50 step at batch 4, docs/engine.md). A tensor that
 // leaves every scope (returned or kept) is reported then (accountExternal). Per thread: each worker
 // thread has its own scopes.
 thread_local bool accountNewTensors = true;

@@ -4,7 +4,7 @@
 //
 // V8 is told the bytes of the tensors only the GC can free (external memory, so that it collects
 // dropped handles in time). A tensor a scope owns is held by the scope until it closes, so while a
-// scope is open new tensors are not reported (a step's activations made V8 run ~10 full collections
+// scope is open new tensors are not reported (a step's activations made V8 run 8-10 full collections
 // per ResNet-50 step that freed nothing); one that leaves every scope, returned or kept, is reported
 // then. LOCO_EXTERNAL_MEMORY=all reports every tensor (the behaviour before; for comparisons).
 import { native } from "./native";
