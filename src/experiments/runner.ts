@@ -12,7 +12,7 @@ import * as fs from "node:fs";
 import * as os from "node:os";
 import * as path from "node:path";
 import { measureMethodMemory } from "../learning/memory";
-import { processAlive } from "../learning/rundir";
+import { lockDirectory } from "../learning/rundir";
 import { readRun } from "../report/rundata";
 import { writeReport } from "../report/report";
 import { type ExperimentSpec, GridError, REFERENCE_TITLE, BASELINE_REFERENCES, flagArgs } from "./grid";
@@ -65,34 +65,17 @@ export function threadsPerJob(jobs: number, cores: number): number {
 }
 
 /**
- * Takes DIR/.lock for this process (two invocations in one directory would run the same cells and
- * overwrite each other's experiment.json); a lock whose process is gone is taken over. Returns
- * the release function.
+ * Takes DIR/.lock for this process (lockDirectory): two invocations in one directory would run the
+ * same cells and overwrite each other's experiment.json.
  */
 export function lockExperiment(dir: string): () => void {
-  const file = path.join(dir, ".lock");
-  const tmp = `${file}.${process.pid}`;
-  fs.writeFileSync(tmp, `${process.pid}\n`);
-  try {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        fs.linkSync(tmp, file); // atomic: fails if the lock exists, and its content is complete
-        return () => fs.rmSync(file, { force: true });
-      } catch (error) {
-        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
-      }
-      const holder = Number(fs.readFileSync(file, "utf8").trim());
-      if (holder !== process.pid && processAlive(holder)) {
-        throw new GridError(
-          `${dir}: another loco experiment (pid ${holder}) is running in this directory; wait for it, or follow it with --list (remove ${file} if that process is not loco)`,
-        );
-      }
-      fs.rmSync(file, { force: true }); // left by a process that died
-    }
-    throw new GridError(`${dir}: cannot take the lock ${file}`);
-  } finally {
-    fs.rmSync(tmp, { force: true });
-  }
+  return lockDirectory(dir, {
+    inUse: (pid) =>
+      new GridError(
+        `${dir}: another loco experiment (pid ${pid}) is running in this directory; wait for it, or follow it with --list (remove ${path.join(dir, ".lock")} if that process is not loco)`,
+      ),
+    unusable: (cause) => new GridError(`${dir}: cannot take the lock ${path.join(dir, ".lock")} (${cause.message})`),
+  });
 }
 
 /** What experiment.json holds: the grid, its cells with their wall times and states. */

@@ -71,41 +71,63 @@ export function processAlive(pid: number): boolean {
   }
 }
 
+/** What lockDirectory says when it cannot take a lock: the caller's own error, naming the directory. */
+export interface LockErrors {
+  /** Another live process (pid) holds the lock. */
+  inUse(pid: number): Error;
+  /** The lock file cannot be written or read (permissions, a full disk, ...). */
+  unusable(cause: Error): Error;
+}
+
 /**
- * Takes runDir/.lock for this process (a stale lock of a process that no longer runs is taken
- * over); throws when another live process holds it. Returns the release function.
+ * Takes DIR/.lock for this process and returns the release function. The lock file is written
+ * whole under a private name and then hard-linked into place, so it appears atomically with its pid
+ * in it (a reader never sees an empty lock and takes it for a stale one). A lock left by a process
+ * that no longer runs is taken over; one held by a live process throws `errors.inUse(pid)`.
+ * Release removes the lock only while it is still this process's.
  */
-export function acquireRunLock(runDir: string): () => void {
-  const file = path.join(runDir, ".lock");
-  for (let attempt = 0; ; attempt++) {
-    try {
-      fs.writeFileSync(file, `${process.pid}\n`, { flag: "wx" });
-      return () => {
-        try {
-          if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file, { force: true });
-        } catch {
-          // already gone
-        }
-      };
-    } catch (error) {
-      const code = (error as NodeJS.ErrnoException).code;
-      if (code !== "EEXIST" || attempt > 0) {
-        throw new TrainingError(`run directory ${runDir} is not writable (${(error as Error).message})`, 2);
-      }
-      let pid = NaN;
+export function lockDirectory(dir: string, errors: LockErrors): () => void {
+  const file = path.join(dir, ".lock");
+  const mine = `${file}.${process.pid}`;
+  try {
+    fs.writeFileSync(mine, `${process.pid}\n`);
+    for (let attempt = 0; attempt < 3; attempt++) {
       try {
-        pid = Number(fs.readFileSync(file, "utf8").trim());
-      } catch {
-        // unreadable: treat as stale
+        fs.linkSync(mine, file); // fails if the lock exists
+        return () => {
+          try {
+            if (fs.readFileSync(file, "utf8").trim() === String(process.pid)) fs.rmSync(file, { force: true });
+          } catch {
+            // already gone
+          }
+        };
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
       }
-      if (Number.isInteger(pid) && pid > 0 && pid !== process.pid && processAlive(pid)) {
-        throw new TrainingError(
-          `${runDir} is in use by another loco process (pid ${pid}); wait for it to finish or stop it first`,
-        );
+      const holder = Number(fs.readFileSync(file, "utf8").trim());
+      if (Number.isInteger(holder) && holder > 0 && holder !== process.pid && processAlive(holder)) {
+        throw errors.inUse(holder);
       }
-      fs.rmSync(file, { force: true });
+      fs.rmSync(file, { force: true }); // left by a process that died
     }
+    throw new Error(`the lock ${file} was taken and released three times in a row`);
+  } catch (error) {
+    if ((error as { userFacing?: boolean }).userFacing) throw error;
+    throw errors.unusable(error as Error);
+  } finally {
+    fs.rmSync(mine, { force: true });
   }
+}
+
+/** Takes runDir/.lock for this training process (lockDirectory). */
+export function acquireRunLock(runDir: string): () => void {
+  return lockDirectory(runDir, {
+    inUse: (pid) =>
+      new TrainingError(
+        `${runDir} is in use by another loco process (pid ${pid}); wait for it to finish or stop it first`,
+      ),
+    unusable: (cause) => new TrainingError(`run directory ${runDir} is not writable (${cause.message})`, 2),
+  });
 }
 
 /**
