@@ -226,6 +226,22 @@ describe("train() as a library", { skip }, () => {
         /^epochs: expected an integer >= 1, got 0$/.test((e as Error).message),
     );
   });
+
+  test("a setting of one parallel mode is refused in another, naming the flag (exit status 2), not ignored", () => {
+    const refused = (input: Parameters<typeof resolveTrainOptions>[0], pattern: RegExp) =>
+      assert.throws(
+        () => resolveTrainOptions(input),
+        (e: unknown) => (e as { exitCode: number }).exitCode === 2 && pattern.test((e as Error).message),
+      );
+    refused({ parallel: "stages", overlap: "recompute-min" }, /^overlap \(--overlap recompute-min\): stage parallel/);
+    refused(
+      { stageSchedule: "pipelined" },
+      /^stageSchedule \(--stage-schedule pipelined\): only with --parallel stages \(this run is one process\)/,
+    );
+    refused({ parallel: "data", stageSchedule: "pipelined" }, /\(this run is --parallel data\)/);
+    assert.equal(resolveTrainOptions({ parallel: "data", overlap: "recompute-min" }).learning.overlap, "recompute-min");
+    assert.equal(resolveTrainOptions({ parallel: "stages", stageSchedule: "pipelined" }).stageSchedule, "pipelined");
+  });
 });
 
 test("loco --version prints package.json's version", () => {

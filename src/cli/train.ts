@@ -183,7 +183,7 @@ export const trainSpecs: OptionSpec[] = [
     choices: OVERLAP_MODES,
     default: TRAIN_DEFAULTS.overlap,
     description:
-      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients); recompute-all: every stage pass recomputes its stage, so no stage graph is alive beside a decoder's (one extra forward per pass); recompute-min: recompute-all, and a pass holds nothing of the stages above it (least memory; LoCo: two more forwards per stage)",
+      "a stage graph awaiting a message from a higher loss: keep it, or free it and recompute the stage (less memory, same gradients); recompute-all: every stage pass recomputes its stage, so no stage graph is alive beside a decoder's (one extra forward per pass); recompute-min: recompute-all, and a pass holds nothing of the stages above it (least memory; LoCo: two more forwards per stage). One process or --parallel data; --parallel stages keeps its graphs (retain)",
   },
   {
     flag: "schedule",

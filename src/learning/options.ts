@@ -422,6 +422,8 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
   const stamp = new Date().toISOString().replace(/[-:]/g, "").replace(/\..*/, "");
   const encoderName = oneOf("encoder", v.encoder, ENCODER_NAMES);
   const learning = resolveLearning(v, method);
+  const stageSchedule = oneOf("stageSchedule", v.stageSchedule, STAGE_SCHEDULES);
+  checkParallelSettings(parallel, stageSchedule, learning.overlap ?? "retain");
   if (v.encoderFactory === undefined) {
     // A loss at stage 9, a stage listed twice or a temperature list of the wrong length is a usage
     // error here, before anything is written (a custom encoder's stages are known only once built).
@@ -471,8 +473,27 @@ export function resolveTrainOptions(input: TrainInput): TrainOptions {
     resume: false,
     onNonfinite: oneOf("onNonfinite", v.onNonfinite, NON_FINITE_ACTIONS),
     parallel,
-    stageSchedule: oneOf("stageSchedule", v.stageSchedule, STAGE_SCHEDULES),
+    stageSchedule,
   };
+}
+
+/**
+ * Settings that only one parallel mode uses are refused elsewhere rather than ignored: a user who
+ * asks for recomputation or a pipelined schedule must not get a run that silently does neither.
+ */
+function checkParallelSettings(parallel: ParallelMode, stageSchedule: StageSchedule, overlap: Overlap): void {
+  if (parallel === "stages" && overlap !== "retain") {
+    throw new TrainingError(
+      `overlap (--overlap ${overlap}): stage parallel training keeps each rank's stage graphs (retain); the recompute modes are for one process or --parallel data`,
+      2,
+    );
+  }
+  if (parallel !== "stages" && stageSchedule !== "sync") {
+    throw new TrainingError(
+      `stageSchedule (--stage-schedule ${stageSchedule}): only with --parallel stages (this run is ${parallel === "none" ? "one process" : `--parallel ${parallel}`})`,
+      2,
+    );
+  }
 }
 
 /** $WORLD_SIZE as `loco launch` sets it (1 when unset or malformed: the rendezvous reports that). */
