@@ -2,7 +2,7 @@
 import { keep, memoryStats, rand, randn, resetPeakMemory, scope, type Tensor } from "../src/torch";
 import { BatchNorm1d, Linear, ReLU, Sequential } from "../src/nn";
 import { SGD } from "../src/optim";
-import { resnet18, resnet50 } from "../src/models";
+import { BasicBlock, Bottleneck, resnet18, resnet50 } from "../src/models";
 import { ntXent } from "../src/learning/ntxent";
 import { MODELS, type Format, type ModelName } from "./engine_options";
 
@@ -68,7 +68,10 @@ export interface StepResult {
 /**
  * A SimCLR-style step (the same as bench/engine_pytorch.py's): encoder + projection head, NT-Xent
  * (τ 0.5) over the two views of `batchSize` random images, backward, SGD (momentum 0.9, weight
- * decay 1e-6). Median of `steps` steps after `warmup` steps.
+ * decay 1e-6). Median of `steps` steps after `warmup` steps. `extra.markPhase`, when given, is
+ * called before the forward, before backward, before the optimizer step and after it
+ * (bench/engine_ops.ts marks phases for bench/opcount.cpp with it); `extra.layer4ChannelsLast` runs
+ * layer4 channels-last too in channels-last mode (loco keeps it NCHW; for comparisons).
  */
 export async function locoStep(
   model: ModelName,
@@ -77,13 +80,21 @@ export async function locoStep(
   steps: number,
   warmup: number,
   clock: () => number,
+  extra: { markPhase?: () => void; layer4ChannelsLast?: boolean } = {},
 ): Promise<StepResult> {
+  const markPhase = extra.markPhase ?? (() => undefined);
   const spec = MODELS[model];
   const channelsLast = format === "channels_last";
   const encoder =
     model === "resnet18"
       ? resnet18({ stem: "cifar", numClasses: 0, channelsLast })
       : resnet50({ stem: "imagenet", numClasses: 0, channelsLast });
+  if (channelsLast && extra.layer4ChannelsLast) {
+    encoder.layer4.toMemoryFormat("channelsLast");
+    for (const block of encoder.layer4.children()) {
+      if (block instanceof BasicBlock || block instanceof Bottleneck) block.inputFormat = "channelsLast";
+    }
+  }
   const head = new Sequential(
     new Linear(spec.features, spec.hidden),
     new BatchNorm1d(spec.hidden),
@@ -107,19 +118,23 @@ export async function locoStep(
   resetPeakMemory();
   for (let i = 0; i < warmup + steps; i++) {
     const faults0 = process.resourceUsage().minorPageFault;
+    markPhase();
     const t0 = clock();
     opt.zeroGrad();
     // The forward pass's handles are freed when its scope closes, before backward: activations
     // then live only in the autograd graph, which frees each one as backward consumes it (as
     // PyTorch does).
     const lossTensor: Tensor = scope(() => ntXent(head.forward(encoder.forward(views)), 0.5));
+    markPhase();
     const t1 = clock();
     lossTensor.backward();
     loss = lossTensor.item();
     lossTensor.dispose();
+    markPhase();
     const t2 = clock();
     opt.step();
     await nextTurn(); // finalizers deferred by the GC run here: they are part of the cost
+    markPhase();
     const t4 = clock();
     if (i >= warmup) {
       times.push(t4 - t0);

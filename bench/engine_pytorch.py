@@ -153,7 +153,7 @@ def tiny_op_us(iters, repeats):
     return best
 
 
-def step_ms(model_name, image_size, batch, steps, warmup, memory_format, temperature, seed, profile, clock):
+def step_ms(model_name, image_size, batch, steps, warmup, memory_format, temperature, seed, profile, clock, markers):
     torch.manual_seed(seed)
     make_encoder, features, hidden = MODELS[model_name]
     encoder = make_encoder()
@@ -168,14 +168,23 @@ def step_ms(model_name, image_size, batch, steps, warmup, memory_format, tempera
         views = views.contiguous(memory_format=torch.channels_last)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=1e-6)
 
+    def mark():
+        """A phase boundary for bench/opcount.cpp: one linspace, an operator the step never runs."""
+        if markers:
+            torch.linspace(0, 1, 2)
+
     def step():
         """One step; returns the loss and the end times of forward, backward and optimizer."""
+        mark()
         opt.zero_grad(set_to_none=True)
         loss = nt_xent(model(views), temperature)
+        mark()
         t1 = clock()
         loss.backward()
+        mark()
         t2 = clock()
         opt.step()
+        mark()
         return loss, t1, t2, clock()
 
     times, forward, backward, optimizer, faults = [], [], [], [], []
@@ -250,6 +259,11 @@ def main():
         help="time steps by the wall clock or by the process's CPU time (all threads; steadier on a loaded machine)",
     )
     p.add_argument("--profile", action="store_true", help="print torch.profiler's op table of one step to stderr")
+    p.add_argument(
+        "--phase-markers",
+        action="store_true",
+        help="mark each step's phases with a linspace for bench/opcount.cpp (npm run bench:engine-ops)",
+    )
     args = p.parse_args()
     threads = args.threads if args.threads > 0 else (os.cpu_count() or 1)
     torch.set_num_threads(threads)
@@ -284,6 +298,7 @@ def main():
                 args.seed,
                 args.profile,
                 time.process_time if args.clock == "cpu" else time.perf_counter,
+                args.phase_markers,
             )
         best = min(formats, key=lambda f: formats[f]["medianMs"])
         out["step"] = {"formats": formats, "bestFormat": best, "ms": formats[best]["medianMs"]}

@@ -19,6 +19,14 @@ std::atomic<int64_t> liveTensorCount{0};
 
 namespace {
 
+// Whether new handles report their bytes to V8 (external memory). src/torch/scope.ts turns this off
+// while a scope is open: a scope holds its tensors strongly and frees them when it closes, so the GC
+// can free none of them, and reporting them only made V8 run full collections that free nothing
+// (measured: 8-10 mark-compacts per ResNet-50 step at batch 4, docs/engine.md). A tensor that
+// leaves every scope (returned or kept) is reported then (accountExternal). Per thread: each worker
+// thread has its own scopes.
+thread_local bool accountNewTensors = true;
+
 int64_t bytesOf(const at::Tensor& t) {
   return t.defined() ? int64_t(t.numel()) * int64_t(t.element_size()) : 0;
 }
@@ -44,7 +52,7 @@ Napi::Value wrapTensor(Napi::Env env, at::Tensor tensor) {
   auto* box = new TensorBox();
   box->kind = HandleKind::Tensor;
   box->tensor = std::move(tensor);
-  box->accountedBytes = bytesOf(box->tensor);
+  box->accountedBytes = accountNewTensors ? bytesOf(box->tensor) : 0;
   liveTensorCount.fetch_add(1, std::memory_order_relaxed);
   // A hint for V8's heuristics; kept in step with dispose so the GC is not pushed to run.
   if (box->accountedBytes > 0) Napi::MemoryManagement::AdjustExternalMemory(env, box->accountedBytes);
@@ -89,6 +97,29 @@ namespace {
 
 Napi::Value dispose(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), releaseBox(info.Env(), unwrapBox(info[0], "dispose")));
+}
+
+// Reports a live tensor's bytes to V8 if they are not reported yet (it has left every scope).
+Napi::Value accountExternal(const Napi::CallbackInfo& info) {
+  TensorBox* box = unwrapBox(info[0], "accountExternal");
+  if (!box->tensor.defined()) {
+    throw Napi::Error::New(info.Env(), "accountExternal: tensor was used after dispose()");
+  }
+  if (box->accountedBytes == 0) {
+    box->accountedBytes = bytesOf(box->tensor);
+    if (box->accountedBytes > 0) Napi::MemoryManagement::AdjustExternalMemory(info.Env(), box->accountedBytes);
+  }
+  return info.Env().Undefined();
+}
+
+// Sets whether new handles report their bytes to V8; returns the previous setting.
+Napi::Value setExternalAccounting(const Napi::CallbackInfo& info) {
+  if (info.Length() < 1 || !info[0].IsBoolean()) {
+    throw Napi::TypeError::New(info.Env(), "setExternalAccounting: expected a boolean");
+  }
+  bool previous = accountNewTensors;
+  accountNewTensors = info[0].As<Napi::Boolean>().Value();
+  return Napi::Boolean::New(info.Env(), previous);
 }
 
 Napi::Value isDisposed(const Napi::CallbackInfo& info) {
@@ -347,6 +378,8 @@ std::vector<NativeExport> tensorExports() {
   return {
       {"dispose", dispose},
       {"isDisposed", isDisposed},
+      {"accountExternal", accountExternal},
+      {"setExternalAccounting", setExternalAccounting},
       {"fromBuffer", fromBuffer},
       {"toBuffer", toBuffer},
       {"shape", shape},

@@ -4,6 +4,7 @@ import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
 import * as fs from "node:fs";
 import * as path from "node:path";
+import { PerformanceObserver, constants as perfConstants } from "node:perf_hooks";
 import { Worker } from "node:worker_threads";
 import {
   type Tensor,
@@ -637,6 +638,40 @@ describe("scopes", () => {
     assert.throws(() => scope((async () => ones([1])) as never), /returned a Promise/);
     assert.equal(scopeDepth(), 0);
     assert.equal(liveTensors(), start, "tensors created before the first await are freed with the scope");
+  });
+
+  test("tensors a scope holds are not reported to V8: no full GCs that can free nothing", async () => {
+    // V8 starts a full collection when external memory grows by ~64 MiB. `empty` tensors of 64 MiB
+    // (never touched, so never paged in): 32 held by a scope must cause none; 32 loose ones (only
+    // dispose() or the GC can free them) must still cause some.
+    let major = 0;
+    const observer = new PerformanceObserver((list) => {
+      for (const e of list.getEntries())
+        if ((e as unknown as { detail?: { kind?: number } }).detail?.kind === perfConstants.NODE_PERFORMANCE_GC_MAJOR)
+          major++;
+    });
+    observer.observe({ entryTypes: ["gc"] });
+    const settle = async (): Promise<void> => {
+      for (let i = 0; i < 3; i++) await new Promise((resolve) => setImmediate(resolve));
+    };
+    try {
+      await settle();
+      major = 0;
+      scope(() => {
+        for (let i = 0; i < 32; i++) empty([2 ** 24]);
+      });
+      await settle();
+      assert.equal(major, 0, "full GCs while a scope held 2 GiB of tensors");
+      const loose = Array.from({ length: 32 }, () => empty([2 ** 24]));
+      await settle();
+      assert.ok(major > 0, "no full GC after 2 GiB of tensors only the GC could free");
+      loose.forEach((t) => t.dispose());
+      const kept = scope(() => keep(empty([2 ** 24])));
+      kept.dispose();
+    } finally {
+      observer.disconnect();
+      emptyCache();
+    }
   });
 
   test("a training-like step returns liveTensors() to its start", () => {

@@ -36,6 +36,10 @@ export interface NativeAddon {
   opSchema(id: number): string;
   dispose(handle: NativeHandle): boolean;
   isDisposed(handle: NativeHandle): boolean;
+  /** Reports a live tensor's bytes to V8 as external memory, if not reported yet. */
+  accountExternal(handle: NativeHandle): void;
+  /** Whether new handles report their bytes to V8 (off while a scope is open); returns the previous. */
+  setExternalAccounting(enabled: boolean): boolean;
   fromBuffer(data: ArrayBufferView, shape: readonly number[], scalarType: number): NativeHandle;
   toBuffer(handle: NativeHandle): ArrayBuffer;
   shape(handle: NativeHandle): number[];

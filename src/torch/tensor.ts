@@ -112,6 +112,11 @@ export class Tensor implements Scoped {
     this.release();
   }
 
+  /** Reports the tensor's bytes to V8 once it has left every scope (scopes and keep() use this). */
+  accountExternal(): void {
+    if (this.#handle !== null) native.accountExternal(this.#handle);
+  }
+
   /** Frees the native tensor if it is still alive (scopes use this). */
   release(): void {
     if (this.#handle === null) return;

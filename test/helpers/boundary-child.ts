@@ -50,6 +50,8 @@ const cases = new Map<string, Case[]>([
   // ---- handles and copies ----
   c("dispose", none, ["a number", [1]], ["a plain object", [{}]], generatorAsTensor),
   c("isDisposed", none, ["null", [null]], generatorAsTensor),
+  c("accountExternal", none, ["a number", [1]], disposed, generatorAsTensor),
+  c("setExternalAccounting", none, ["a string", ["yes"]], ["a number", [1]]),
   c(
     "fromBuffer",
     none,

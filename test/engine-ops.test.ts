@@ -1,0 +1,64 @@
+// `npm run bench:engine-ops` (bench/engine_ops.ts) end to end on a tiny step: it builds
+// bench/opcount.cpp, runs loco's step and PyTorch's under it, and its tables must add up to each
+// phase's total and count the same operators on both sides (the two steps run the same ones).
+import { test } from "node:test";
+import * as assert from "node:assert/strict";
+import { spawnSync } from "node:child_process";
+import * as path from "node:path";
+
+interface Row {
+  kind: string;
+  name: string;
+  countA: number;
+  countB: number;
+  msA: number;
+  msB: number;
+}
+interface Table {
+  phase: string;
+  view: "top" | "self";
+  rows: Row[];
+  totalA: { cpu: number };
+  totalB: { cpu: number };
+}
+interface Report {
+  phases: Record<string, { a: { steps: number; cpuMs: number }; b: { steps: number; cpuMs: number } }>;
+  tables: Table[];
+}
+
+test("bench:engine-ops: per-operator tables that add up to each phase, the same operators on both sides", () => {
+  const script = path.join(__dirname, "..", "bench", "engine_ops.js");
+  const args = [script, "--model", "resnet18", "--batch-size", "2", "--steps", "2", "--warmup", "1"];
+  args.push("--rounds", "1", "--json");
+  const r = spawnSync(process.execPath, args, {
+    encoding: "utf8",
+    timeout: 300_000,
+    env: { ...process.env, OMP_NUM_THREADS: "1", LOCO_NUM_THREADS: "1" },
+  });
+  assert.equal(r.status, 0, r.stderr.slice(-2000));
+  const report = JSON.parse(r.stdout) as Report;
+
+  for (const phase of ["forward", "backward", "optimizer"]) {
+    assert.equal(report.phases[phase].a.steps, 2, `${phase}: loco's recorded steps`);
+    assert.equal(report.phases[phase].b.steps, 2, `${phase}: PyTorch's recorded steps`);
+  }
+  for (const t of report.tables) {
+    const sumA = t.rows.reduce((s, row) => s + row.msA, 0);
+    const sumB = t.rows.reduce((s, row) => s + row.msB, 0);
+    assert.ok(Math.abs(sumA - t.totalA.cpu / 1e3) < 1e-6, `${t.phase}/${t.view}: loco's rows add up`);
+    assert.ok(Math.abs(sumB - t.totalB.cpu / 1e3) < 1e-6, `${t.phase}/${t.view}: PyTorch's rows add up`);
+    assert.ok(
+      t.rows.every((row) => row.kind === "-" || row.msA >= 0),
+      `${t.phase}/${t.view}: no negative time`,
+    );
+  }
+  const count = (phase: string, view: string, name: string): [number, number] => {
+    const row = report.tables.find((t) => t.phase === phase && t.view === view)?.rows.find((x) => x.name === name);
+    return row === undefined ? [0, 0] : [row.countA, row.countB];
+  };
+  // CIFAR ResNet-18: 20 convolutions (17 3x3 + 3 shortcuts), 21 batch norms (20 + the head's).
+  assert.deepEqual(count("forward", "top", "aten::conv2d"), [20, 20]);
+  assert.deepEqual(count("forward", "top", "aten::batch_norm"), [21, 21]);
+  assert.deepEqual(count("backward", "self", "aten::convolution_backward"), [20, 20]);
+  assert.deepEqual(count("backward", "self", "aten::native_batch_norm_backward"), [21, 21]);
+});
