@@ -31,9 +31,13 @@ int64_t bytesOf(const at::Tensor& t) {
   return t.defined() ? int64_t(t.numel()) * int64_t(t.element_size()) : 0;
 }
 
-// The safety net for handles the program never disposed. A basic (pure) finalizer: it runs no
-// JS, so Node calls it during GC instead of queueing it (the queue cost ~1 µs per handle).
-void finalizeBox(node_api_basic_env env, void* data, void*) {
+// The safety net for handles the program never disposed. It runs no JS, but Node queues it and
+// calls it after the GC: the addon is built without NAPI_EXPERIMENTAL, whose "basic" finalizers
+// Node 20 calls inside the GC. Those aborted the process ("Check failed:
+// AllowJavascriptExecution::IsAllowed") whenever a GC ran while Node was rethrowing an error from an
+// addon call (the pending error read as one thrown by the finalizer): about 1 run in 12 of
+// test/native-boundary.test.ts, which throws from every export. Queueing costs about 1 µs a handle.
+void finalizeBox(napi_env env, void* data, void*) {
   auto* box = static_cast<TensorBox*>(static_cast<HandleHeader*>(data));
   if (box->tensor.defined()) {
     box->tensor.reset();
