@@ -41,9 +41,8 @@ async function inOrder<A, B>(aFirst: boolean, a: () => Promise<A>, b: () => Prom
  * one thread can reach on this machine.
  */
 async function ceilingRound(o: RunOptions, split: number[], aloneFirst: boolean) {
-  // Each run's timed steps start at one moment in all its processes (after start-up and the warmup).
-  const run = (processes: number): Promise<Solo[]> =>
-    runAlone(o, { method: "loco" }, split, processes, Date.now() + 3000);
+  // Two at once: their timed steps start together, once both have warmed up (runAlone).
+  const run = (processes: number): Promise<Solo[]> => runAlone(o, { method: "loco" }, split, processes);
   const [[alone], both] = await inOrder(aloneFirst, () => run(1), () => run(2));
   const concurrent = both.map((b) => b.imagesPerSecond);
   return {

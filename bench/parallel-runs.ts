@@ -1,7 +1,8 @@
 // The child processes of `npm run bench:parallel` (bench/parallel.ts): bench/parallel-rank.js
 // started as 2 ranks of a process group, or as one process without a group (a method's
 // one-process baseline, and the ceiling's processes), each with one libtorch thread.
-import { spawn } from "node:child_process";
+import { type ChildProcessByStdio, spawn } from "node:child_process";
+import type { Readable, Writable } from "node:stream";
 import * as net from "node:net";
 import * as path from "node:path";
 import type { StageRankStats } from "../src/learning";
@@ -68,6 +69,8 @@ const freePort = (): Promise<number> =>
 /** Runs bench/parallel-rank.js as `ranks` processes (a group unless `run.solo`); their RESULT lines. */
 export function startRanks<T>(run: RankRun, ranks: number, timeoutMs: number): Promise<T[]> {
   const script = path.join(__dirname, "parallel-rank.js");
+  const children: ChildProcessByStdio<Writable, Readable, Readable>[] = [];
+  const isReady = Array.from({ length: ranks }, () => false);
   return freePort().then((port) =>
     Promise.all(
       Array.from(
@@ -90,13 +93,23 @@ export function startRanks<T>(run: RankRun, ranks: number, timeoutMs: number): P
                       LOCO_DIST_TIMEOUT_MS: String(timeoutMs),
                     }),
               },
-              stdio: ["ignore", "pipe", "pipe"],
+              stdio: ["pipe", "pipe", "pipe"],
             });
+            children.push(child);
+            if (run.together !== true) child.stdin.end();
             let stdout = "";
             let stderr = "";
-            child.stdout.on("data", (d: Buffer) => (stdout += d.toString()));
+            child.stdout.on("data", (d: Buffer) => {
+              stdout += d.toString();
+              if (run.together === true && !isReady[rank] && stdout.includes("READY\n")) {
+                isReady[rank] = true;
+                // All warmed up: the timed steps start now in every process.
+                if (isReady.every(Boolean)) for (const c of children) c.stdin.end("go\n");
+              }
+            });
             child.stderr.on("data", (d: Buffer) => (stderr += d.toString()));
             child.on("close", (code) => {
+              if (code !== 0) for (const c of children) c.stdin.end(); // none waits for a go that won't come
               const line = stdout.split("\n").find((l) => l.startsWith("RESULT "));
               if (code !== 0 || line === undefined) reject(new Error(`rank ${rank} failed (${code}):\n${stderr}`));
               else resolve(JSON.parse(line.slice(7)) as T);
@@ -122,19 +135,18 @@ export const runRanks = (o: RunOptions, c: Case, split: number[], pingBytes?: nu
  * The method in one process of one thread on the split, in a child process started as the ranks
  * are (not in the bench's own process: after the profile, the same run there was 20% slower than
  * the ceiling's fresh process, which made the 2-rank speedups look larger than the ceiling allows).
- * With `startAt` (a Date.now() time), the timed steps start then: processes started together time
- * the same span.
+ * With `processes` > 1, that many at once, their timed steps started together once all have
+ * warmed up (they time the same span).
  */
 export async function runAlone(
   o: RunOptions,
   c: Pick<Case, "method">,
   split: number[],
   processes = 1,
-  startAt?: number,
 ): Promise<Solo[]> {
   const run: RankRun = {
     ...{ model: o.model, method: c.method, schedule: "sync", split },
-    ...{ warmup: o.warmup, steps: o.steps, solo: true, startAt },
+    ...{ warmup: o.warmup, steps: o.steps, solo: true, together: processes > 1 },
   };
   return startRanks<Solo>(run, processes, o.timeoutMs);
 }

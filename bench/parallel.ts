@@ -24,7 +24,7 @@
 //                stage each for K = 2..16 (measured link, no contention).
 //
 // Options: --json, --depth 18|34 (34), --width N (8), --size N (32), --images N (32), --warmup N (2),
-// --steps N (timed steps per run, 12), --rounds N (3), --repeats N (profile rounds, 3), --search N
+// --steps N (timed steps per run, 16), --rounds N (3), --repeats N (profile rounds, 3), --search N
 // (cuts on each side of the profile's tried on 2 ranks, 1; 0: the profile's cut), --ranks-timeout-ms N.
 import { setNumThreads } from "../src/torch";
 import { type MethodName, type StageCosts, profileStageCosts } from "../src/learning";
@@ -51,7 +51,7 @@ function parseArgs(argv: string[]): Options {
     json: false,
     model: { depth: 34, width: 8, size: 32, images: 32 },
     warmup: 2,
-    steps: 12,
+    steps: 16,
     rounds: 3,
     repeats: 3,
     search: 1,
