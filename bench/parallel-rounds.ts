@@ -43,7 +43,11 @@ async function inOrder<A, B>(aFirst: boolean, a: () => Promise<A>, b: () => Prom
 async function ceilingRound(o: RunOptions, split: number[], aloneFirst: boolean) {
   // Two at once: their timed steps start together, once both have warmed up (runAlone).
   const run = (processes: number): Promise<Solo[]> => runAlone(o, { method: "loco" }, split, processes);
-  const [[alone], both] = await inOrder(aloneFirst, () => run(1), () => run(2));
+  const [[alone], both] = await inOrder(
+    aloneFirst,
+    () => run(1),
+    () => run(2),
+  );
   const concurrent = both.map((b) => b.imagesPerSecond);
   return {
     aloneImagesPerSecond: fixed(alone.imagesPerSecond),
@@ -170,7 +174,9 @@ export async function measureRounds(
     log(`${round}: ceiling, LoCo ${first ? "alone, then two at once" : "two at once, then alone"} ...`);
     ceilingRounds.push({ aloneFirst: first, figures: await ceilingRound(o, ceilingSplit, first) });
     for (const [i, { c, split }] of cases.entries()) {
-      log(`${round}: ${c.name}, split at block ${split.join(",")}, ${first ? "1 rank, then 2" : "2 ranks, then 1"} ...`);
+      log(
+        `${round}: ${c.name}, split at block ${split.join(",")}, ${first ? "1 rank, then 2" : "2 ranks, then 1"} ...`,
+      );
       const [[oneRank], ranks] = await inOrder(
         first,
         () => runAlone(o, c, split),
