@@ -38,8 +38,8 @@ export const benchViews = (model: BenchModel): Tensor[] =>
 
 /**
  * Images/s of the method in this process (LocalLearner.step, the single-process router). With
- * `startAt` (a Date.now() time), the timed steps start then, after the warmup: processes started
- * together time the same span.
+ * `ready`, the timed steps start when the promise it returns (called after the warmup) resolves:
+ * processes started together then time the same span.
  */
 export async function oneRankImagesPerSecond(
   model: BenchModel,
@@ -47,7 +47,7 @@ export async function oneRankImagesPerSecond(
   split: number[],
   warmup: number,
   steps: number,
-  startAt?: number,
+  ready?: () => Promise<void>,
   clock?: ThreadCpuClock,
 ): Promise<number> {
   const { learner, dispose } = buildLearner(model, method, split);
@@ -56,7 +56,7 @@ export async function oneRankImagesPerSecond(
   let started = 0;
   for (let step = 0; step < warmup + steps; step++) {
     if (step === warmup) {
-      if (startAt !== undefined) await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now())));
+      await ready?.();
       started = performance.now();
       clock?.start();
     }

@@ -15,9 +15,13 @@ export interface RankRun {
   split: number[];
   warmup: number;
   steps: number;
-  /** One process without a group: prints its images/s (timed from `startAt`, a Date.now() time). */
+  /** One process without a group: prints its images/s. */
   solo?: boolean;
-  startAt?: number;
+  /**
+   * With `solo`: after the warmup, print `READY` and start the timed steps on a line from stdin
+   * (the bench sends it once every process of the run is ready: they time the same span).
+   */
+  together?: boolean;
   /** Before training, time messages of this many bytes (and tiny ones) between the ranks. */
   pingBytes?: number;
 }
@@ -45,6 +49,17 @@ async function oneWayMs(group: ProcessGroup, bytes: number, rounds = 9): Promise
   return times[times.length >> 1];
 }
 
+/** Prints READY, then waits for a line on stdin. */
+function readyThenGo(): Promise<void> {
+  return new Promise((resolve) => {
+    process.stdin.once("data", () => {
+      process.stdin.pause();
+      resolve();
+    });
+    process.stdout.write("READY\n");
+  });
+}
+
 async function main(): Promise<void> {
   const run = JSON.parse(process.argv[2]) as RankRun;
   // CPU per thread over the timed steps: the compute thread, Node's own threads (present before
@@ -52,8 +67,9 @@ async function main(): Promise<void> {
   const clock = new ThreadCpuClock();
   clock.mark("node");
   if (run.solo === true) {
-    const { model, method, split, warmup, steps, startAt } = run;
-    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, startAt, clock);
+    const { model, method, split, warmup, steps } = run;
+    const ready = run.together === true ? readyThenGo : undefined;
+    const imagesPerSecond = await oneRankImagesPerSecond(model, method, split, warmup, steps, ready, clock);
     process.stdout.write(`RESULT ${JSON.stringify({ imagesPerSecond, cpu: clock.perStep(steps) })}\n`);
     return;
   }

@@ -2,14 +2,16 @@
 import type { Link } from "../src/learning";
 import type { Prediction } from "./parallel-predict";
 import type { BenchModel } from "./parallel-model";
-import type { Measured, checkCase, measureCeiling, searchSplit } from "./parallel";
+import type { checkCase, searchSplit } from "./parallel";
+import type { Ceiling, Measured } from "./parallel-rounds";
 
 const pct = (x: number): string => `${(100 * x).toFixed(1)}%`;
 
 export function printTables(r: {
   model: BenchModel;
   seconds: number;
-  ceiling: Awaited<ReturnType<typeof measureCeiling>>;
+  rounds: number;
+  ceiling: Ceiling;
   link: Link;
   search: Awaited<ReturnType<typeof searchSplit>>[];
   measured: Measured[];
@@ -18,11 +20,13 @@ export function printTables(r: {
 }): void {
   const { model, ceiling } = r;
   console.log(
-    `ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ${r.seconds} s`,
+    `ResNet-${model.depth} width ${model.width}, ${model.size}x${model.size}, ${model.images} images/step; ` +
+      `${r.rounds} round(s), figures: the rounds' medians; ${r.seconds} s`,
   );
   console.log(
     `ceiling: LoCo alone ${ceiling.aloneImagesPerSecond} img/s, two processes at once ${ceiling.concurrentImagesPerSecond.join(" + ")}: ` +
-      `${ceiling.ceilingSpeedup}x at best on 2 ranks (contention ${ceiling.contention}x, in CPU time ${ceiling.cpuContention}x); ` +
+      `${ceiling.ceilingSpeedup}x at best on 2 ranks (rounds: ${ceiling.rounds.map((x) => `${x.ceilingSpeedup}x`).join(", ")}; ` +
+      `contention ${ceiling.contention}x, in CPU time ${ceiling.cpuContention}x); ` +
       `link ${r.link.latencyMs} ms + ${r.link.bytesPerMs} bytes/ms`,
   );
   if (r.search.length > 0) {
@@ -37,13 +41,16 @@ export function printTables(r: {
       }
     }
   }
-  console.log("\n| method | split | 2 ranks img/s | 1 rank img/s | speedup | wait rank 0 | wait rank 1 | peak MiB |");
+  console.log(
+    "\n| method | split | 2 ranks img/s | 1 rank img/s | speedup (rounds' range) | wait rank 0 | wait rank 1 | peak MiB |",
+  );
   console.log("| --- | --- | --- | --- | --- | --- | --- | --- |");
   for (const m of r.measured) {
     console.log(
-      `| ${m.name} | ${m.split.join(",")} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
+      `| ${m.name} | ${m.split.join(",")} | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x (${m.speedupRange.join("-")}x) | ${pct(m.waitShare[0])} | ${pct(m.waitShare[1])} | ${m.peakMiB.join(" / ")} |`,
     );
   }
+  printRounds(r.measured);
   console.log(
     "\n| method | busy ms/step | simulated | forward | profiled forward | late | messages | update | busy / half the 1-rank step |",
   );
@@ -78,5 +85,23 @@ export function printTables(r: {
   console.log("| --- | --- | --- | --- | --- |");
   for (const s of r.simulated) {
     console.log(`| ${s.name} | ${s.ranks} | ${s.cuts.join(",")} | ${s.speedup}x | ${pct(Math.max(...s.waitShare))} |`);
+  }
+}
+
+/** Each case's rounds: the order the pair ran in, the speedup and the wait share per rank. */
+function printRounds(measured: Measured[]): void {
+  console.log("\n| method | round | ran first | 2 ranks img/s | 1 rank img/s | speedup | wait rank 0 / 1 |");
+  console.log("| --- | --- | --- | --- | --- | --- | --- |");
+  for (const m of measured) {
+    for (const [i, x] of m.rounds.entries()) {
+      console.log(
+        `| ${m.name} | ${i + 1} | ${x.oneRankFirst ? "1 rank" : "2 ranks"} | ${x.imagesPerSecond} | ${x.oneRankImagesPerSecond} | ` +
+          `${x.speedup}x | ${x.waitShare.map(pct).join(" / ")} |`,
+      );
+    }
+    console.log(
+      `| ${m.name} | median | | ${m.imagesPerSecond} | ${m.oneRankImagesPerSecond} | ${m.speedup}x (${m.speedupRange.join("-")}x) | ` +
+        `${m.waitShare.map(pct).join(" / ")} |`,
+    );
   }
 }
