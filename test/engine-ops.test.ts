@@ -5,25 +5,12 @@ import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import { spawnSync } from "node:child_process";
 import * as path from "node:path";
+import type { PhaseTable } from "../bench/engine_ops_report";
 
-interface Row {
-  kind: string;
-  name: string;
-  countA: number;
-  countB: number;
-  msA: number;
-  msB: number;
-}
-interface Table {
-  phase: string;
-  view: "top" | "self";
-  rows: Row[];
-  totalA: { cpu: number };
-  totalB: { cpu: number };
-}
+/** The parts of the script's --json report this test reads. */
 interface Report {
   phases: Record<string, { a: { steps: number; cpuMs: number }; b: { steps: number; cpuMs: number } }>;
-  tables: Table[];
+  tables: PhaseTable[];
 }
 
 test("bench:engine-ops: per-operator tables that add up to each phase, the same operators on both sides", () => {
