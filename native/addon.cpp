@@ -31,13 +31,14 @@ int64_t bytesOf(const at::Tensor& t) {
   return t.defined() ? int64_t(t.numel()) * int64_t(t.element_size()) : 0;
 }
 
-// The safety net for handles the program never disposed. It runs no JS, but Node queues it and
-// calls it after the GC: the addon is built without NAPI_EXPERIMENTAL, whose "basic" finalizers
-// Node 20 calls inside the GC. Those aborted the process ("Check failed:
-// AllowJavascriptExecution::IsAllowed") whenever a GC ran while Node was rethrowing an error from an
-// addon call (the pending error read as one thrown by the finalizer): about 1 run in 12 of
-// test/native-boundary.test.ts, which throws from every export. Queueing costs about 1 µs a handle.
-void finalizeBox(napi_env env, void* data, void*) {
+// The safety net for handles the program never disposed. A basic (pure) finalizer: it runs no
+// JS, so Node calls it during GC instead of queueing it, and a synchronous loop that drops handles
+// gets their memory back as it runs (queued, the finalizers wait for the event loop: 10 MiB per 50
+// steps of test/leak.test.ts's loop, measured). Known bug, Node 20: a GC that runs while Node is
+// rethrowing an addon call's error calls this finalizer with the error still pending, and Node
+// aborts ("Check failed: AllowJavascriptExecution::IsAllowed"); test/native-boundary.test.ts, which
+// throws from every export, hit it about 1 run in 12. docs/engine.md, "Known issues".
+void finalizeBox(node_api_basic_env env, void* data, void*) {
   auto* box = static_cast<TensorBox*>(static_cast<HandleHeader*>(data));
   if (box->tensor.defined()) {
     box->tensor.reset();

@@ -27,7 +27,7 @@ bool releaseGenerator(GeneratorBox* box) {
   return true;
 }
 
-void finalizeGenerator(napi_env env, void* data, void*) {
+void finalizeGenerator(node_api_basic_env env, void* data, void*) {
   auto* box = static_cast<GeneratorBox*>(static_cast<HandleHeader*>(data));
   if (box->owned && box->generator.defined()) {
     int64_t ignored;
