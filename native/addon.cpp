@@ -2,6 +2,8 @@
 // their lifetime, typed-array copies, metadata, autograd (backward, vector-Jacobian products, grad
 // mode) and threads. Operators go through ops.cpp's generic dispatcher; generators live in
 // random.cpp, signal handling in signals.cpp, the allocator in allocator.cpp, devices in devices.cpp.
+#include <v8.h>
+
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/GradMode.h>
@@ -34,10 +36,9 @@ int64_t bytesOf(const at::Tensor& t) {
 // The safety net for handles the program never disposed. A basic (pure) finalizer: it runs no
 // JS, so Node calls it during GC instead of queueing it, and a synchronous loop that drops handles
 // gets their memory back as it runs (queued, the finalizers wait for the event loop: 10 MiB per 50
-// steps of test/leak.test.ts's loop, measured). Known bug, Node 20: a GC that runs while Node is
-// rethrowing an addon call's error calls this finalizer with the error still pending, and Node
-// aborts ("Check failed: AllowJavascriptExecution::IsAllowed"); test/native-boundary.test.ts, which
-// throws from every export, hit it about 1 run in 12. docs/engine.md, "Known issues".
+// steps of test/leak.test.ts's loop, measured). Running inside a collection is safe only because
+// the addon never leaves an error parked in Node-API while V8 can collect: see
+// throwBypassingPendingException below.
 void finalizeBox(node_api_basic_env env, void* data, void*) {
   auto* box = static_cast<TensorBox*>(static_cast<HandleHeader*>(data));
   if (box->tensor.defined()) {
@@ -413,12 +414,30 @@ std::vector<NativeExport> tensorExports() {
 
 namespace {
 
+// Throws `error` into JavaScript straight through V8, not through napi_throw. Why: napi_throw parks
+// the error in Node's per-module "pending exception" until the callback returns, then rethrows it;
+// the rethrow allocates V8's message object, which can start a GC, whose finalizers run inside
+// Node's module-call wrapper; that wrapper sees the parked error, takes it for the finalizer's
+// own, and hands it to the uncaught-exception handler, which runs JavaScript inside the GC: Node
+// 20 aborts ("Check failed: AllowJavascriptExecution::IsAllowed"). Thrown directly, the error is
+// never parked, and a finalizer that runs during the throw finds nothing pending.
+// test/native-boundary.test.ts reproduces the abort (GC forced during the rethrows).
+void throwBypassingPendingException(const Napi::Value& error) {
+  napi_value value = error;
+  v8::Local<v8::Value> local;
+  static_assert(sizeof(local) == sizeof(value), "napi_value is a v8::Local<v8::Value>");
+  std::memcpy(static_cast<void*>(&local), &value, sizeof(value));
+  v8::Isolate::GetCurrent()->ThrowException(local);
+}
+
 // The one callback every export goes through: `info.Data()` is the export's table entry. Napi
 // errors pass through (named after the export when they are not yet); any other C++ exception,
 // c10::Error included, becomes a JS Error naming the export, so nothing thrown in native code can
 // abort the process.
 Napi::Value guardedCall(const Napi::CallbackInfo& info) {
   const auto* entry = static_cast<const NativeExport*>(info.Data());
+  Napi::Env env = info.Env();
+  Napi::Value error;
   try {
     return entry->function(info);
   } catch (Napi::Error& e) {
@@ -429,14 +448,16 @@ Napi::Value guardedCall(const Napi::CallbackInfo& info) {
     bool named = message.rfind(std::string(entry->name) + ":", 0) == 0 ||
                  (colon != std::string::npos && message.substr(0, colon).find("::") != std::string::npos);
     if (!named) e.Value().Set("message", std::string(entry->name) + ": " + message);
-    throw;
+    error = e.Value();
   } catch (const c10::Error& e) {
-    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what_without_backtrace());
+    error = Napi::Error::New(env, std::string(entry->name) + ": " + e.what_without_backtrace()).Value();
   } catch (const std::exception& e) {
-    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": " + e.what());
+    error = Napi::Error::New(env, std::string(entry->name) + ": " + e.what()).Value();
   } catch (...) {
-    throw Napi::Error::New(info.Env(), std::string(entry->name) + ": unknown native error");
+    error = Napi::Error::New(env, std::string(entry->name) + ": unknown native error").Value();
   }
+  throwBypassingPendingException(error);
+  return Napi::Value();
 }
 
 Napi::Object init(Napi::Env env, Napi::Object exports) {
