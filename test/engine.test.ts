@@ -31,6 +31,7 @@ import {
   randn,
   randperm,
   resetPeakMemory,
+  collectGarbage,
   scalarTensor,
   scope,
   scopeDepth,
@@ -731,6 +732,20 @@ describe("memory gauges", () => {
     assert.equal(after.peakBytes, base.currentBytes + (1 << 20));
     resetPeakMemory();
     assert.equal(memoryStats().peakBytes, memoryStats().currentBytes);
+  });
+
+  test("collectGarbage() frees dropped tensors before it returns", () => {
+    const before = memoryStats();
+    // Dropped without dispose(), in a function so that nothing on this stack refers to them.
+    (() => {
+      for (let i = 0; i < 10; i++) empty([1 << 16]); // 256 KiB each
+    })();
+    const dropped = memoryStats();
+    assert.equal(dropped.liveTensors - before.liveTensors, 10);
+    collectGarbage();
+    const after = memoryStats();
+    assert.equal(after.liveTensors, before.liveTensors);
+    assert.equal(after.currentBytes, before.currentBytes);
   });
 
   test(

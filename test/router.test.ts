@@ -5,7 +5,17 @@
 // before a backward pass where the reference sums parameter gradients after.
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { type Tensor, Generator, manualSeed, memoryStats, noGrad, randn, resetPeakMemory, scope } from "../src/torch";
+import {
+  type Tensor,
+  Generator,
+  collectGarbage,
+  manualSeed,
+  memoryStats,
+  noGrad,
+  randn,
+  resetPeakMemory,
+  scope,
+} from "../src/torch";
 import { resnet18 } from "../src/models";
 import {
   LocalLearner,
@@ -336,6 +346,7 @@ function measure(config: LocalLearningConfig): { peak: number; entry: number[]; 
   const views = randn([16, 3, 32, 32], { generator: new Generator(4) });
   learner.step(views); // the first step allocates gradients
   const entry = recordStageEntry(learner);
+  collectGarbage(); // earlier tests' dropped handles, collected mid-step, would lower the peak
   resetPeakMemory();
   const start = memoryStats().currentBytes;
   learner.step(views);

@@ -1,7 +1,16 @@
 // Peak training-step memory per method, split and overlap mode (docs/methods.md, "Memory"),
 // measured with the engine's counting allocator: bytes held by libtorch during one step of forward
 // + backward. Also the per-block activation bytes and a budget search (largest batch, largest image).
-import { type Tensor, Generator, memoryStats, randn, resetPeakMemory, scope, zerosLike } from "../torch";
+import {
+  type Tensor,
+  Generator,
+  collectGarbage,
+  memoryStats,
+  randn,
+  resetPeakMemory,
+  scope,
+  zerosLike,
+} from "../torch";
 import { type ResNetDepth, type ResNetStem, ResNet } from "../models/resnet";
 import { LocalLearner } from "./learner";
 import { type LocalLearningConfig, type MethodName, type SplitSpec, methodPreset } from "./methods";
@@ -88,6 +97,8 @@ export function measureMethodMemory(method: MethodName, options: MemoryMeasureOp
     };
     clearGradients();
     const views = randomViews(options, options.batchSize, options.imageSize);
+    // Garbage freed during the step would lower its measured peak (collectGarbage says how much).
+    collectGarbage();
     const baselineBytes = memoryStats().currentBytes;
     resetPeakMemory();
     learner.step(views);

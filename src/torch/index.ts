@@ -11,6 +11,7 @@ export {
   liveTensors,
   resetPeakMemory,
   emptyCache,
+  collectGarbage,
   setNumThreads,
   getNumThreads,
   type MemoryStats,

@@ -1,5 +1,7 @@
 // Memory gauges: live tensor handles and the bytes libtorch holds on the CPU (current and peak),
 // counted by the addon's allocator.
+import * as v8 from "node:v8";
+import * as vm from "node:vm";
 import { native } from "./native";
 
 export interface MemoryStats {
@@ -46,4 +48,22 @@ export function setNumThreads(n: number): void {
 
 export function getNumThreads(): number {
   return native.getNumThreads();
+}
+
+let gc: (() => void) | undefined;
+
+/**
+ * Runs a full garbage collection now: tensors the program dropped without dispose() are freed
+ * before it returns (the addon's finalizers run inside the collection). Memory measurements call
+ * it before they start: a collection that happens to run during the measured work frees older
+ * garbage and lowers the measured peak by its size (a LoCo step at width 16 whose peak is 21.0 MB
+ * measured 8.4 MB with 12 MB of dropped tensors collected early in its forward; CI once measured
+ * 9.1 MB). Node starts without --expose-gc; the flag is set at run time, once.
+ */
+export function collectGarbage(): void {
+  if (gc === undefined) {
+    v8.setFlagsFromString("--expose-gc");
+    gc = vm.runInNewContext("gc") as () => void;
+  }
+  gc();
 }
