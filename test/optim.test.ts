@@ -660,6 +660,7 @@ describe("SGD's reused gradient buffer", () => {
         assert.deepEqual(ours[i].grad!.data(), before[i], `step ${step + 1}: parameter ${i}'s gradient untouched`);
       }
     });
+    for (const p of ours) p.dispose(); // parameters may go before their optimizer (the trainer's order)
     opt.dispose();
     for (const b of bufs) b?.dispose(); // kept by referenceStep's scope (returned), freed here
   }

@@ -12,8 +12,11 @@ const kindOf = (t: Tensor): string => `${t.dtype}/${t.device}`;
 export class StepScratch {
   /** By dtype and device: a flat buffer as large as the largest such parameter. */
   private readonly flats = new Map<string, Tensor>();
-  /** By parameter: a view of its kind's flat buffer with the parameter's shape and strides. */
-  private readonly views = new Map<Tensor, Tensor>();
+  /**
+   * By parameter: a view of its kind's flat buffer with the parameter's shape and strides, and
+   * that kind (kept here: parameters may be disposed before the optimizer).
+   */
+  private readonly views = new Map<Tensor, { view: Tensor; kind: string }>();
 
   /**
    * A tensor with `param`'s shape, strides, dtype and device, sharing memory with every other
@@ -23,7 +26,7 @@ export class StepScratch {
    */
   viewFor(param: Tensor, all: () => readonly Tensor[]): Tensor | null {
     const cached = this.views.get(param);
-    if (cached !== undefined) return cached;
+    if (cached !== undefined) return cached.view;
     if (!param.isContiguous() && !(param.ndim === 4 && param.isContiguous("channelsLast"))) return null;
     const kind = kindOf(param);
     let flat = this.flats.get(kind);
@@ -39,7 +42,7 @@ export class StepScratch {
       this.flats.set(kind, flat);
     }
     const view = keep(flat.asStrided(param.shape, param.strides));
-    this.views.set(param, view);
+    this.views.set(param, { view, kind });
     return view;
   }
 
@@ -49,8 +52,8 @@ export class StepScratch {
 
   private dropKind(kind: string, flat: Tensor): void {
     for (const [p, v] of this.views) {
-      if (kindOf(p) === kind) {
-        v.dispose();
+      if (v.kind === kind) {
+        v.view.dispose();
         this.views.delete(p);
       }
     }
