@@ -16,7 +16,26 @@ import * as os from "node:os";
 import * as path from "node:path";
 import { getNumThreads, liveTensors, setNumThreads } from "../src/torch";
 import { clockFor, locoStep, locoTinyOp, median } from "./engine_loco";
-import { MODELS, USAGE, parseArgs, type Format, type ModelName, type Options, type PyVariant } from "./engine_options";
+import {
+  addPaired,
+  measurePaired,
+  pairedSettings,
+  printPaired,
+  type PairedRun,
+  type PairedRuns,
+} from "./engine_paired";
+import {
+  JEMALLOC_CONF,
+  MODELS,
+  USAGE,
+  parseArgs,
+  pythonEnv,
+  pythonScript,
+  type Format,
+  type ModelName,
+  type Options,
+  type PyVariant,
+} from "./engine_options";
 
 type Library = "loco" | PyVariant;
 type Phases = { forward: number; backward: number; optimizer: number };
@@ -36,18 +55,6 @@ interface PyResult {
   };
 }
 
-const JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
-
-function pythonScript(): string {
-  const candidates = [
-    path.join(__dirname, "engine_pytorch.py"),
-    path.resolve(__dirname, "../../bench/engine_pytorch.py"),
-  ];
-  const found = candidates.find((p) => fs.existsSync(p));
-  if (!found) throw new Error(`bench: cannot find engine_pytorch.py (looked in ${candidates.join(", ")})`);
-  return found;
-}
-
 function runPython(o: Options, variant: PyVariant, extra: string[]): PyResult {
   const args = [
     pythonScript(),
@@ -55,11 +62,9 @@ function runPython(o: Options, variant: PyVariant, extra: string[]): PyResult {
     ...["--tiny-iters", String(o.tinyIters), "--repeats", String(o.repeats), "--clock", o.clock],
     ...extra,
   ];
-  const env = { ...process.env, OMP_NUM_THREADS: String(o.threads) };
-  if (variant === "pytorchTuned") Object.assign(env, { LD_PRELOAD: o.jemalloc, MALLOC_CONF: JEMALLOC_CONF });
   const r = spawnSync(o.python, args, {
     encoding: "utf8",
-    env,
+    env: pythonEnv(o, variant),
     maxBuffer: 16 << 20,
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -168,6 +173,39 @@ async function measureSteps(o: Options, log: (s: string) => void): Promise<StepR
   return record;
 }
 
+/** Paired mode: per model, turns of one step per side (bench/engine_paired.ts). */
+async function measurePairs(o: Options, log: (s: string) => void): Promise<{ record: StepRecord; runs: PairedRuns }> {
+  const record = new StepRecord();
+  const runs: PairedRuns = {};
+  const format = o.formats[0];
+  for (const model of o.models) {
+    const batch = o.batchSize ?? MODELS[model].batchSize;
+    log(
+      `bench: ${model} batch ${batch} (${2 * batch} views), ${format}, paired: ${o.warmup} warm-up steps per side ...`,
+    );
+    const run = await measurePaired(o, model, format, batch, clockFor(o.clock), log);
+    for (const side of ["loco", ...o.variants] as Library[]) {
+      const steps = run.turns.map((t) => t.steps[side]!);
+      if (!Number.isFinite(steps[steps.length - 1].loss)) throw new Error(`bench: ${side}'s loss is not finite`);
+      const phase = (k: keyof Phases): number => median(steps.map((s) => s.phasesMs[k]));
+      const phases = { forward: phase("forward"), backward: phase("backward"), optimizer: phase("optimizer") };
+      const faults = median(steps.map((s) => s.faults));
+      record.add(
+        model,
+        side,
+        format,
+        steps.map((s) => s.ms),
+        phases,
+        steps[steps.length - 1].loss,
+        faults,
+      );
+    }
+    record.locoPeakMB[model] = run.locoPeakMB;
+    runs[model] = run;
+  }
+  return { record, runs };
+}
+
 async function main(): Promise<void> {
   const o = parseArgs(process.argv.slice(2));
   setNumThreads(o.threads);
@@ -180,16 +218,18 @@ async function main(): Promise<void> {
     for (const v of o.variants) pyTiny[v] = runPython(o, v, ["--skip-step"]);
     tiny = await locoTinyOp(o.tinyIters, o.repeats);
   }
-  const steps = await measureSteps(o, log);
+  const paired = o.paired === undefined ? undefined : await measurePairs(o, log);
+  const steps = paired?.record ?? (await measureSteps(o, log));
   const info = pyTiny.pytorch ?? pyTiny.pytorchTuned ?? runPython(o, o.variants[0], ["--skip-step", "--skip-tiny"]);
   const { result, bestFormat, fasterPyTorch } = summarize(o, tiny, pyTiny, steps);
+  if (paired) addPaired(o, result, paired.runs, fasterPyTorch);
   result.settings = settingsOf(o, steps, info, bestFormat, fasterPyTorch, tiny);
+  if (paired) (result.settings as Record<string, unknown>).paired = pairedSettings(o, paired.runs);
   if (o.json) console.log(JSON.stringify(result));
   else printTable(o, result, steps, tiny);
 }
 
 type Tiny = { releaseUs: number; scopeUs: number };
-
 /** The headline figures and ratios (loco against the faster PyTorch, and against each). */
 function summarize(
   o: Options,
@@ -319,6 +359,18 @@ function printTable(o: Options, result: Record<string, unknown>, steps: StepReco
         "",
       ]);
     }
+    const paired = (result.pairedRatio as Record<string, PairedRun["ratios"]> | undefined)?.[`${model}Step`];
+    const pairedVsFaster = paired?.[settings.fasterPyTorch[model]];
+    if (pairedVsFaster) {
+      const q = pairedVsFaster;
+      rows.push([
+        `  paired turns (${q.pairs}): median of loco / PyTorch per turn [25–75%]`,
+        "",
+        ...o.variants.map(() => ""),
+        `${q.median.toFixed(2)} [${q.q25.toFixed(2)}–${q.q75.toFixed(2)}]`,
+        "≤ 0.95",
+      ]);
+    }
     const bestOf = (lib: Library) => steps.best(model, lib, o.formats).format;
     rows.push([
       "  minor page faults per step, best format",
@@ -358,9 +410,13 @@ function printSettings(o: Options, result: Record<string, unknown>): void {
   };
   const v = st.versions;
   console.log("");
+  const timing =
+    o.paired === undefined
+      ? `${o.warmup} warm-up + ${o.steps} timed steps x ${o.rounds} round(s) per library, model and layout`
+      : `paired: ${o.warmup} warm-up steps per side, then ${o.paired} turns of one step per side (first side rotating)`;
   console.log(
-    `settings: threads loco ${st.threads.loco} / PyTorch ${st.threads.pytorch}; ${o.warmup} warm-up + ${o.steps} timed ` +
-      `steps x ${o.rounds} round(s) per library, model and layout; ${st.clock} clock; SGD momentum 0.9, NT-Xent tau 0.5; ` +
+    `settings: threads loco ${st.threads.loco} / PyTorch ${st.threads.pytorch}; ${timing}; ${st.clock} clock; ` +
+      `SGD momentum 0.9, NT-Xent tau 0.5; ` +
       `PyTorch + jemalloc: LD_PRELOAD=${o.jemalloc ?? "-"} MALLOC_CONF=${JEMALLOC_CONF}`,
   );
   console.log(
@@ -368,6 +424,7 @@ function printSettings(o: Options, result: Record<string, unknown>): void {
       .map(([m, mb]) => `${m} ${mb.toFixed(0)}`)
       .join(", ")}; load average ${st.loadAverage.map((x) => x.toFixed(1)).join(" ")}; cpu ${st.cpu}`,
   );
+  printPaired(o, result);
   console.log(
     `versions: loco ${v.loco} (Node ${v.node}), PyTorch ${v.torch} (Python ${v.python}); ` +
       `libtorch: loco ${v.libtorch.loco}, PyTorch ${v.libtorch.pytorch}`,

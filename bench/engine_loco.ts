@@ -65,23 +65,41 @@ export interface StepResult {
   faultsPerStep: number;
 }
 
+/** One timed step: its time, phases, minor page faults, loss and monotonic start/end (seconds). */
+export interface OneStep {
+  ms: number;
+  phasesMs: { forward: number; backward: number; optimizer: number };
+  faults: number;
+  loss: number;
+  startS: number;
+  endS: number;
+}
+
+/** Seconds of CLOCK_MONOTONIC, the clock Python's time.monotonic() reads (bench/engine_paired.ts). */
+export const monotonicS = (): number => Number(process.hrtime.bigint()) / 1e9;
+
+export interface LocoStepper {
+  step(): Promise<OneStep>;
+  /** Peak tensor memory since the stepper was built (MiB). */
+  peakMB(): number;
+  dispose(): void;
+}
+
 /**
  * A SimCLR-style step (the same as bench/engine_pytorch.py's): encoder + projection head, NT-Xent
  * (τ 0.5) over the two views of `batchSize` random images, backward, SGD (momentum 0.9, weight
- * decay 1e-6). Median of `steps` steps after `warmup` steps. `extra.markPhase`, when given, is
- * called before the forward, before backward, before the optimizer step and after it
- * (bench/engine_ops.ts marks phases for bench/opcount.cpp with it); `extra.layer4ChannelsLast` runs
- * layer4 channels-last too in channels-last mode (loco keeps it NCHW; for comparisons).
+ * decay 1e-6); `step()` runs and times one. `extra.markPhase`, when given, is called before the
+ * forward, before backward, before the optimizer step and after it (bench/engine_ops.ts marks
+ * phases for bench/opcount.cpp with it); `extra.layer4ChannelsLast` runs layer4 channels-last too
+ * in channels-last mode (loco keeps it NCHW; for comparisons).
  */
-export async function locoStep(
+export function locoStepper(
   model: ModelName,
   format: Format,
   batchSize: number,
-  steps: number,
-  warmup: number,
   clock: () => number,
   extra: { markPhase?: () => void; layer4ChannelsLast?: boolean } = {},
-): Promise<StepResult> {
+): LocoStepper {
   const markPhase = extra.markPhase ?? (() => undefined);
   const spec = MODELS[model];
   const channelsLast = format === "channels_last";
@@ -110,14 +128,11 @@ export async function locoStep(
       return channelsLast ? v.contiguous("channelsLast") : v;
     }),
   );
-
-  const times: number[] = [];
-  const phases = { forward: [] as number[], backward: [] as number[], optimizer: [] as number[] };
-  const faults: number[] = [];
-  let loss = NaN;
   resetPeakMemory();
-  for (let i = 0; i < warmup + steps; i++) {
+
+  const step = async (): Promise<OneStep> => {
     const faults0 = process.resourceUsage().minorPageFault;
+    const startS = monotonicS();
     markPhase();
     const t0 = clock();
     opt.zeroGrad();
@@ -128,7 +143,7 @@ export async function locoStep(
     markPhase();
     const t1 = clock();
     lossTensor.backward();
-    loss = lossTensor.item();
+    const loss = lossTensor.item();
     lossTensor.dispose();
     markPhase();
     const t2 = clock();
@@ -136,30 +151,55 @@ export async function locoStep(
     await nextTurn(); // finalizers deferred by the GC run here: they are part of the cost
     markPhase();
     const t4 = clock();
-    if (i >= warmup) {
-      times.push(t4 - t0);
-      phases.forward.push(t1 - t0);
-      phases.backward.push(t2 - t1);
-      phases.optimizer.push(t4 - t2);
-      faults.push(process.resourceUsage().minorPageFault - faults0);
-    }
-  }
-  if (!Number.isFinite(loss)) throw new Error("bench: loco's loss is not finite");
-  const peakMB = memoryStats().peakBytes / 2 ** 20;
-  views.dispose();
-  opt.dispose();
-  encoder.dispose();
-  head.dispose();
+    const endS = monotonicS();
+    return {
+      ms: t4 - t0,
+      phasesMs: { forward: t1 - t0, backward: t2 - t1, optimizer: t4 - t2 },
+      faults: process.resourceUsage().minorPageFault - faults0,
+      loss,
+      startS,
+      endS,
+    };
+  };
   return {
-    medianMs: median(times),
-    timesMs: times,
-    phasesMs: {
-      forward: median(phases.forward),
-      backward: median(phases.backward),
-      optimizer: median(phases.optimizer),
+    step,
+    peakMB: () => memoryStats().peakBytes / 2 ** 20,
+    dispose: () => {
+      views.dispose();
+      opt.dispose();
+      encoder.dispose();
+      head.dispose();
     },
+  };
+}
+
+/** `locoStepper`'s step: the median of `steps` timed steps after `warmup` steps. */
+export async function locoStep(
+  model: ModelName,
+  format: Format,
+  batchSize: number,
+  steps: number,
+  warmup: number,
+  clock: () => number,
+  extra: { markPhase?: () => void; layer4ChannelsLast?: boolean } = {},
+): Promise<StepResult> {
+  const stepper = locoStepper(model, format, batchSize, clock, extra);
+  const runs: OneStep[] = [];
+  for (let i = 0; i < warmup + steps; i++) {
+    const s = await stepper.step();
+    if (i >= warmup) runs.push(s);
+  }
+  const loss = runs[runs.length - 1].loss;
+  if (!Number.isFinite(loss)) throw new Error("bench: loco's loss is not finite");
+  const peakMB = stepper.peakMB();
+  stepper.dispose();
+  const phase = (k: keyof OneStep["phasesMs"]): number => median(runs.map((r) => r.phasesMs[k]));
+  return {
+    medianMs: median(runs.map((r) => r.ms)),
+    timesMs: runs.map((r) => r.ms),
+    phasesMs: { forward: phase("forward"), backward: phase("backward"), optimizer: phase("optimizer") },
     loss,
     peakMB,
-    faultsPerStep: median(faults),
+    faultsPerStep: median(runs.map((r) => r.faults)),
   };
 }

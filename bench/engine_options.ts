@@ -1,5 +1,6 @@
 // Command-line options of `npm run bench:engine` (bench/engine.ts).
 import * as fs from "node:fs";
+import * as path from "node:path";
 import { getNumThreads } from "../src/torch";
 
 export type Format = "channels_last" | "contiguous";
@@ -54,12 +55,44 @@ export interface Options {
   profile: boolean;
   /** "wall": elapsed time; "cpu": the process's CPU time, all threads (steadier on a loaded machine). */
   clock: "wall" | "cpu";
+  /**
+   * Paired mode (bench/engine_paired.ts): this many turns of one step per side, persistent workers
+   * taking turns, instead of rounds of --steps steps; undefined: rounds.
+   */
+  paired: number | undefined;
 }
+
+/** Turns of `--paired` given without a number. */
+export const DEFAULT_PAIRS = 20;
 
 export const USAGE = `usage: node dist/bench/engine.js [--json] [--models resnet18,resnet50] [--no-tiny] [--pytorch installed,tuned]
        [--batch-size N (default: 128 for resnet18, 32 for resnet50)] [--steps 5] [--warmup 2] [--rounds 1]
        [--formats channels_last,contiguous] [--threads N] [--tiny-iters 200000] [--repeats 5]
-       [--clock wall|cpu] [--python /usr/bin/python3] [--jemalloc PATH] [--profile]`;
+       [--clock wall|cpu] [--python /usr/bin/python3] [--jemalloc PATH] [--profile]
+       [--paired [N] (default ${DEFAULT_PAIRS}): one persistent worker per side, warmed up, taking turns step by step
+                     N times (the first side alternates); ratios per pair; one format (default channels_last);
+                     --steps and --rounds do not apply]`;
+
+/** The tuned allocator's setting: jemalloc never returning memory (PyTorch's CPU performance guide). */
+export const JEMALLOC_CONF = "dirty_decay_ms:-1,muzzy_decay_ms:-1";
+
+/** bench/engine_pytorch.py next to the compiled bench, or in the source tree. */
+export function pythonScript(): string {
+  const candidates = [
+    path.join(__dirname, "engine_pytorch.py"),
+    path.resolve(__dirname, "../../bench/engine_pytorch.py"),
+  ];
+  const found = candidates.find((p) => fs.existsSync(p));
+  if (!found) throw new Error(`bench: cannot find engine_pytorch.py (looked in ${candidates.join(", ")})`);
+  return found;
+}
+
+/** The environment of a PyTorch run: its thread count, and jemalloc for the tuned variant. */
+export function pythonEnv(o: Options, variant: PyVariant): NodeJS.ProcessEnv {
+  const env = { ...process.env, OMP_NUM_THREADS: String(o.threads) };
+  if (variant === "pytorchTuned") Object.assign(env, { LD_PRELOAD: o.jemalloc, MALLOC_CONF: JEMALLOC_CONF });
+  return env;
+}
 
 /** Debian's libjemalloc2 (scripts/setup.sh installs it). */
 export function findJemalloc(): string | undefined {
@@ -101,7 +134,9 @@ export function parseArgs(argv: string[]): Options {
     jemalloc: process.env.LOCO_BENCH_JEMALLOC,
     profile: false,
     clock: "wall",
+    paired: undefined,
   };
+  let formatsGiven = false;
   const int = (name: string, v: string | undefined, min: number): number => {
     const n = Number(v);
     if (!Number.isInteger(n) || n < min) throw new RangeError(`${name} expects an integer >= ${min}, got ${v}`);
@@ -158,7 +193,15 @@ export function parseArgs(argv: string[]): Options {
       case "--profile":
         o.profile = true;
         break;
+      case "--paired": {
+        // The count is optional: `--paired`, `--paired 30` and `--paired=30`.
+        if (eq > 0) o.paired = int(key, a.slice(eq + 1), 1);
+        else if (/^\d+$/.test(argv[i + 1] ?? "")) o.paired = int(key, argv[++i], 1);
+        else o.paired = DEFAULT_PAIRS;
+        break;
+      }
       case "--formats":
+        formatsGiven = true;
         o.formats = list(key, value()?.replace(/-/g, "_"), {
           channels_last: "channels_last",
           contiguous: "contiguous",
@@ -172,6 +215,11 @@ export function parseArgs(argv: string[]): Options {
       default:
         throw new RangeError(`unknown option '${a}'`);
     }
+  }
+  if (o.paired !== undefined) {
+    if (!formatsGiven) o.formats = ["channels_last"];
+    if (o.formats.length > 1)
+      throw new RangeError(`--paired compares one memory format per run: give --formats channels_last or contiguous`);
   }
   if (o.variants.includes("pytorchTuned")) {
     o.jemalloc ??= findJemalloc();

@@ -16,9 +16,12 @@ PyTorch's CPU performance guide recommends); "allocator" in the output says whic
             (momentum 0.9, weight decay 1e-6) step. Inputs are random. Each memory format listed in
             --formats is measured (warm-up steps, then the median of --steps timed steps).
             --profile prints torch.profiler's op table of one step to stderr.
+  --serve   a persistent worker for `npm run bench:engine -- --paired N`: one step per "step" line
+            on stdin, its times as one JSON line on stdout (see serve()).
 """
 import argparse
 import json
+import math
 import os
 import resource
 import statistics
@@ -153,7 +156,10 @@ def tiny_op_us(iters, repeats):
     return best
 
 
-def step_ms(model_name, image_size, batch, steps, warmup, memory_format, temperature, seed, profile, clock, markers):
+def build_step(model_name, image_size, batch, memory_format, temperature, seed, clock, markers):
+    """The model, its input and optimizer; returns (step, timed_step). step() runs one training step
+    and returns the loss and the end times of forward, backward and optimizer; timed_step() runs one
+    and returns its times (ms), minor page faults, loss and monotonic start/end (seconds)."""
     torch.manual_seed(seed)
     make_encoder, features, hidden = MODELS[model_name]
     encoder = make_encoder()
@@ -174,7 +180,6 @@ def step_ms(model_name, image_size, batch, steps, warmup, memory_format, tempera
             torch.linspace(0, 1, 2)
 
     def step():
-        """One step; returns the loss and the end times of forward, backward and optimizer."""
         mark()
         opt.zero_grad(set_to_none=True)
         loss = nt_xent(model(views), temperature)
@@ -187,33 +192,62 @@ def step_ms(model_name, image_size, batch, steps, warmup, memory_format, tempera
         mark()
         return loss, t1, t2, clock()
 
-    times, forward, backward, optimizer, faults = [], [], [], [], []
-    for i in range(warmup + steps):
+    def timed_step():
         faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        start = time.monotonic()
         t0 = clock()
         loss, t1, t2, t3 = step()
-        if i >= warmup:
-            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0)
-            times.append((t3 - t0) * 1e3)
-            forward.append((t1 - t0) * 1e3)
-            backward.append((t2 - t1) * 1e3)
-            optimizer.append((t3 - t2) * 1e3)
-    if not torch.isfinite(loss):
+        end = time.monotonic()
+        return {
+            "ms": (t3 - t0) * 1e3,
+            "phasesMs": {"forward": (t1 - t0) * 1e3, "backward": (t2 - t1) * 1e3, "optimizer": (t3 - t2) * 1e3},
+            "faults": resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0,
+            "loss": float(loss),
+            "startS": start,
+            "endS": end,
+        }
+
+    return step, timed_step
+
+
+def step_ms(model_name, image_size, batch, steps, warmup, memory_format, temperature, seed, profile, clock, markers):
+    step, timed_step = build_step(model_name, image_size, batch, memory_format, temperature, seed, clock, markers)
+    runs = [timed_step() for _ in range(warmup + steps)][warmup:]
+    loss = runs[-1]["loss"]
+    if not math.isfinite(loss):
         raise RuntimeError("loss is not finite")
     if profile:
         with torch.profiler.profile() as prof:
             step()
         table = prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=40)
         sys.stderr.write(f"torch.profiler, one {model_name} step, {memory_format}:\n{table}\n")
-    phases = {"forward": forward, "backward": backward, "optimizer": optimizer}
+    times = [r["ms"] for r in runs]
     return {
         "medianMs": statistics.median(times),
         "minMs": min(times),
         "timesMs": times,
-        "phasesMs": {name: statistics.median(values) for name, values in phases.items()},
-        "faultsPerStep": statistics.median(faults),
-        "loss": float(loss),
+        "phasesMs": {k: statistics.median(r["phasesMs"][k] for r in runs) for k in ("forward", "backward", "optimizer")},
+        "faultsPerStep": statistics.median(r["faults"] for r in runs),
+        "loss": loss,
     }
+
+
+def serve(args, image_size, clock, info):
+    """--serve (bench/engine_paired.ts): build the step of --model at the one format of --formats,
+    run --warmup steps, print a "ready" line, then run one step per "step" line read from stdin and
+    print its times as one JSON line, until stdin closes. Between steps the process blocks on the
+    read, so it computes only when asked to."""
+    fmt = args.formats.split(",")[0].strip()
+    _, timed_step = build_step(
+        args.model, image_size, args.batch_size, fmt, args.temperature, args.seed, clock, args.phase_markers
+    )
+    for _ in range(args.warmup):
+        timed_step()
+    print(json.dumps({**info, "ready": True, "pid": os.getpid(), "format": fmt}), flush=True)
+    for line in iter(sys.stdin.readline, ""):
+        if line.strip() != "step":
+            raise RuntimeError(f"--serve: unexpected request {line.strip()!r} (expected 'step')")
+        print(json.dumps({**timed_step(), "pid": os.getpid()}), flush=True)
 
 
 def allocator():
@@ -259,6 +293,7 @@ def main():
         help="time steps by the wall clock or by the process's CPU time (all threads; steadier on a loaded machine)",
     )
     p.add_argument("--profile", action="store_true", help="print torch.profiler's op table of one step to stderr")
+    p.add_argument("--serve", action="store_true", help="step on request, for npm run bench:engine -- --paired")
     p.add_argument(
         "--phase-markers",
         action="store_true",
@@ -282,6 +317,10 @@ def main():
         "batchSize": args.batch_size,
         "views": 2 * args.batch_size,
     }
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    if args.serve:
+        serve(args, image_size, clock, out)
+        return
     if not args.skip_tiny:
         out["tinyOpUs"] = tiny_op_us(args.tiny_iters, args.repeats)
     if not args.skip_step:
@@ -297,7 +336,7 @@ def main():
                 args.temperature,
                 args.seed,
                 args.profile,
-                time.process_time if args.clock == "cpu" else time.perf_counter,
+                clock,
                 args.phase_markers,
             )
         best = min(formats, key=lambda f: formats[f]["medianMs"])

@@ -437,6 +437,25 @@ describe("math", () => {
     );
   });
 
+  leakFree("addOut, negOut write into a given tensor, asStrided views storage", () => {
+    const flat = zeros([8]);
+    const out = flat.asStrided([2, 2], [1, 2], 1); // a transposed 2x2 view starting at element 1
+    const a = tensor([
+      [1, 2],
+      [3, 4],
+    ]);
+    const b = tensor([
+      [10, 20],
+      [30, 40],
+    ]);
+    assert.equal(torch.addOut(out, a, b, 0.5), out, "returns the tensor it wrote");
+    assert.deepEqual(out.tolist(), a.add(b, 0.5).tolist());
+    assert.deepEqual(flat.toArray(), [0, 6, 18, 12, 24, 0, 0, 0], "written through the view's strides");
+    assert.ok(out.isAliasOf(flat));
+    torch.negOut(out, out);
+    assert.deepEqual(out.tolist(), a.add(b, 0.5).neg().tolist(), "in place when out is the input");
+  });
+
   leakFree("in-place ops mutate, alias and return the same tensor", () => {
     const x = tensor([1, 2, 3]);
     const view = x.narrow(0, 1, 2);

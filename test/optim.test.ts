@@ -5,7 +5,10 @@ import { before, describe, test } from "node:test";
 import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import * as path from "node:path";
-import { fromTypedArray, zeros } from "../src/torch/creation";
+import { fromTypedArray, randn, zeros } from "../src/torch/creation";
+import { noGrad } from "../src/torch/autograd";
+import { manualSeed } from "../src/torch/random";
+import { scope } from "../src/torch/scope";
 import { liveTensors, memoryStats } from "../src/torch/memory";
 import type { Tensor } from "../src/torch/tensor";
 import {
@@ -596,6 +599,72 @@ describe("stateDict / loadStateDict", () => {
 });
 
 // ---- construction, zeroGrad, dispose ----
+
+describe("SGD's reused gradient buffer", () => {
+  /** PyTorch's SGD rule with an allocating op for every intermediate (what step() computed before). */
+  function referenceStep(p: Tensor, g: Tensor, buf: Tensor | null, h: Record<string, number | boolean>): Tensor {
+    return noGrad(() =>
+      scope(() => {
+        let d = h.maximize ? g.neg() : g;
+        d = d.add(p, h.weightDecay as number);
+        const m = h.momentum as number;
+        let b = buf;
+        if (b === null) b = d.clone();
+        else b.mul_(m).add_(d, 1 - (h.dampening as number));
+        d = h.nesterov ? d.add(b, m) : b;
+        p.add_(d, -(h.lr as number));
+        return b;
+      }),
+    );
+  }
+
+  const configs: Record<string, number | boolean>[] = [
+    { lr: 0.05, momentum: 0.9, dampening: 0, weightDecay: 0.01, nesterov: true, maximize: true },
+    { lr: 0.05, momentum: 0.9, dampening: 0.1, weightDecay: 0.01, nesterov: false, maximize: false },
+  ];
+  configs.forEach((h, ci) => {
+    test(`bit-identical to allocating ops for channels-last, non-dense and later, larger parameters (config ${ci})`, () => {
+      const live = liveTensors();
+      scope(() => runConfig(ci, h)); // frees the test's own tensors (gradient handles included)
+      assert.equal(liveTensors(), live, "no tensor left behind, the buffer included");
+    });
+  });
+
+  function runConfig(ci: number, h: Record<string, number | boolean>): void {
+    manualSeed(ci);
+    const leaf = (t: Tensor): Tensor => noGrad(() => t.detach()).requiresGrad_(true);
+    // A channels-last conv weight, a transposed (non-contiguous: the allocating path) matrix, a
+    // bias; a group with a larger parameter joins after the first step (the buffer grows).
+    const make = (): Tensor[] => [
+      leaf(randn([4, 3, 3, 3]).contiguous("channelsLast")),
+      leaf(randn([6, 5]).t()),
+      leaf(randn([4])),
+      leaf(randn([40, 30])),
+    ];
+    const ours = make();
+    manualSeed(ci);
+    const ref = make();
+    const grads = Array.from({ length: 4 }, () => ours.map((p) => randn(p.shape)));
+    const opt = new SGD(ours.slice(0, 3), h as never);
+    const bufs: (Tensor | null)[] = ref.map(() => null);
+    grads.forEach((gs, step) => {
+      if (step === 1) opt.addParamGroup({ params: [ours[3]] });
+      const active = step === 0 ? 3 : 4;
+      for (let i = 0; i < active; i++) ours[i].grad = gs[i];
+      const before = gs.map((g) => g.data());
+      opt.step();
+      for (let i = 0; i < active; i++) {
+        const b = referenceStep(ref[i], gs[i], bufs[i], h);
+        if (bufs[i] === null) bufs[i] = b;
+        assert.deepEqual(ours[i].data(), ref[i].data(), `step ${step + 1}, parameter ${i}`);
+        assert.deepEqual(ours[i].grad!.data(), before[i], `step ${step + 1}: parameter ${i}'s gradient untouched`);
+      }
+    });
+    for (const p of ours) p.dispose(); // parameters may go before their optimizer (the trainer's order)
+    opt.dispose();
+    for (const b of bufs) b?.dispose(); // kept by referenceStep's scope (returned), freed here
+  }
+});
 
 describe("Optimizer basics", () => {
   test("parameter groups: defaults, overrides, validation errors", () => {

@@ -120,8 +120,9 @@ export class Adam extends Optimizer<AdamOptions> {
   }
 
   protected updateParam(p: Tensor, grad: Tensor, state: ParamState, group: ResolvedParamGroup<AdamOptions>): void {
-    let g = group.maximize ? grad.neg() : grad;
-    if (group.weightDecay !== 0) g = g.add(p, group.weightDecay);
+    // Into the optimizer's reused buffer, not a new tensor per parameter (Optimizer.scratchAdd).
+    let g = group.maximize ? this.scratchNeg(p, grad) : grad;
+    if (group.weightDecay !== 0) g = this.scratchAdd(p, g, p, group.weightDecay);
     adamUpdate((t) => this.keepState(t), p, g, state, group);
   }
 }
@@ -152,7 +153,7 @@ export class AdamW extends Optimizer<AdamOptions> {
   }
 
   protected updateParam(p: Tensor, grad: Tensor, state: ParamState, group: ResolvedParamGroup<AdamOptions>): void {
-    const g = group.maximize ? grad.neg() : grad;
+    const g = group.maximize ? this.scratchNeg(p, grad) : grad;
     p.mul_(1 - group.lr * group.weightDecay);
     adamUpdate((t) => this.keepState(t), p, g, state, group);
   }

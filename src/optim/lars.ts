@@ -81,7 +81,7 @@ export class LARS extends Optimizer<LARSOptions> {
   protected updateParam(w: Tensor, grad: Tensor, state: ParamState, group: ResolvedParamGroup<LARSOptions>): void {
     const { lr, momentum, weightDecay, eta, nesterov, excludeFromLars } = group;
     let g = grad;
-    if (!excludeFromLars && weightDecay !== 0) g = g.add(w, weightDecay);
+    if (!excludeFromLars && weightDecay !== 0) g = this.scratchAdd(w, g, w, weightDecay); // no new tensor
     let v = state.momentum_buffer as Tensor | undefined;
     if (v === undefined) {
       v = this.keepState(zerosLike(w));

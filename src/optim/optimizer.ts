@@ -2,6 +2,8 @@
 // zeroGrad(), and state dicts that a checkpoint can store as safetensors + JSON.
 import { noGrad } from "../torch/autograd";
 import { keep, scope } from "../torch/scope";
+import { addOut, negOut } from "../torch/out";
+import { StepScratch } from "./scratch";
 import { Tensor } from "../torch/tensor";
 
 /** A hyperparameter value: a number, a flag, or a tuple of numbers (Adam's betas). */
@@ -87,6 +89,8 @@ export abstract class Optimizer<H extends Hyperparameters> {
   readonly paramGroups: ResolvedParamGroup<H>[] = [];
   /** Per-parameter state, created lazily at a parameter's first update. */
   protected readonly state = new Map<Tensor, ParamState>();
+  /** Where scratchAdd and scratchNeg write (not state: never saved, freed by dispose()). */
+  private readonly scratch = new StepScratch();
   #disposed = false;
 
   protected constructor(
@@ -121,6 +125,23 @@ export abstract class Optimizer<H extends Hyperparameters> {
    * all be present once any is (checked by loadStateDict).
    */
   protected abstract stateSpec(): StateSpec;
+
+  /**
+   * `input + alpha·other`, the values `input.add(other, alpha)` gives (the same kernel computes
+   * them), written into a buffer the optimizer reuses for every parameter and step instead of a new
+   * tensor. Holds its value until the next scratch call for another parameter; `input` may be the
+   * buffer itself (then the update is in place). Where `param` is not dense, a new tensor as before.
+   */
+  protected scratchAdd(param: Tensor, input: Tensor, other: Tensor, alpha: number): Tensor {
+    const out = this.scratch.viewFor(param, () => this.parameters());
+    return out === null ? input.add(other, alpha) : addOut(out, input, other, alpha);
+  }
+
+  /** `−input` into the reused buffer (see scratchAdd). */
+  protected scratchNeg(param: Tensor, input: Tensor): Tensor {
+    const out = this.scratch.viewFor(param, () => this.parameters());
+    return out === null ? input.neg() : negOut(out, input);
+  }
 
   /** Marks a tensor as optimizer state (it survives the step's scope; the optimizer frees it). */
   protected keepState(t: Tensor): Tensor {
@@ -411,6 +432,7 @@ export abstract class Optimizer<H extends Hyperparameters> {
   dispose(): void {
     if (this.#disposed) return;
     this.releaseState();
+    this.scratch.dispose();
     this.#disposed = true;
   }
 

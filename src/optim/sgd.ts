@@ -66,8 +66,10 @@ export class SGD extends Optimizer<SGDOptions> {
   }
 
   protected updateParam(p: Tensor, grad: Tensor, state: ParamState, group: ResolvedParamGroup<SGDOptions>): void {
-    let d = group.maximize ? grad.neg() : grad;
-    if (group.weightDecay !== 0) d = d.add(p, group.weightDecay);
+    // PyTorch's arithmetic in PyTorch's order; the intermediate gradients go to the optimizer's
+    // reused buffer (scratchNeg, scratchAdd) instead of a new tensor per parameter per step.
+    let d = group.maximize ? this.scratchNeg(p, grad) : grad;
+    if (group.weightDecay !== 0) d = this.scratchAdd(p, d, p, group.weightDecay);
     if (group.momentum !== 0) {
       let buf = state.momentum_buffer as Tensor | undefined;
       if (buf === undefined) {
@@ -76,7 +78,7 @@ export class SGD extends Optimizer<SGDOptions> {
       } else {
         buf.mul_(group.momentum).add_(d, 1 - group.dampening);
       }
-      d = group.nesterov ? d.add(buf, group.momentum) : buf;
+      d = group.nesterov ? this.scratchAdd(p, d, buf, group.momentum) : buf;
     }
     p.add_(d, -group.lr);
   }

@@ -17,6 +17,7 @@ export {
   type MemoryStats,
 } from "./memory";
 export * as F from "./functional";
+export { addOut, negOut } from "./out";
 export * as autograd from "./autograd";
 export {
   saveSafetensors,

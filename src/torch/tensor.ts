@@ -298,6 +298,10 @@ export class Tensor implements Scoped {
   view(...shape: number[] | [Shape]): Tensor {
     return callTensor("view", this.handle, flatShape(shape));
   }
+  /** A view of this tensor's storage with the given sizes, strides and offset (elements), as torch.as_strided. */
+  asStrided(size: Shape, stride: Shape, storageOffset = 0): Tensor {
+    return callTensor("as_strided", this.handle, [...size], [...stride], storageOffset);
+  }
   flatten(startDim = 0, endDim = -1): Tensor {
     return callTensor("flatten.using_ints", this.handle, startDim, endDim);
   }
