@@ -93,7 +93,9 @@ export class ActivationSender {
   #notice(kind: number, shape: number[], dtype: DType): ActivationSend {
     const n = numelOf(this.#peerShape);
     const message = keep(zeros([n + TAIL], { dtype }));
-    scope(() => message.narrow(0, n, TAIL).copy_(tensor(encodeTail(kind, shape), { dtype })));
+    scope(() => {
+      message.narrow(0, n, TAIL).copy_(tensor(encodeTail(kind, shape), { dtype }));
+    });
     return { work: this.group.send(message, this.dst, { tag: this.tag }), tensors: [message] };
   }
 }
@@ -162,7 +164,11 @@ export class ActivationReceiver {
   #post(): void {
     const n = numelOf(this.#shape);
     const buffer = keep(empty([n + TAIL], { dtype: this.dtype }));
-    scope(() => buffer.narrow(0, n, TAIL).zero_());
+    // A block, not an arrow's value: a view returned from scope() would escape it, and hold the
+    // buffer until the garbage collector freed it.
+    scope(() => {
+      buffer.narrow(0, n, TAIL).zero_();
+    });
     this.#posted = { buffer, work: this.group.recv(buffer, this.src, { tag: this.tag }) };
   }
 }
