@@ -59,6 +59,8 @@ export interface ActivationSend {
 export class ActivationSender {
   /** The shape the receiver's posted receive expects (null: none sent yet). */
   #peerShape: number[] | null = null;
+  /** The dtype of the activations sent (the notices match their size in bytes). */
+  #dtype: DType = "float32";
 
   constructor(
     private readonly group: ProcessGroup,
@@ -70,10 +72,12 @@ export class ActivationSender {
   post(h: Tensor): ActivationSend[] {
     const shape = h.shape;
     if (shape.length > MAX_DIMS) throw new RangeError(`stage parallel: activations of ${shape.length} dims`);
-    if (shape.some((d) => d >= DIGIT ** DIGITS_PER_DIM)) throw new RangeError(`stage parallel: activation shape [${shape}]`);
+    if (shape.some((d) => d >= DIGIT ** DIGITS_PER_DIM))
+      throw new RangeError(`stage parallel: activation shape [${shape}]`);
     const sends: ActivationSend[] = [];
+    this.#dtype = h.dtype;
     if (!sameShape(this.#peerShape, shape)) {
-      sends.push(this.#notice(NOTICE_SHAPE, shape, h.dtype));
+      sends.push(this.#notice(NOTICE_SHAPE, shape));
       this.#peerShape = shape;
     }
     // In a scope: the detached alias is freed at once. Left to the garbage collector (as it was),
@@ -85,13 +89,14 @@ export class ActivationSender {
   }
 
   /** Posts the end notice (nothing if no activation was ever sent: no receive is posted then). */
-  end(dtype: DType): ActivationSend[] {
-    return this.#peerShape === null ? [] : [this.#notice(NOTICE_END, [], dtype)];
+  end(): ActivationSend[] {
+    return this.#peerShape === null ? [] : [this.#notice(NOTICE_END, [])];
   }
 
   /** A message that fills the receiver's posted buffer, tail included. */
-  #notice(kind: number, shape: number[], dtype: DType): ActivationSend {
+  #notice(kind: number, shape: number[]): ActivationSend {
     const n = numelOf(this.#peerShape);
+    const dtype = this.#dtype;
     const message = keep(zeros([n + TAIL], { dtype }));
     scope(() => {
       message.narrow(0, n, TAIL).copy_(tensor(encodeTail(kind, shape), { dtype }));

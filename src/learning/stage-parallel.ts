@@ -4,7 +4,8 @@
 // receive posted a step ahead; gradient messages of the router that cross a rank boundary flow
 // down, their receives posted as soon as the activation they answer has been sent.
 // Usage per rank: `optimizer.zeroGrad(); await worker.step(views); optimizer.step();` with an
-// optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null.
+// optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null; every
+// rank calls `await worker.finish()` after the same number of steps.
 import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch";
 import type { ProcessGroup, Work } from "../torch/distributed";
 import { withStashedWeights, withoutRunningStatsUpdate } from "../nn/layers";
@@ -296,7 +297,7 @@ export class StageParallelWorker {
         }
       }
       if (this.#activationsOut !== null) {
-        for (const send of this.#activationsOut.end(this.#dtype)) this.#sends.push({ step: this.#stepIndex, ...send });
+        for (const send of this.#activationsOut.end()) this.#sends.push({ step: this.#stepIndex, ...send });
       }
       await this.#activationsIn?.end(async (w) => await w);
       await this.#settleSends(Infinity, async (w) => await w);
