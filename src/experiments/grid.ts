@@ -103,14 +103,14 @@ export function presetSpec(name: PresetName): ExperimentSpec {
         finetune: { fractions: [0.01], flags: { epochs: 10 } },
       };
     case "standard":
-      // Sized so that the whole grid, 3 seeds, fits one sitting of about 2 hours on 2 quiet cores
-      // with --jobs 2 (docs/results.md, "The standard grid": the quick grid's measured per-run times
-      // scaled by the work). Quick's width, batch and epochs; 3x its images; 3 seeds. A longer
+      // Sized so that the whole grid, 3 seeds, fits one sitting on 2 quiet cores with --jobs 2:
+      // estimated at about 1 h 50 min from the quick grid, measured at about 1 h 30 min
+      // (docs/results.md, "What the standard grid cost"). Quick's width, batch and epochs; 3x its images; 3 seeds. A longer
       // schedule is a grid file away (examples/standard-long.yaml).
       return {
         name: "standard",
         protocol:
-          "Fashion-MNIST, 15,000 pretraining images, ResNet-18 width 16 (CIFAR stem), 3 epochs, batch 128, LARS, 3 seeds; about 2 h for the whole grid with --jobs 2 on 2 cores",
+          "Fashion-MNIST, 15,000 pretraining images, ResNet-18 width 16 (CIFAR stem), 3 epochs, batch 128, LARS, 3 seeds; about 1 h 30 min for the whole grid with --jobs 2 on 2 idle cores",
         protocolFlags: {
           dataset: "fashion-mnist",
           "train-subset": 15000,
