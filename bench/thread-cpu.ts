@@ -8,6 +8,8 @@ import * as fs from "node:fs";
 interface Sample {
   runNs: number;
   queueNs: number;
+  /** Times the thread was scheduled onto a CPU (its wake-ups, and its returns after preemption). */
+  slices: number;
 }
 
 /** Threads alive now, by thread id (empty where /proc is not Linux's). */
@@ -21,13 +23,34 @@ function sampleThreads(): Map<number, Sample> {
   }
   for (const tid of tids) {
     try {
-      const [run, queue] = fs.readFileSync(`/proc/self/task/${tid}/schedstat`, "utf8").trim().split(/\s+/);
-      out.set(Number(tid), { runNs: Number(run), queueNs: Number(queue) });
+      const [run, queue, slices] = fs.readFileSync(`/proc/self/task/${tid}/schedstat`, "utf8").trim().split(/\s+/);
+      out.set(Number(tid), { runNs: Number(run), queueNs: Number(queue), slices: Number(slices) });
     } catch {
       // The thread exited between the listing and the read: counted in `exitedMs`.
     }
   }
   return out;
+}
+
+/**
+ * With THREAD_CPU_DETAIL=FILE: every live thread's CPU per step, its name (/proc comm) and group, one
+ * line each, to FILE (for telling Gloo's loop from its workers, the waiters and V8's helpers).
+ */
+function writeThreadDetail(file: string, before: Map<number, Sample>, steps: number, born: Map<number, string>): void {
+  const lines: string[] = [];
+  for (const [tid, now] of sampleThreads()) {
+    const then = before.get(tid) ?? { runNs: 0, queueNs: 0, slices: 0 };
+    let name = "?";
+    try {
+      name = fs.readFileSync(`/proc/self/task/${tid}/comm`, "utf8").trim();
+    } catch {
+      // exited meanwhile
+    }
+    const ms = (now.runNs - then.runNs) / 1e6 / steps;
+    const slices = (now.slices - then.slices) / steps;
+    lines.push(`${tid}\t${name}\t${born.get(tid) ?? "later"}\t${ms.toFixed(3)}\t${slices.toFixed(1)}`);
+  }
+  fs.writeFileSync(file, `${lines.join("\n")}\n`);
 }
 
 /** Milliseconds of CPU per step by thread group, and counts per step (ThreadCpuClock.perStep). */
@@ -71,7 +94,7 @@ export class ThreadCpuClock {
     const out: CpuPerStep = { mainMs: 0, mainQueueMs: 0 };
     let aliveMs = 0;
     for (const [tid, now] of sampleThreads()) {
-      const then = before.get(tid) ?? { runNs: 0, queueNs: 0 };
+      const then = before.get(tid) ?? { runNs: 0, queueNs: 0, slices: 0 };
       const runMs = (now.runNs - then.runNs) / 1e6;
       aliveMs += runMs;
       if (tid === process.pid) {
@@ -82,6 +105,7 @@ export class ThreadCpuClock {
         out[key] = (out[key] ?? 0) + runMs;
       }
     }
+    if (process.env.THREAD_CPU_DETAIL) writeThreadDetail(process.env.THREAD_CPU_DETAIL, before, steps, this.#born);
     out.exitedMs = Math.max(0, totalMs - aliveMs);
     out.totalMs = totalMs;
     // Of which in the kernel (system calls, page faults; costly on a virtual machine).

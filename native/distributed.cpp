@@ -18,6 +18,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <pthread.h>
 #include <sstream>
 #include <thread>
 #include <unordered_map>
@@ -57,6 +58,7 @@ class WaiterPool {
 
  private:
   void serve() {
+    pthread_setname_np(pthread_self(), "loco-waiter");  // for top -H, perf and bench/thread-cpu.ts
     std::unique_lock<std::mutex> lock(mutex_);
     for (;;) {
       if (jobs_.empty()) {
@@ -213,6 +215,12 @@ std::shared_ptr<::gloo::transport::Device> createDevice(const std::string& maste
 
 // Connects to (rank 0: hosts) the store, waits for every rank, then builds the Gloo group.
 std::shared_ptr<Group> rendezvous(const std::string& addr, int port, int rank, int size, Milliseconds timeout) {
+  // Threads inherit their creator's name: the store's and Gloo's (its I/O loop, its workers), all
+  // started from here, are named for what they are, not for this waiter thread.
+  pthread_setname_np(pthread_self(), "loco-gloo");
+  struct RestoreName {
+    ~RestoreName() { pthread_setname_np(pthread_self(), "loco-waiter"); }
+  } restoreName;
   auto g = std::make_shared<Group>();
   g->rank = rank;
   g->size = size;

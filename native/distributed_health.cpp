@@ -5,6 +5,8 @@
 // (stalled elsewhere).
 #include <c10/util/Exception.h>
 
+#include <pthread.h>
+
 #include <sstream>
 #include <unordered_map>
 
@@ -34,6 +36,7 @@ std::string heartbeatKey(int rank) { return "loco/heartbeat/" + std::to_string(r
 std::vector<uint8_t> bytesOf(const std::string& s) { return std::vector<uint8_t>(s.begin(), s.end()); }
 
 void runHeartbeat(Group* g) {
+  pthread_setname_np(pthread_self(), "loco-heartbeat");
   int64_t beat = 0;
   std::unique_lock<std::mutex> lock(g->heartbeatMutex);
   while (!g->stopping) {

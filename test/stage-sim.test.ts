@@ -83,20 +83,19 @@ test("LoCo: synchronous waits for the rank above's first stage; pipelined does n
   kept.waitShare.forEach((w, r) => close(w, 0, `keep-graph rank ${r} wait`));
 });
 
-test("Gloo's hand-over: a receive posted after the send costs the receiver's notice, for the header and again for the data", () => {
+test("Gloo's hand-over: a message leaves once its receive is posted; the activation's is posted a step ahead", () => {
   const link = { latencyMs: 0.5, bytesPerMs: Infinity };
-  // GIM on 2 equal ranks (4 per step each): rank 0 runs ahead, so rank 1 posts each receive long
-  // after the send. The header leaves once rank 1's notice has crossed (L) and arrives L later; the
-  // data receive, posted then, takes the same 2L: rank 1 waits 4L per step, and rank 0, which ends
-  // each step waiting for its previous activation to be taken, keeps its pace.
+  // GIM on 2 equal ranks (4 per step each): rank 0 runs ahead. Rank 1 posted each activation's
+  // receive when it took the previous one (src/learning/stage-activations.ts), long before the
+  // send, so the data leaves at once and arrives L later: after rank 1's first step neither waits.
+  // (With a header before each activation, whose data receive was posted when the header arrived,
+  // rank 1 waited 4L a step.)
   const gim = simulate("gim", 2, "sync", { link });
-  close(gim.stepMs, 4 + 4 * 0.5, "step");
-  close(gim.waitShare[1], 2 / 6, "rank 1 waits for the header and the data");
-  close(gim.waitShare[0], 2 / 6, "rank 0 waits for rank 1 to take its sends");
-  // End to end: the receives are posted before the sends. The activation still needs the data
-  // receive's notice after the header (3L); the gradient, whose receive rank 0 posted after its
-  // forward, arrives L after it is sent: 7 + 4L.
-  close(simulate("simclr", 2, "sync", { link }).stepMs, 7 + 4 * 0.5, "end to end");
+  close(gim.stepMs, 4, "step");
+  gim.waitShare.forEach((w, r) => close(w, 0, `GIM rank ${r} wait`));
+  // End to end: the activation arrives L after it is sent; the gradient, whose receive rank 0
+  // posted when its forward had sent the activation, L after it is sent: 7 + 2L (with the header, 7 + 4L).
+  close(simulate("simclr", 2, "sync", { link }).stepMs, 7 + 2 * 0.5, "end to end");
 });
 
 test("contention slows the ranks while both compute, not while one waits", () => {

@@ -1,9 +1,12 @@
 // Stage parallelism (docs/distributed.md, "Stage parallel"): each rank of a process group holds a
 // contiguous group of a LocalLearner's stages with the decoders of their losses. Activations flow
-// up with send/recv; gradient messages of the router that cross a rank boundary flow down.
+// up with send/recv, one message a step (no header: src/learning/stage-activations.ts), into a
+// receive posted a step ahead; gradient messages of the router that cross a rank boundary flow
+// down, their receives posted as soon as the activation they answer has been sent.
 // Usage per rank: `optimizer.zeroGrad(); await worker.step(views); optimizer.step();` with an
-// optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null.
-import { type Tensor, empty, keep, memoryStats, noGrad, scope, tensor } from "../torch";
+// optimizer over `worker.ownParameters()`; rank 0 passes the batch, the others pass null; every
+// rank calls `await worker.finish()` after the same number of steps.
+import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch";
 import type { ProcessGroup, Work } from "../torch/distributed";
 import { withStashedWeights, withoutRunningStatsUpdate } from "../nn/layers";
 import type { LocalLearner } from "./learner";
@@ -11,6 +14,7 @@ import type { StageRankRecord } from "./metrics";
 import { ntXent } from "./ntxent";
 import type { Forwardable, StageLoss } from "./router";
 import { SliceRoute } from "./stage-route";
+import { ActivationReceiver, ActivationSender } from "./stage-activations";
 import {
   type RankPlan,
   type RankStages,
@@ -22,11 +26,10 @@ import {
   planRanks,
 } from "./stage-layout";
 
-const HEADER_TAG = 1;
+/** Tag 1 carried a header before each activation until the header was dropped; it stays unused. */
 const ACTIVATION_TAG = 2;
 /** Gradient messages use GRADIENT_TAG + their remaining reach. */
 const GRADIENT_TAG = 16;
-const MAX_DIMS = 7;
 
 export interface StageParallelOptions {
   /** Default "sync". */
@@ -88,9 +91,13 @@ interface PendingSend {
   tensors: Tensor[];
 }
 
+/** Receives of gradient messages from the rank above, one per remaining reach. */
+type GradientReceives = { reach: number; work: Work<Tensor>; buffer: Tensor }[];
+
 /** What the pipelined schedule keeps of the previous batch for its late messages. */
 interface StaleBatch {
-  outputShape: number[];
+  /** Their receives, posted when the batch's activation was sent. */
+  late: GradientReceives;
   /** "recompute": the input of the lowest stage a late message reaches. */
   input: Tensor | null;
   /** "keep-graph": the previous step's route, its graph waiting for the late messages. */
@@ -111,6 +118,8 @@ export class StageParallelWorker {
   readonly #dtype: Tensor["dtype"];
   #sends: PendingSend[] = [];
   #stale: StaleBatch | null = null;
+  readonly #activationsOut: ActivationSender | null;
+  readonly #activationsIn: ActivationReceiver | null;
   #stepIndex = 0;
   #stats: StageRankStats = { ...ZERO_STATS };
   /** Milliseconds spent in the current step on message set-up and on late messages. */
@@ -147,6 +156,9 @@ export class StageParallelWorker {
       throw new RangeError(`lateMessages: expected "keep-graph" or "recompute", got ${JSON.stringify(lateMessages)}`);
     }
     this.lateMessages = lateMessages;
+    const { rank, worldSize } = group;
+    this.#activationsOut = rank < worldSize - 1 ? new ActivationSender(group, rank + 1, ACTIVATION_TAG) : null;
+    this.#activationsIn = rank > 0 ? new ActivationReceiver(group, rank - 1, ACTIVATION_TAG, this.#dtype) : null;
   }
 
   /** The parameters this rank trains: its stages' and its losses' decoders'. */
@@ -230,14 +242,13 @@ export class StageParallelWorker {
     this.#stale = null;
     let input: Tensor | null = null;
     try {
-      const late = stale !== null ? this.#receiveGradients(stale.outputShape) : [];
-      input = rank === 0 ? views! : await this.#receiveActivation(wait);
+      input = rank === 0 ? views! : await this.#activationsIn!.next(wait);
       const images = input.shape[0] / 2;
       await this.#forwardBackward(input, lossValues, wait);
       if (stale !== null) {
         const lateStarted = performance.now();
         const waitedBefore = waited;
-        await this.#applyLate(stale, late, wait);
+        await this.#applyLate(stale, wait);
         this.#lateMs += performance.now() - lateStarted - (waited - waitedBefore);
       }
       await this.#settleSends(this.#stepIndex - 1, wait);
@@ -271,6 +282,8 @@ export class StageParallelWorker {
   /**
    * Ends the run on this rank: completes the sends still in flight and, with the pipelined
    * schedule, receives (and drops) the messages about the last batch, which no update will use.
+   * Sends the rank above the end of the activations, and takes the end from the rank below (it
+   * answers the receive posted ahead), so every rank calls it after the same number of steps.
    */
   async finish(): Promise<void> {
     const started = performance.now();
@@ -278,11 +291,15 @@ export class StageParallelWorker {
     this.#stale = null;
     try {
       if (stale !== null) {
-        for (const { work, buffer } of this.#receiveGradients(stale.outputShape)) {
+        for (const { work, buffer } of stale.late) {
           await work;
           buffer.dispose();
         }
       }
+      if (this.#activationsOut !== null) {
+        for (const send of this.#activationsOut.end()) this.#sends.push({ step: this.#stepIndex, ...send });
+      }
+      await this.#activationsIn?.end(async (w) => await w);
       await this.#settleSends(Infinity, async (w) => await w);
     } finally {
       stale?.input?.dispose();
@@ -314,31 +331,32 @@ export class StageParallelWorker {
     let kept = false;
     try {
       let h = input;
-      let outputShape: number[] = [];
+      let gradients: GradientReceives = [];
       for (let k = first; k <= last; k++) {
         const x = h;
         const forwardStarted = performance.now();
         h = keepGraph && k >= low ? withStashedWeights(() => route.forward(k, x)) : route.forward(k, x);
         this.#forwardMs += performance.now() - forwardStarted;
         if (k === last) {
-          outputShape = h.shape;
-          if (this.group.rank < this.group.worldSize - 1) this.#sendActivation(h);
+          if (this.#activationsOut !== null) this.#sendActivation(h);
+          // Posted now, before this stage's own losses: the messages can land while they run.
+          if (sync || pipelinedLate) gradients = this.#receiveGradients(h.shape);
         }
         for (const i of losses) if (this.#specs[i].stage === k) lossValues[i] = route.loss(k, this.#specs[i]);
         this.#sendLeaving(route);
       }
       if (sync) {
-        for (const { reach, work, buffer } of this.#receiveGradients(outputShape)) {
+        for (const { reach, work, buffer } of gradients) {
           await wait(work);
           route.deliver(last, reach, buffer);
           this.#sendLeaving(route);
         }
       } else if (keepGraph) {
         route.releaseBelow(low);
-        this.#stale = { outputShape, input: null, route };
+        this.#stale = { late: gradients, input: null, route };
         kept = true;
       } else if (pipelinedLate) {
-        this.#stale = { outputShape, input: keep(noGrad(() => route.inputOf(low).detach())), route: null };
+        this.#stale = { late: gradients, input: keep(noGrad(() => route.inputOf(low).detach())), route: null };
       }
     } finally {
       if (!kept) route.dispose();
@@ -346,12 +364,9 @@ export class StageParallelWorker {
   }
 
   /** Pipelined: the previous batch's messages, through its stages recomputed with the current weights. */
-  async #applyLate(
-    stale: StaleBatch,
-    late: { reach: number; work: Work<Tensor>; buffer: Tensor }[],
-    wait: <T>(work: PromiseLike<T>) => Promise<T>,
-  ): Promise<void> {
+  async #applyLate(stale: StaleBatch, wait: <T>(work: PromiseLike<T>) => Promise<T>): Promise<void> {
     const { last } = this.plan.stages;
+    const { late } = stale;
     if (stale.route !== null) {
       // keep-graph: the previous step's graph, recorded with the weights that batch ran with.
       for (const { reach, work, buffer } of late) {
@@ -385,51 +400,13 @@ export class StageParallelWorker {
   }
 
   #sendActivation(h: Tensor): void {
-    this.#message(() => this.#postActivation(h));
-  }
-
-  #postActivation(h: Tensor): void {
-    const dst = this.group.rank + 1;
-    if (h.shape.length > MAX_DIMS) throw new RangeError(`stage parallel: activations of ${h.shape.length} dims`);
-    const header = keep(
-      tensor([h.shape.length, ...h.shape, ...new Array<number>(MAX_DIMS - h.shape.length).fill(0)], { dtype: "int32" }),
-    );
-    // In a scope: the detached alias is freed at once. Left to the garbage collector (as it was),
-    // it held the activation's storage for several steps, so the allocator mapped and zeroed a new
-    // block for it every step (measured: 4% of rank 0's CPU time clearing fresh huge pages).
-    const data = keep(scope(() => noGrad(() => h.detach().contiguous())));
-    this.#sends.push({
-      step: this.#stepIndex,
-      work: this.group.send(header, dst, { tag: HEADER_TAG }),
-      tensors: [header],
+    this.#message(() => {
+      for (const send of this.#activationsOut!.post(h)) this.#sends.push({ step: this.#stepIndex, ...send });
     });
-    this.#sends.push({
-      step: this.#stepIndex,
-      work: this.group.send(data, dst, { tag: ACTIVATION_TAG }),
-      tensors: [data],
-    });
-  }
-
-  async #receiveActivation(wait: <T>(work: PromiseLike<T>) => Promise<T>): Promise<Tensor> {
-    const src = this.group.rank - 1;
-    const header = keep(empty([MAX_DIMS + 1], { dtype: "int32" }));
-    try {
-      await wait(this.group.recv(header, src, { tag: HEADER_TAG }));
-      const [dims, ...rest] = header.toArray();
-      const buffer = keep(empty(rest.slice(0, dims), { dtype: this.#dtype }));
-      try {
-        return await wait(this.group.recv(buffer, src, { tag: ACTIVATION_TAG }));
-      } catch (error) {
-        buffer.dispose();
-        throw error;
-      }
-    } finally {
-      header.dispose();
-    }
   }
 
   /** Posts the receives of the messages from the rank above (one per remaining reach). */
-  #receiveGradients(shape: number[]): { reach: number; work: Work<Tensor>; buffer: Tensor }[] {
+  #receiveGradients(shape: number[]): GradientReceives {
     const src = this.group.rank + 1;
     return this.#message(() =>
       this.plan.incoming.map((reach) => {

@@ -34,9 +34,6 @@ export interface Link {
   bytesPerMs: number;
 }
 
-/** Bytes of an activation's header (its shape: StageParallelWorker's MAX_DIMS + 1 int32s). */
-const HEADER_BYTES = 32;
-
 /** Loopback TCP between two processes of one machine, roughly (an assumption, not measured). */
 export const LOOPBACK_LINK: Link = { latencyMs: 0.1, bytesPerMs: 1e6 };
 
@@ -151,10 +148,6 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
     const start = Math.max(sent, posted + link.latencyMs);
     return { arrival: start + link.latencyMs + bytes / link.bytesPerMs, taken: start + bytes / link.bytesPerMs };
   };
-  // An activation is a header (its shape), then the data, whose receive is posted once the header
-  // has arrived (StageParallelWorker's #receiveActivation).
-  const activationHandOver = (sent: number, posted: number, bytes: number): { arrival: number; taken: number } =>
-    handOver(sent, handOver(sent, posted, HEADER_BYTES).arrival, bytes);
   const boundaryBytes = (r: number): number => costs[layout[r].first - 1].outputBytes;
   const free = new Array<number>(ranks).fill(0);
   const waits: number[][] = [];
@@ -163,11 +156,16 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
   const messages: Map<number, number>[][] = [];
   const lossesOf = (r: number): MessageSource[] => plans[r].losses.map((i) => losses[i]);
   // A rank ends step s by waiting for its sends of step s−1 to be taken (StageParallelWorker's settle).
-  /** posted[s][r]: when rank r posted the receive of step s's activation (the start of its step). */
+  /**
+   * posted[s][r]: when rank r posted the receive of step s's activation: a step ahead, when it took
+   * step s−1's (the start of its step s−1; src/learning/stage-activations.ts); step 0's at once.
+   */
   const activationPosted: number[][] = [];
+  /** starts[r]: when rank r started its last step. */
+  const starts = new Array<number>(ranks).fill(0);
   /** activationTaken[s][r]: when rank r+1 took rank r's activation of step s. */
   const activationTaken: number[][] = [];
-  /** When rank r posted the receives of the messages about step s (sync: after its forward; pipelined: at step s+1). */
+  /** When rank r posted the receives of the messages about step s: once its forward had sent the activation. */
   const gradientPosted: number[][] = [];
   /** Keep-graph: each rank's previous route, waiting for the late messages. */
   let stale: (TimedRoute | null)[] = layout.map(() => null);
@@ -190,10 +188,9 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
       handOver(messages[step][r].get(reach)!, gradientPosted[step][r], boundaryBytes(r + 1)).arrival;
     const routes: TimedRoute[] = [];
     const kept: (TimedRoute | null)[] = layout.map(() => null);
-    activationPosted.push([...free]);
+    activationPosted.push([...starts]);
     activationTaken.push(new Array<number>(ranks).fill(0));
     gradientPosted.push(new Array<number>(ranks).fill(0));
-    if (schedule === "pipelined" && s > 0) gradientPosted[s - 1] = [...free];
     // Up: each rank's forward, its own losses and the passes they complete.
     for (let r = 0; r < ranks; r++) {
       const { first, last } = layout[r];
@@ -203,14 +200,16 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
       const planned = sync || keepGraph;
       const sources = [...lossesOf(r), ...(planned ? plans[r].incoming.map((reach) => ({ stage: last, reach })) : [])];
       const start = r === 0 ? free[r] : blockUntil(r, free[r], activation[r]);
+      starts[r] = start;
       const route = new TimedRoute(c, first, planPasses(sources, first), start);
       for (let k = first; k <= last; k++) {
         route.time += c[k].forwardMs;
         if (k === last && r < ranks - 1) {
-          const sent = activationHandOver(route.time, activationPosted[s][r + 1], costs[k].outputBytes);
+          const sent = handOver(route.time, activationPosted[s][r + 1], costs[k].outputBytes);
           activation[r + 1] = sent.arrival;
           activationTaken[s][r] = sent.taken;
         }
+        if (k === last) gradientPosted[s][r] = route.time;
         for (const l of lossesOf(r)) {
           if (l.stage !== k) continue;
           route.time += c[k].decoderMs;
@@ -218,7 +217,6 @@ function simulateWith(input: SimulationInput, slowdown: readonly number[]): Simu
         }
       }
       sendDown(r, route);
-      if (sync) gradientPosted[s][r] = route.time;
       if (!sync && keepGraph && plans[r].incoming.length > 0) {
         // Pipelined, keep-graph: the previous step's messages, through the previous step's graph.
         const previous = stale[r];

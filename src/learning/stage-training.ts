@@ -93,7 +93,7 @@ export async function attachStageParallel(
   };
 }
 
-/** Tags of the gather's messages (the worker's use 1-2 and 16 + reach). */
+/** Tags of the gather's messages (the worker's use 2 and 16 + reach). */
 const GATHER_TAG = 1000;
 
 /** What a rank sends rank 0: names, dtypes and shapes of the tensors packed in one float64 tensor. */

@@ -25,6 +25,8 @@ export interface Scenario {
   lateMessages?: LateMessages;
   /** Default STEPS. */
   steps?: number;
+  /** Views per step (default 8 each): a smaller batch changes the activations' shape. */
+  views?: number[];
 }
 
 export const SCENARIOS: Record<string, Scenario> = {
@@ -51,6 +53,9 @@ export const SCENARIOS: Record<string, Scenario> = {
     ],
     steps: 2,
   },
+  /** The activation's shape changes: the first step, a smaller batch, the full one again, unchanged. */
+  locoSyncBatches: { method: "loco", schedule: "sync", views: [8, 4, 8, 8] },
+  locoPipelinedBatches: { method: "loco", schedule: "pipelined", views: [8, 8, 4, 8] },
   /** Rank 1 is killed before its second step. */
   locoKilled: { method: "loco", schedule: "sync" },
 };
@@ -61,9 +66,9 @@ export const makeLearner = (method: MethodName): { learner: LocalLearner; dispos
 
 export const makeOptimizer = (params: Tensor[]): SGD => new SGD(params, { lr: 0.1, momentum: 0.9 });
 
-/** Step `step`'s 2N = 8 views. */
-export const stepViews = (step: number): Tensor =>
-  randn([8, 3, 8, 8], { generator: new Generator(100 + step), dtype: "float64" });
+/** Step `step`'s 2N views (8 unless the scenario says). */
+export const stepViews = (step: number, views = 8): Tensor =>
+  randn([views, 3, 8, 8], { generator: new Generator(100 + step), dtype: "float64" });
 
 /** Every parameter of the learner by a stable name (stage or decoder, then index). */
 export function namedParameters(learner: LocalLearner): [string, Tensor][] {
@@ -90,10 +95,10 @@ async function main(): Promise<void> {
   const own = new Set(worker.ownParameters());
   const optimizer = makeOptimizer([...own]);
   const losses: number[][] = [];
-  const steps = scenario.steps ?? STEPS;
+  const steps = scenario.views?.length ?? scenario.steps ?? STEPS;
   for (let step = 0; step < steps; step++) {
     if (process.argv[2] === "locoKilled" && group.rank === 1 && step === 1) process.kill(process.pid, "SIGKILL");
-    const views = group.rank === 0 ? stepViews(step) : null;
+    const views = group.rank === 0 ? stepViews(step, scenario.views?.[step]) : null;
     optimizer.zeroGrad();
     const started = performance.now();
     const result = await worker.step(views).catch((error: Error) => {
