@@ -54,6 +54,25 @@ export async function locoTinyOp(iters: number, repeats: number): Promise<{ rele
   return { releaseUs, scopeUs };
 }
 
+/** The bench's model: the encoder (CIFAR ResNet-18 or ImageNet ResNet-50) and SimCLR's MLP head. */
+export function benchModel(
+  model: ModelName,
+  channelsLast: boolean,
+): { encoder: ReturnType<typeof resnet18>; head: Sequential } {
+  const spec = MODELS[model];
+  const encoder =
+    model === "resnet18"
+      ? resnet18({ stem: "cifar", numClasses: 0, channelsLast })
+      : resnet50({ stem: "imagenet", numClasses: 0, channelsLast });
+  const head = new Sequential(
+    new Linear(spec.features, spec.hidden),
+    new BatchNorm1d(spec.hidden),
+    new ReLU(true),
+    new Linear(spec.hidden, 128),
+  );
+  return { encoder, head };
+}
+
 export interface StepResult {
   medianMs: number;
   timesMs: number[];
@@ -103,22 +122,13 @@ export function locoStepper(
   const markPhase = extra.markPhase ?? (() => undefined);
   const spec = MODELS[model];
   const channelsLast = format === "channels_last";
-  const encoder =
-    model === "resnet18"
-      ? resnet18({ stem: "cifar", numClasses: 0, channelsLast })
-      : resnet50({ stem: "imagenet", numClasses: 0, channelsLast });
+  const { encoder, head } = benchModel(model, channelsLast);
   if (channelsLast && extra.layer4ChannelsLast) {
     encoder.layer4.toMemoryFormat("channelsLast");
     for (const block of encoder.layer4.children()) {
       if (block instanceof BasicBlock || block instanceof Bottleneck) block.inputFormat = "channelsLast";
     }
   }
-  const head = new Sequential(
-    new Linear(spec.features, spec.hidden),
-    new BatchNorm1d(spec.hidden),
-    new ReLU(true),
-    new Linear(spec.hidden, 128),
-  );
   const params = [...encoder.parameters(), ...head.parameters()];
   const opt = new SGD(params, { lr: 0.05, momentum: 0.9, weightDecay: 1e-6 });
   // 2B views: rows i and i+B are the two views of image i.

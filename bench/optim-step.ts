@@ -7,10 +7,8 @@
 //
 //   node dist/bench/optim-step.js [--model resnet50|resnet18] [--steps 30] [--warmup 3] [--channels-last]
 import { keep, manualSeed, memoryStats, noGrad, randn, scope, setNumThreads } from "../src/torch";
-import { BatchNorm1d, Linear, ReLU, Sequential } from "../src/nn";
 import { SGD } from "../src/optim";
-import { resnet18, resnet50 } from "../src/models";
-import { median } from "./engine_loco";
+import { benchModel, median } from "./engine_loco";
 import { MODELS, type ModelName } from "./engine_options";
 
 function main(): void {
@@ -26,17 +24,7 @@ function main(): void {
   const channelsLast = argv.includes("--channels-last");
   setNumThreads(Number(process.env.LOCO_NUM_THREADS ?? 1));
   manualSeed(0); // the same parameters and gradients in every run, so checksums compare
-  const spec = MODELS[model];
-  const encoder =
-    model === "resnet18"
-      ? resnet18({ stem: "cifar", numClasses: 0, channelsLast })
-      : resnet50({ stem: "imagenet", numClasses: 0, channelsLast });
-  const head = new Sequential(
-    new Linear(spec.features, spec.hidden),
-    new BatchNorm1d(spec.hidden),
-    new ReLU(true),
-    new Linear(spec.hidden, 128),
-  );
+  const { encoder, head } = benchModel(model, channelsLast);
   const params = [...encoder.parameters(), ...head.parameters()];
   const grads = params.map((p) =>
     keep(

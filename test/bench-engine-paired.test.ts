@@ -4,9 +4,8 @@
 // alternating, one persistent process per side), with the ratios computed from those turns.
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import * as path from "node:path";
 import { ratioStats, type RatioStats } from "../bench/engine_paired";
+import { runBenchJson } from "./helpers/bench";
 
 interface StepOut {
   ms: number;
@@ -36,16 +35,9 @@ const median = (xs: number[]): number => {
 
 test("bench:engine --paired: interleaved turns of persistent workers, per-turn ratios with intervals", () => {
   const turns = 6;
-  const script = path.join(__dirname, "..", "bench", "engine.js");
-  const args = [script, "--json", "--no-tiny", "--models", "resnet18", "--batch-size", "2", "--pytorch", "tuned"];
+  const args = ["--json", "--no-tiny", "--models", "resnet18", "--batch-size", "2", "--pytorch", "tuned"];
   args.push("--paired", String(turns), "--warmup", "1", "--threads", "1");
-  const r = spawnSync(process.execPath, args, {
-    encoding: "utf8",
-    timeout: 300_000,
-    env: { ...process.env, OMP_NUM_THREADS: "1", LOCO_NUM_THREADS: "1" },
-  });
-  assert.equal(r.status, 0, r.stderr.slice(-2000));
-  const report = JSON.parse(r.stdout) as Report;
+  const report = runBenchJson<Report>("engine", args);
 
   assert.ok(report.resnet18StepMs.loco > 0 && report.resnet18StepMs.pytorchTuned > 0, "headline step times");
   const paired = report.settings.paired;

@@ -3,9 +3,8 @@
 // phase's total and count the same operators on both sides (the two steps run the same ones).
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
-import { spawnSync } from "node:child_process";
-import * as path from "node:path";
 import type { PhaseTable } from "../bench/engine_ops_report";
+import { runBenchJson } from "./helpers/bench";
 
 /** The parts of the script's --json report this test reads. */
 interface Report {
@@ -14,16 +13,9 @@ interface Report {
 }
 
 test("bench:engine-ops: per-operator tables that add up to each phase, the same operators on both sides", () => {
-  const script = path.join(__dirname, "..", "bench", "engine_ops.js");
-  const args = [script, "--model", "resnet18", "--batch-size", "2", "--steps", "2", "--warmup", "1"];
+  const args = ["--model", "resnet18", "--batch-size", "2", "--steps", "2", "--warmup", "1"];
   args.push("--rounds", "1", "--json");
-  const r = spawnSync(process.execPath, args, {
-    encoding: "utf8",
-    timeout: 300_000,
-    env: { ...process.env, OMP_NUM_THREADS: "1", LOCO_NUM_THREADS: "1" },
-  });
-  assert.equal(r.status, 0, r.stderr.slice(-2000));
-  const report = JSON.parse(r.stdout) as Report;
+  const report = runBenchJson<Report>("engine_ops", args);
 
   for (const phase of ["forward", "backward", "optimizer"]) {
     assert.equal(report.phases[phase].a.steps, 2, `${phase}: loco's recorded steps`);
