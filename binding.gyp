@@ -5,12 +5,13 @@
   "targets": [
     {
       "target_name": "loco_native",
-      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/random.cpp", "native/signals.cpp", "native/devices.cpp", "native/distributed.cpp", "native/distributed_health.cpp", "native/feedback.cpp"],
+      "sources": ["native/addon.cpp", "native/ops.cpp", "native/allocator.cpp", "native/random.cpp", "native/signals.cpp", "native/devices.cpp", "native/distributed.cpp", "native/distributed_health.cpp", "native/feedback.cpp", "native/batchnorm_relu.cpp"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_CPP_EXCEPTIONS_ALL", "NAPI_EXPERIMENTAL", "USE_C10D_GLOO"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions", "-fno-rtti", "-std=gnu++17"],
-      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-frtti", "-O2", "-fopenmp", "-ffp-contract=off", "-Wno-unused-parameter", "-Wno-deprecated-declarations"],
+      "ldflags": ["-fopenmp"],
       "conditions": [
         ["libtorch==''", {
           "include_dirs": ["/usr/include/torch/csrc/api/include"],

@@ -39,9 +39,17 @@ export interface RatioStats {
   locoFasterPairs: number;
 }
 
+export type Phase = "forward" | "backward" | "optimizer";
+export const PHASES: readonly Phase[] = ["forward", "backward", "optimizer"];
+
+/** Per phase, the medians of each side's time and of the per-turn ratios loco / PyTorch. */
+export type PhaseStats = Record<Phase, { locoMs: number; pytorchMs: number; ratio: RatioStats }>;
+
 export interface PairedRun {
   turns: Turn[];
   ratios: Partial<Record<PyVariant, RatioStats>>;
+  /** The same per phase (forward with encoder, head and loss; backward; optimizer step). */
+  phases: Partial<Record<PyVariant, PhaseStats>>;
   pids: Partial<Record<Side, number>>;
   locoPeakMB: number;
 }
@@ -158,14 +166,27 @@ export async function measurePaired(
       log(`bench: ${model} ${format} turn ${t + 1}/${o.paired}: ${ms} ms`);
     }
     const ratios: PairedRun["ratios"] = {};
-    for (const v of o.variants) ratios[v] = ratioStats(turns.map((t) => t.steps.loco!.ms / t.steps[v]!.ms));
+    const phases: PairedRun["phases"] = {};
+    for (const v of o.variants) {
+      ratios[v] = ratioStats(turns.map((t) => t.steps.loco!.ms / t.steps[v]!.ms));
+      phases[v] = phaseStats(turns, v);
+    }
     const pids: PairedRun["pids"] = { loco: process.pid };
     for (const v of o.variants) pids[v] = workers[v]!.pid;
-    return { turns, ratios, pids, locoPeakMB: loco.peakMB() };
+    return { turns, ratios, phases, pids, locoPeakMB: loco.peakMB() };
   } finally {
     loco.dispose();
     for (const w of Object.values(workers)) await w.close();
   }
+}
+
+function phaseStats(turns: Turn[], v: PyVariant): PhaseStats {
+  const one = (phase: Phase) => ({
+    locoMs: median(turns.map((t) => t.steps.loco!.phasesMs[phase])),
+    pytorchMs: median(turns.map((t) => t.steps[v]!.phasesMs[phase])),
+    ratio: ratioStats(turns.map((t) => t.steps.loco!.phasesMs[phase] / t.steps[v]!.phasesMs[phase])),
+  });
+  return { forward: one("forward"), backward: one("backward"), optimizer: one("optimizer") };
 }
 
 export type PairedRuns = Partial<Record<ModelName, PairedRun>>;
@@ -182,11 +203,14 @@ export function addPaired(
 ): void {
   const ratio = result.ratio as Record<string, number>;
   const pairedRatio: Record<string, PairedRun["ratios"]> = {};
+  const pairedPhases: Record<string, PairedRun["phases"]> = {};
   for (const model of o.models) {
     pairedRatio[`${model}Step`] = runs[model]!.ratios;
+    pairedPhases[`${model}Step`] = runs[model]!.phases;
     ratio[`${model}StepPaired`] = runs[model]!.ratios[fasterPyTorch[model]]!.median;
   }
   result.pairedRatio = pairedRatio;
+  result.pairedPhases = pairedPhases;
 }
 
 /** How the turns went: each turn's order and each side's step (time, monotonic start/end, pid). */
@@ -204,7 +228,7 @@ export function pairedSettings(o: Options, runs: PairedRuns): Record<string, unk
           steps: Object.fromEntries(
             t.order.map((side) => {
               const s = t.steps[side]!;
-              return [side, { ms: s.ms, startS: s.startS, endS: s.endS, pid: s.pid }];
+              return [side, { ms: s.ms, phasesMs: s.phasesMs, startS: s.startS, endS: s.endS, pid: s.pid }];
             }),
           ),
         })),
@@ -228,6 +252,14 @@ export function printPaired(o: Options, result: Record<string, unknown>): void {
         `paired ${model}: loco / ${name[v]} per turn: median ${q.median.toFixed(3)}, 25–75% ` +
           `${q.q25.toFixed(3)}–${q.q75.toFixed(3)}, ${ci}; loco faster in ${q.locoFasterPairs} of ${q.pairs} turns`,
       );
+      const phases = (result.pairedPhases as Record<string, PairedRun["phases"]>)[`${model}Step`][v]!;
+      for (const phase of PHASES) {
+        const p = phases[phase];
+        console.log(
+          `  ${phase}: loco ${p.locoMs.toFixed(1)} ms, ${name[v]} ${p.pytorchMs.toFixed(1)} ms (medians); ` +
+            `per turn median ${p.ratio.median.toFixed(3)}, 25–75% ${p.ratio.q25.toFixed(3)}–${p.ratio.q75.toFixed(3)}`,
+        );
+      }
     }
   }
 }

@@ -7,6 +7,7 @@
 #include <ATen/Parallel.h>
 #include <ATen/ops/empty.h>
 #include <c10/core/GradMode.h>
+#include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/autograd.h>
 
 #include <atomic>
@@ -260,6 +261,14 @@ Napi::Value requiresGrad(const Napi::CallbackInfo& info) {
   return Napi::Boolean::New(info.Env(), unwrapTensor(info[0], "requiresGrad").requires_grad());
 }
 
+// The name of the autograd node that made this tensor ("AddBackward0"), or null (a leaf, or made
+// without grad).
+Napi::Value gradFnName(const Napi::CallbackInfo& info) {
+  const auto& fn = unwrapTensor(info[0], "gradFnName").grad_fn();
+  if (!fn) return info.Env().Null();
+  return Napi::String::New(info.Env(), fn->name());
+}
+
 Napi::Value setRequiresGrad(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   at::Tensor t = unwrapTensor(info[0], "setRequiresGrad");
@@ -398,6 +407,7 @@ std::vector<NativeExport> tensorExports() {
       {"item", item},
       {"isAliasOf", isAliasOf},
       {"requiresGrad", requiresGrad},
+      {"gradFnName", gradFnName},
       {"setRequiresGrad", setRequiresGrad},
       {"isLeaf", isLeaf},
       {"grad", grad},
@@ -466,7 +476,7 @@ Napi::Object init(Napi::Env env, Napi::Object exports) {
     std::vector<NativeExport> all;
     for (auto part :
          {tensorExports, opsExports, allocatorExports, randomExports, signalExports, deviceExports,
-          distributedExports, feedbackExports}) {
+          distributedExports, feedbackExports, batchNormReLUExports}) {
       auto exports = part();
       all.insert(all.end(), exports.begin(), exports.end());
     }

@@ -67,6 +67,7 @@ std::vector<NativeExport> signalExports();     // signals.cpp: SIGINT/SIGTERM ha
 std::vector<NativeExport> deviceExports();     // devices.cpp: device names and availability
 std::vector<NativeExport> feedbackExports();   // feedback.cpp: feedback alignment's conv2d and linear
 std::vector<NativeExport> distributedExports();  // distributed.cpp: process groups on c10d
+std::vector<NativeExport> batchNormReLUExports();  // batchnorm_relu.cpp: batch norm + ReLU in one node
 
 // A c10::Device from a device name ("cpu", "cuda:0"), or a JS error naming the device and what
 // this libtorch build offers.

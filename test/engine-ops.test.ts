@@ -1,6 +1,7 @@
 // `npm run bench:engine-ops` (bench/engine_ops.ts) end to end on a tiny step: it builds
 // bench/opcount.cpp, runs loco's step and PyTorch's under it, and its tables must add up to each
-// phase's total and count the same operators on both sides (the two steps run the same ones).
+// phase's total and count the operators each side runs (the same, but for loco's batch norm + ReLU
+// nodes).
 import { test } from "node:test";
 import * as assert from "node:assert/strict";
 import type { PhaseTable } from "../bench/engine_ops_report";
@@ -12,7 +13,7 @@ interface Report {
   tables: PhaseTable[];
 }
 
-test("bench:engine-ops: per-operator tables that add up to each phase, the same operators on both sides", () => {
+test("bench:engine-ops: per-operator tables that add up to each phase, and the operators each side runs", () => {
   const args = ["--model", "resnet18", "--batch-size", "2", "--steps", "2", "--warmup", "1"];
   args.push("--rounds", "1", "--json");
   const report = runBenchJson<Report>("engine_ops", args);
@@ -36,8 +37,11 @@ test("bench:engine-ops: per-operator tables that add up to each phase, the same 
     return row === undefined ? [0, 0] : [row.countA, row.countB];
   };
   // CIFAR ResNet-18: 20 convolutions (17 3x3 + 3 shortcuts), 21 batch norms (20 + the head's).
+  // loco runs 18 of them with the ReLU after them as one node (F.batchNormReLU: the stem's, both
+  // of each block's, the head's), PyTorch all 21 as batch_norm; the 3 shortcut ones alike.
   assert.deepEqual(count("forward", "top", "aten::conv2d"), [20, 20]);
-  assert.deepEqual(count("forward", "top", "aten::batch_norm"), [21, 21]);
+  assert.deepEqual(count("forward", "top", "aten::batch_norm"), [3, 21]);
+  assert.deepEqual(count("forward", "top", "loco::batch_norm_relu"), [18, 0]);
   assert.deepEqual(count("backward", "self", "aten::convolution_backward"), [20, 20]);
-  assert.deepEqual(count("backward", "self", "aten::native_batch_norm_backward"), [21, 21]);
+  assert.deepEqual(count("backward", "self", "aten::native_batch_norm_backward"), [3, 21]);
 });

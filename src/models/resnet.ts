@@ -89,11 +89,10 @@ export class BasicBlock extends Module {
 
   override forward(x: Tensor): Tensor {
     x = inFormat(x, this.inputFormat);
-    let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
-    out = this.bn2.forward(this.conv2.forward(out));
+    const branch = this.conv2.forward(this.bn1.forwardReLU(this.conv1.forward(x)));
     const identity = this.downsample ? this.downsample.forward(x) : x;
-    out.add_(identity); // in place on the branch's output, never on x
-    return this.relu.forward(out);
+    // relu(bn2(branch) + identity), one node in training mode (BatchNormBase.forwardReLU)
+    return this.bn2.forwardReLU(branch, identity);
   }
 }
 
@@ -135,12 +134,12 @@ export class Bottleneck extends Module {
 
   override forward(x: Tensor): Tensor {
     x = inFormat(x, this.inputFormat);
-    let out = this.relu.forward(this.bn1.forward(this.conv1.forward(x)));
-    out = this.relu.forward(this.bn2.forward(this.conv2.forward(out)));
-    out = this.bn3.forward(this.conv3.forward(out));
+    let out = this.bn1.forwardReLU(this.conv1.forward(x));
+    out = this.bn2.forwardReLU(this.conv2.forward(out));
+    const branch = this.conv3.forward(out);
     const identity = this.downsample ? this.downsample.forward(x) : x;
-    out.add_(identity);
-    return this.relu.forward(out);
+    // relu(bn3(branch) + identity), one node in training mode (BatchNormBase.forwardReLU)
+    return this.bn3.forwardReLU(branch, identity);
   }
 }
 
@@ -503,7 +502,7 @@ export class ResNet extends Module {
   /** Features: global average pool of the last stage, flattened to [N, featureDim]. */
   forwardFeatures(x: Tensor): Tensor {
     x = this.#prepare(x);
-    x = this.maxpool.forward(this.relu.forward(this.bn1.forward(this.conv1.forward(x))));
+    x = this.maxpool.forward(this.bn1.forwardReLU(this.conv1.forward(x)));
     x = this.layer4.forward(this.layer3.forward(this.layer2.forward(this.layer1.forward(x))));
     return this.pool(x);
   }

@@ -1,6 +1,7 @@
 // Containers: Sequential (children "0", "1", … or given names) and ModuleList.
 import type { Tensor } from "../torch/tensor";
 import { Module } from "./module";
+import { BatchNormBase, ReLU } from "./layers";
 
 /** Runs its children in order, each on the previous one's output. */
 export class Sequential extends Module {
@@ -52,9 +53,19 @@ export class Sequential extends Module {
     return this.#layers[Symbol.iterator]();
   }
 
+  /** Each child in turn; a batch norm followed by a ReLU runs as BatchNormBase.forwardReLU. */
   override forward(input: Tensor): Tensor {
     let x = input;
-    for (const m of this.#layers) x = m.forward(x);
+    const layers = this.#layers;
+    for (let i = 0; i < layers.length; i++) {
+      const m = layers[i];
+      if (m instanceof BatchNormBase && layers[i + 1] instanceof ReLU) {
+        x = m.forwardReLU(x);
+        i++;
+      } else {
+        x = m.forward(x);
+      }
+    }
     return x;
   }
 }

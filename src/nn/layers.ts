@@ -389,6 +389,20 @@ export abstract class BatchNormBase extends Module {
   protected abstract checkInput(input: Tensor): void;
 
   override forward(input: Tensor): Tensor {
+    return this.#normalize(input, null);
+  }
+
+  /**
+   * relu(forward(input) + residual), residual optional: what this layer followed by a residual
+   * addition and `new ReLU(true)` computes. In training mode they run as one autograd node where
+   * F.batchNormReLU can (faster; the same values).
+   */
+  forwardReLU(input: Tensor, residual: Tensor | null = null): Tensor {
+    return this.#normalize(input, { residual });
+  }
+
+  /** Batch norm of `input`; then, given `relu`, the residual added and ReLU applied. */
+  #normalize(input: Tensor, relu: { residual: Tensor | null } | null): Tensor {
     this.checkInput(input);
     const s = input.shape;
     if (s[1] !== this.numFeatures) {
@@ -412,16 +426,23 @@ export abstract class BatchNormBase extends Module {
       noGrad(() => tracked.add_(1));
       if (this.momentum === null) factor = 1 / tracked.item();
     }
-    if (this.training && this.crossRankForward !== null) return this.crossRankForward(this, input, factor);
+    if (this.training && this.crossRankForward !== null) {
+      const out = this.crossRankForward(this, input, factor);
+      if (relu?.residual) out.add_(relu.residual);
+      return relu ? out.relu_() : out;
+    }
     // Running statistics are passed only when they are used or updated, as PyTorch does.
     const passStats = !this.training || (this.trackRunningStats && updating);
-    return F.batchNorm(input, passStats ? this.runningMean : null, passStats ? this.runningVar : null, {
+    const options = {
       weight: stashed(this.weight),
       bias: stashed(this.bias),
       training: useBatchStats,
       momentum: factor,
       eps: this.eps,
-    });
+    };
+    const [mean, variance] = passStats ? [this.runningMean, this.runningVar] : [null, null];
+    if (relu) return F.batchNormReLU(input, mean, variance, { ...options, residual: relu.residual });
+    return F.batchNorm(input, mean, variance, options);
   }
 
   override extraRepr(): string {

@@ -94,6 +94,52 @@ export function batchNorm(
   );
 }
 
+export interface BatchNormReLUOptions extends BatchNormOptions {
+  /** Added to the normalised input before the ReLU (a residual block's identity branch). */
+  residual?: Tensor | null;
+}
+
+/**
+ * relu(batchNorm(input, …) + residual), the same values as the separate operators. In training
+ * mode, for a float32 CPU input stored contiguous or channels-last (and a residual of its shape and
+ * layout), they run as one autograd node with kernels of their own that read and write the data
+ * fewer times (docs/engine.md, "Batch norm and ReLU in one node"); it cannot be differentiated
+ * twice. Otherwise, or when switched off (setFusedBatchNormReLU), batch_norm, add_ and relu_ run.
+ */
+export function batchNormReLU(
+  input: Tensor,
+  runningMean: Tensor | null,
+  runningVar: Tensor | null,
+  options: BatchNormReLUOptions = {},
+): Tensor {
+  return new Tensor(
+    native.batchNormReLU(
+      input.handle,
+      options.residual ? options.residual.handle : null,
+      options.weight ? options.weight.handle : null,
+      options.bias ? options.bias.handle : null,
+      runningMean ? runningMean.handle : null,
+      runningVar ? runningVar.handle : null,
+      options.training ?? false,
+      options.momentum ?? 0.1,
+      options.eps ?? 1e-5,
+    ),
+  );
+}
+
+/**
+ * Whether batchNormReLU may run as one node (default: yes, unless `LOCO_FUSED_BN_RELU=0` was set
+ * when loco loaded). Off, it runs ATen's batch_norm, add_ and relu_, whose rounding PyTorch's
+ * results share bit for bit.
+ */
+export function setFusedBatchNormReLU(enabled: boolean): void {
+  native.setFusedBatchNormReLU(enabled);
+}
+
+export function fusedBatchNormReLUEnabled(): boolean {
+  return native.fusedBatchNormReLUEnabled();
+}
+
 export function linear(input: Tensor, weight: Tensor, bias?: Tensor | null): Tensor {
   return callTensor("linear", input.handle, weight.handle, bias ? bias.handle : null);
 }

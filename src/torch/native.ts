@@ -53,6 +53,7 @@ export interface NativeAddon {
   item(handle: NativeHandle): number | boolean;
   isAliasOf(a: NativeHandle, b: NativeHandle): boolean;
   requiresGrad(handle: NativeHandle): boolean;
+  gradFnName(handle: NativeHandle): string | null;
   setRequiresGrad(handle: NativeHandle, value: boolean): void;
   isLeaf(handle: NativeHandle): boolean;
   grad(handle: NativeHandle): NativeHandle | null;
@@ -117,6 +118,20 @@ export interface NativeAddon {
     bias: NativeHandle | null,
     feedback: NativeHandle,
   ): NativeHandle;
+  /** relu(batch_norm(...) + residual) in one autograd node where it can (batchnorm_relu.cpp). */
+  batchNormReLU(
+    input: NativeHandle,
+    residual: NativeHandle | null,
+    weight: NativeHandle | null,
+    bias: NativeHandle | null,
+    runningMean: NativeHandle | null,
+    runningVar: NativeHandle | null,
+    training: boolean,
+    momentum: number,
+    eps: number,
+  ): NativeHandle;
+  setFusedBatchNormReLU(enabled: boolean): void;
+  fusedBatchNormReLUEnabled(): boolean;
   // Process groups (distributed.cpp). Each operation returns a Promise settled off the main thread.
   initProcessGroup(options: NativeGroupOptions): Promise<NativeGroup>;
   destroyProcessGroup(group: NativeGroup): Promise<void>;

@@ -206,6 +206,10 @@ export class Tensor implements Scoped {
     native.setRequiresGrad(this.handle, value);
     return this;
   }
+  /** The name of the autograd node that made this tensor ("AddBackward0"), null for a leaf. */
+  get gradFnName(): string | null {
+    return native.gradFnName(this.handle);
+  }
   get isLeaf(): boolean {
     return native.isLeaf(this.handle);
   }

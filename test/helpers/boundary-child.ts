@@ -27,6 +27,7 @@ const nested = native.callOp(op("aten::_nested_tensor_from_tensor_list"), [h, to
 /** Exports that take no arguments: extra (junk) arguments are ignored, and the call succeeds. */
 const takesNoArguments = new Set([
   "isGradEnabled",
+  "fusedBatchNormReLUEnabled",
   "getNumThreads",
   "hardwareConcurrency",
   "memoryStats",
@@ -75,6 +76,7 @@ const cases = new Map<string, Case[]>([
   c("isAliasOf", none, ["one tensor", [h]], ["a disposed second tensor", [h, d]], ["a generator", [h, g]]),
   // ---- autograd ----
   c("requiresGrad", none, disposed),
+  c("gradFnName", none, disposed, generatorAsTensor),
   c(
     "setRequiresGrad",
     none,
@@ -199,6 +201,17 @@ const cases = new Map<string, Case[]>([
     ["a generator as the feedback matrix", [h, h, null, g]],
     ["a feedback matrix of another shape than the weight", [h, h, null, intTensor]],
   ),
+  // ---- batch norm + ReLU (test/batchnorm-relu.oracle.test.ts exercises the valid calls) ----
+  c(
+    "batchNormReLU",
+    none,
+    ["a disposed input", [d, null, null, null, null, null, true, 0.1, 1e-5]],
+    ["a generator as the weight", [h, null, g, null, null, null, true, 0.1, 1e-5]],
+    ["a residual of another shape", [h, intTensor, null, null, null, null, true, 0.1, 1e-5]],
+    ["a string training flag", [h, null, null, null, null, null, "yes", 0.1, 1e-5]],
+    ["a string momentum", [h, null, null, null, null, null, true, "0.1", 1e-5]],
+  ),
+  c("setFusedBatchNormReLU", none, ["a number", [1]]),
   // ---- process groups (a live group is exercised by test/distributed.test.ts) ----
   c(
     "initProcessGroup",
