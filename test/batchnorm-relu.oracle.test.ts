@@ -5,7 +5,11 @@
 // that must take the separate operators instead (evaluation mode, mixed layouts, float64).
 import { describe, test } from "node:test";
 import * as assert from "node:assert/strict";
-import { F, Generator, type Tensor, ones, rand, randn, scope, zeros } from "../src/torch";
+import { spawnSync } from "node:child_process";
+import * as fs from "node:fs";
+import * as os from "node:os";
+import * as path from "node:path";
+import { F, Generator, type Tensor, loadSafetensors, ones, rand, randn, scope, zeros } from "../src/torch";
 import { BatchNorm2d, ReLU, Sequential } from "../src/nn";
 import { oracleAvailable, oracleScript, runOracle } from "./helpers/oracle";
 import { assertClose } from "./helpers/assert";
@@ -171,5 +175,31 @@ describe("batch norm + ReLU in modules", () => {
       assert.doesNotMatch(y.gradFnName ?? "", FUSED_NODE);
       assert.ok(y.min().item() >= 0);
     });
+  });
+});
+
+describe("batch norm + ReLU kernels for each instruction set", () => {
+  test("the baseline copy agrees with the one this CPU runs, to float rounding", () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), "loco-bnrelu-"));
+    try {
+      const child = path.join(__dirname, "helpers", "bn-relu-child.js");
+      const results = ["default", "baseline"].map((choice) => {
+        const file = path.join(dir, `${choice}.safetensors`);
+        const env: NodeJS.ProcessEnv = { ...process.env, LOCO_NUM_THREADS: "1" };
+        if (choice === "baseline") env.LOCO_FUSED_BN_RELU = "baseline";
+        else delete env.LOCO_FUSED_BN_RELU;
+        const r = spawnSync(process.execPath, [child, file], { env, encoding: "utf8", timeout: 60_000 });
+        assert.equal(r.status, 0, `the ${choice} child failed: ${r.stderr}`);
+        return loadSafetensors(file).tensors;
+      });
+      scope(() => {
+        const [native, baseline] = results;
+        assert.equal(native.size, 26);
+        // The sums' order follows the vector width, so the two differ by rounding, not more.
+        for (const [k, v] of native) assertClose(v, baseline.get(k)!, { rtol: 1e-5, atol: 1e-6, name: k });
+      });
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
