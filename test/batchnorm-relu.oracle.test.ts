@@ -13,6 +13,7 @@ import { F, Generator, type Tensor, loadSafetensors, ones, rand, randn, scope, z
 import { BatchNorm2d, ReLU, Sequential } from "../src/nn";
 import { oracleAvailable, oracleScript, runOracle } from "./helpers/oracle";
 import { assertClose } from "./helpers/assert";
+import { runBenchJson } from "./helpers/bench";
 
 const skip = oracleAvailable() ? false : "python3-torch is not installed for /usr/bin/python3";
 
@@ -202,4 +203,28 @@ describe("batch norm + ReLU kernels for each instruction set", () => {
       fs.rmSync(dir, { recursive: true, force: true });
     }
   });
+});
+
+test("bench/bn-relu: both sides timed at every shape, in the layouts loco's ResNet-50 runs", () => {
+  interface Row {
+    shape: string;
+    layout: string;
+    residual: boolean;
+    separateMs: { forward: number; backward: number };
+    fusedMs: { forward: number; backward: number };
+    ratio: { total: number };
+  }
+  const report = runBenchJson<{ batch: number; rows: Row[] }>("bn-relu", ["--batch", "2", "--repeats", "1"]);
+  assert.equal(report.batch, 2);
+  assert.equal(report.rows.length, 9);
+  assert.deepEqual(
+    report.rows.map((r) => r.layout),
+    [...Array(7).fill("channelsLast"), "contiguous", "contiguous"],
+  );
+  for (const r of report.rows) {
+    for (const ms of [r.separateMs.forward, r.separateMs.backward, r.fusedMs.forward, r.fusedMs.backward]) {
+      assert.ok(Number.isFinite(ms) && ms > 0, `${r.shape}: a positive time`);
+    }
+    assert.ok(r.ratio.total > 0);
+  }
 });
