@@ -80,18 +80,20 @@ export function batchNorm(
   runningVar: Tensor | null,
   options: BatchNormOptions = {},
 ): Tensor {
-  return callTensor(
-    "batch_norm",
-    input.handle,
-    options.weight ? options.weight.handle : null,
-    options.bias ? options.bias.handle : null,
-    runningMean ? runningMean.handle : null,
-    runningVar ? runningVar.handle : null,
+  return callTensor("batch_norm", input.handle, ...batchNormArgs(runningMean, runningVar, options), true);
+}
+
+/** batch_norm's arguments after the input, in its schema's order, defaults filled in. */
+function batchNormArgs(runningMean: Tensor | null, runningVar: Tensor | null, options: BatchNormOptions) {
+  return [
+    options.weight?.handle ?? null,
+    options.bias?.handle ?? null,
+    runningMean?.handle ?? null,
+    runningVar?.handle ?? null,
     options.training ?? false,
     options.momentum ?? 0.1,
     options.eps ?? 1e-5,
-    true,
-  );
+  ] as const;
 }
 
 export interface BatchNormReLUOptions extends BatchNormOptions {
@@ -112,19 +114,8 @@ export function batchNormReLU(
   runningVar: Tensor | null,
   options: BatchNormReLUOptions = {},
 ): Tensor {
-  return new Tensor(
-    native.batchNormReLU(
-      input.handle,
-      options.residual ? options.residual.handle : null,
-      options.weight ? options.weight.handle : null,
-      options.bias ? options.bias.handle : null,
-      runningMean ? runningMean.handle : null,
-      runningVar ? runningVar.handle : null,
-      options.training ?? false,
-      options.momentum ?? 0.1,
-      options.eps ?? 1e-5,
-    ),
-  );
+  const residual = options.residual?.handle ?? null;
+  return new Tensor(native.batchNormReLU(input.handle, residual, ...batchNormArgs(runningMean, runningVar, options)));
 }
 
 /**
