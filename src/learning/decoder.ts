@@ -3,7 +3,8 @@
 // hidden width = channels of the pooled input, output 128. c = 0, m = 2 is SimCLR's projection head.
 import type { Tensor } from "../torch";
 import { Module } from "../nn/module";
-import { AdaptiveAvgPool2d, BatchNorm1d, Flatten, Linear, ReLU } from "../nn/layers";
+import { AdaptiveAvgPool2d, Flatten, Linear, ReLU } from "../nn/layers";
+import { BatchNorm1d } from "../nn/batchnorm";
 import { Sequential } from "../nn/container";
 import { BasicBlock, type BlockType, Bottleneck } from "../models/resnet";
 import type { Generator } from "../torch/random";

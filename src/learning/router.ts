@@ -1,7 +1,7 @@
 // The gradient router of docs/methods.md: losses at chosen stages, a reach per loss, and gradients moved
 // between stages as explicit messages (vector-Jacobian products), in the memory-efficient order.
 import { type Tensor, backward, noGrad, scope } from "../torch";
-import { withoutRunningStatsUpdate } from "../nn/layers";
+import { withoutRunningStatsUpdate } from "../nn/batchnorm";
 
 /** Anything with a forward pass and parameters: an encoder stage or a decoder. */
 export interface Forwardable {

@@ -4,7 +4,8 @@
 // bytes (measured with the counting allocator on one forward) or FLOPs.
 import { type Tensor, Generator, memoryStats, randn, scope } from "../torch";
 import type { Module } from "../nn/module";
-import { Conv2d, Linear, withoutRunningStatsUpdate } from "../nn/layers";
+import { Conv2d, Linear } from "../nn/layers";
+import { withoutRunningStatsUpdate } from "../nn/batchnorm";
 import { Sequential } from "../nn/container";
 import type { StagedEncoder } from "./learner";
 import { SPLIT_NAMES, type SplitName, type SplitSpec } from "./methods";

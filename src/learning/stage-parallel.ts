@@ -8,7 +8,8 @@
 // rank calls `await worker.finish()` after the same number of steps.
 import { type Tensor, empty, keep, memoryStats, noGrad, tensor } from "../torch";
 import type { ProcessGroup, Work } from "../torch/distributed";
-import { withStashedWeights, withoutRunningStatsUpdate } from "../nn/layers";
+import { withoutRunningStatsUpdate } from "../nn/batchnorm";
+import { withStashedWeights } from "../nn/stash";
 import type { LocalLearner } from "./learner";
 import type { StageRankRecord } from "./metrics";
 import { ntXent } from "./ntxent";

@@ -2,7 +2,7 @@
 // its backward with and without its input's gradient, its decoder (forward, loss, backward, update)
 // and its own update, on one batch, in this process's thread setting.
 import { type Tensor, backward, bytesPerElement, keep, noGrad, scope } from "../torch";
-import { withoutRunningStatsUpdate } from "../nn/layers";
+import { withoutRunningStatsUpdate } from "../nn/batchnorm";
 import type { LocalLearner } from "./learner";
 import { ntXent } from "./ntxent";
 import type { StageCosts } from "./stage-sim";

@@ -14,7 +14,8 @@ import type { Tensor } from "../torch/tensor";
 import type { DType, MemoryFormat } from "../torch/dtype";
 import type { Generator } from "../torch/random";
 import { Module } from "../nn/module";
-import { AdaptiveAvgPool2d, BatchNorm2d, Conv2d, Identity, Linear, MaxPool2d, ReLU } from "../nn/layers";
+import { AdaptiveAvgPool2d, Conv2d, Identity, Linear, MaxPool2d, ReLU } from "../nn/layers";
+import { BatchNorm2d } from "../nn/batchnorm";
 import { Sequential } from "../nn/container";
 import * as init from "../nn/init";
 

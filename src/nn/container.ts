@@ -1,7 +1,8 @@
 // Containers: Sequential (children "0", "1", … or given names) and ModuleList.
 import type { Tensor } from "../torch/tensor";
 import { Module } from "./module";
-import { BatchNormBase, ReLU } from "./layers";
+import { BatchNormBase } from "./batchnorm";
+import { ReLU } from "./layers";
 
 /** Runs its children in order, each on the previous one's output. */
 export class Sequential extends Module {

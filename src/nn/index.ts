@@ -9,11 +9,6 @@ export {
 export {
   Conv2d,
   Linear,
-  BatchNormBase,
-  BatchNorm1d,
-  BatchNorm2d,
-  withoutRunningStatsUpdate,
-  withStashedWeights,
   ReLU,
   MaxPool2d,
   AvgPool2d,
@@ -26,9 +21,10 @@ export {
   type ParameterOptions,
   type Conv2dOptions,
   type LinearOptions,
-  type BatchNormOptions,
   type MaxPool2dOptions,
   type AvgPool2dOptions,
 } from "./layers";
+export { BatchNormBase, BatchNorm1d, BatchNorm2d, withoutRunningStatsUpdate, type BatchNormOptions } from "./batchnorm";
+export { withStashedWeights } from "./stash";
 export { Sequential, ModuleList } from "./container";
 export * as init from "./init";
